@@ -1,0 +1,112 @@
+"""Command line: `python -m api <command>`.
+
+serve-local     the no-Docker stack behind `make run`: embedded PostgreSQL kept in ./.data,
+                PgBouncer in front when installed, migrations, then uvicorn in the foreground.
+hash-benchmark  what one password verify costs here with the configured argon2id parameters.
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from api import devstack
+
+DATABASE = "storefront"
+
+
+def say(message: str) -> None:
+    print(f"[serve-local] {message}", file=sys.stderr, flush=True)
+
+
+def serve_local(host: str, port: int) -> int:
+    data = devstack.ROOT / ".data"
+    server: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    postgres = devstack.EmbeddedPostgres(data / "postgres")
+    bouncer: devstack.PgBouncer | None = None
+    try:
+        postgres.start()
+        postgres.create_database(DATABASE)
+        direct = postgres.url(DATABASE)
+        say(f"PostgreSQL (embedded) on 127.0.0.1:{postgres.port}, data in {postgres.data_dir}")
+        env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
+        env.setdefault("LOG_JSON", "false")
+        if devstack.pgbouncer_binary():
+            bouncer = devstack.PgBouncer(
+                data / "pgbouncer", server_port=postgres.port, password=postgres.password
+            ).start()
+            env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
+            say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; the API uses NullPool")
+        else:
+            env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
+            say("PgBouncer is not installed: the API connects directly with a pool. To run as in")
+            say(f"production: {devstack.PGBOUNCER_INSTALL_HINT}")
+        if stopping:
+            return 0
+        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
+        say(f"serving on http://{host}:{port} (Ctrl-C stops everything)")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+            + ["--host", host, "--port", str(port)],
+            env=env,
+            preexec_fn=devstack.child_setup(None, signal.SIGTERM),  # dies with us, even on kill -9
+        )
+        if stopping:
+            server.send_signal(signal.SIGTERM)
+        code = server.wait()
+        return 0 if stopping else code
+    except (devstack.DevStackError, subprocess.CalledProcessError) as exc:
+        say(f"failed: {exc}")
+        return 1
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+        if bouncer is not None:
+            bouncer.stop()
+        postgres.stop()
+        say("stopped")
+
+
+def hash_benchmark(rounds: int) -> int:
+    from api.core.security import ARGON2_PARAMS, password_hash
+
+    hashed = password_hash.hash("correct horse battery staple")
+    started = time.perf_counter()
+    for _ in range(rounds):
+        password_hash.verify("correct horse battery staple", hashed)
+    elapsed = (time.perf_counter() - started) / rounds * 1000
+    print(f"argon2id {ARGON2_PARAMS}: {elapsed:.1f} ms per verify (mean of {rounds})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve-local", help="run the API on the embedded stack")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    bench = commands.add_parser("hash-benchmark", help="time one password verify")
+    bench.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.command == "serve-local":
+        return serve_local(args.host, args.port)
+    return hash_benchmark(args.rounds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

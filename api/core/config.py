@@ -1,0 +1,75 @@
+"""Settings from the environment (and `.env`); `.env.example` documents every field."""
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+PLACEHOLDER_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/storefront"
+    migrations_database_url: str | None = None
+    db_pool_mode: Literal["null", "queue"] = "queue"
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    db_command_timeout: float = Field(default=15.0, gt=0)
+    db_echo: bool = False
+    secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET_KEY)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("database_url", "migrations_database_url")
+    @classmethod
+    def _postgres_asyncpg(cls, url: str | None) -> str | None:
+        if url is not None and make_url(url).drivername != "postgresql+asyncpg":
+            raise ValueError("must be a postgresql+asyncpg:// URL")
+        return url
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _real_secret_outside_development(self) -> "Settings":
+        key = self.secret_key.get_secret_value()
+        if self.environment != "development" and key == PLACEHOLDER_SECRET_KEY:
+            raise ValueError("SECRET_KEY must be set outside development")
+        if len(key.encode()) < 32:
+            raise ValueError("SECRET_KEY must be at least 32 bytes")
+        return self
+
+    @property
+    def direct_database_url(self) -> str:
+        """The URL migrations use: always straight to PostgreSQL, never through PgBouncer."""
+        if self.migrations_database_url:
+            return self.migrations_database_url
+        if self.db_pool_mode == "queue":
+            return self.database_url
+        raise ValueError(
+            "MIGRATIONS_DATABASE_URL is required when DB_POOL_MODE=null: "
+            "DATABASE_URL then points at PgBouncer, and migrations must not go through it"
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

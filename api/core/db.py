@@ -1,0 +1,86 @@
+"""The one engine/session module: engine construction, the request's session, unique-violation
+handling.
+
+Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no connections of its own
+(NullPool) and asyncpg keeps no prepared statements: PgBouncer 1.18 hands each transaction to any
+server connection, so a named statement prepared on one would be missing (or already exist) on
+the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
+behind on the server (measured: tests/core/test_pgbouncer.py).
+"""
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.core.config import Settings
+from api.core.errors import Conflict, FieldError, unique_violation
+
+
+def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_command_timeout,
+    }
+    pool: dict[str, Any]
+    if settings.db_pool_mode == "null":
+        connect_args["statement_cache_size"] = 0
+        pool = {"poolclass": NullPool}
+    else:
+        pool = {
+            "pool_size": settings.db_pool_size,
+            "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+        }
+    return create_async_engine(
+        url or settings.database_url, echo=settings.db_echo, connect_args=connect_args, **pool
+    )
+
+
+def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: committed before the response is sent, rolled back on error."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# scope="function": the commit runs when the route returns, before the response goes out,
+# so a failed commit becomes an error answer instead of following a 2xx.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+@asynccontextmanager
+async def unique_fields(session: AsyncSession, fields: Mapping[str, str]) -> AsyncIterator[None]:
+    """Flush the block's changes in a savepoint; a broken unique constraint becomes a 409.
+
+    `fields` maps constraint names to the field they guard. The database decides (no
+    check-then-insert race); the savepoint keeps the request's transaction usable.
+    """
+    try:
+        async with session.begin_nested():
+            yield
+    except IntegrityError as exc:
+        constraint = unique_violation(exc)
+        if constraint not in fields:
+            raise
+        field = fields[constraint]
+        raise Conflict(
+            f"{field} is already taken.",
+            errors=[FieldError(field=field, message="already taken")],
+        ) from exc

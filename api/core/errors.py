@@ -1,0 +1,247 @@
+"""One error shape for every non-2xx answer: RFC 9457 problem details.
+
+Services raise the `AppError` subclasses below (never `HTTPException`); the handlers registered
+by `install_error_handlers` render them, FastAPI's validation errors, Starlette's HTTP errors,
+database outages and unexpected exceptions as `application/problem+json`.
+"""
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_ERRORS = 20
+MAX_MESSAGE = 200
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable `code`."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class AppError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str, *, errors: Sequence[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors is not None else None
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, resource: str, key: object, *, by: str = "id") -> None:
+        super().__init__(f"{resource} with {by} {key} not found")
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+def _status(status: int) -> HTTPStatus:
+    try:
+        return HTTPStatus(status)
+    except ValueError:
+        return HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    phrase = _status(status).phrase
+    body = Problem(
+        type=f"urn:storefront:problem:{code}",
+        title=phrase,
+        status=status,
+        detail=detail,
+        code=code,
+        instance=instance,
+        errors=list(errors) if errors is not None else None,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
+    """Field and message only: never the submitted input (it may be a password or megabytes)."""
+    return [
+        FieldError(field=_field_name(err.get("loc", ())), message=str(err.get("msg"))[:MAX_MESSAGE])
+        for err in raw[:MAX_ERRORS]
+    ]
+
+
+def unique_violation(exc: IntegrityError) -> str | None:
+    """The name of the unique constraint an IntegrityError broke, if that is what it was."""
+    cause = getattr(exc.orig, "__cause__", None)
+    if getattr(cause, "sqlstate", None) == "23505":
+        return getattr(cause, "constraint_name", None)
+    return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the database (or PgBouncer) could not be reached or stopped answering."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        sqlstate = getattr(cause, "sqlstate", None) or ""
+        # 08: connection exception, 57P: operator intervention (shutdown), 53: resources
+        if sqlstate.startswith(("08", "57P", "53")):
+            return True
+        return isinstance(cause, (OSError, TimeoutError)) or type(cause).__name__ in {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "QueryCanceledError",
+        }
+    return False
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(
+        exc.status_code, exc.code, exc.detail, instance=request.url.path, errors=exc.errors
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    detail = "The request is invalid: " + "; ".join(f"{e.field}: {e.message}" for e in errors[:3])
+    return problem_response(
+        422, "validation_error", detail[:500], instance=request.url.path, errors=errors
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _status(exc.status_code).name.lower()
+    detail = exc.detail if isinstance(exc.detail, str) else _status(exc.status_code).phrase
+    return problem_response(
+        exc.status_code, code, detail, instance=request.url.path, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_connection_error(exc):
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "database_unavailable",
+            "The database is unavailable; retry shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
+        )
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(
+        500, "internal_error", "An unexpected error occurred.", instance=request.url.path
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for a route: each status documented as a problem body."""
+    return {
+        status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses
+    }
+
+
+def problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with every 4xx/5xx answer described as `application/problem+json`.
+
+    FastAPI documents its own 422 as `HTTPValidationError`; ours is a Problem. Every operation also
+    documents 413 (when it takes a body), 422 and 503, which any route can answer.
+    """
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components["FieldError"] = components["Problem"].pop("$defs")["FieldError"]
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            answers = operation.setdefault("responses", {})
+            if path != "/health":
+                answers.setdefault("503", {"description": "Service Unavailable"})
+            if "requestBody" in operation:
+                answers.setdefault("413", {"description": "Content Too Large"})
+            if operation.get("parameters") or "requestBody" in operation:
+                answers.setdefault("422", {"description": "Unprocessable Content"})
+            for status, answer in answers.items():
+                if status[0] in "45":
+                    answer["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,61 @@
+"""Refuse request bodies above `MAX_BODY_BYTES` with a 413 problem body, before anything parses
+them (uvicorn has no limit of its own).
+
+A declared Content-Length over the limit is refused without reading a byte. A body without one
+(chunked) is read up to the limit, refused as soon as it passes it, and otherwise replayed to the
+app. FastAPI's own `max_body_size` answers the declared case in plain text, so it is not used.
+"""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.core.errors import problem_response
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) <= self.max_bytes:
+                await self.app(scope, receive, send)
+            else:
+                await self._refuse(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        buffered: list[Message] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            "request_entity_too_large",
+            f"The request body is larger than {self.max_bytes} bytes.",
+            instance=scope.get("path"),
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,42 @@
+"""Shared model plumbing: the naming convention (set before any table is defined) and columns.
+
+Every resource's models module imports this module first, so constraint names are stable and
+predictable (`uq_users_username`), which the unique-violation → 409 mapping relies on.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, func
+from sqlmodel import Field, SQLModel
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def created_at_field() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def updated_at_field() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+        ),
+    )
+
+
+def reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters: refuse them as invalid input, not a 500."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value

@@ -1,0 +1,21 @@
+"""Password hashing: argon2id through pwdlib, off the event loop.
+
+Parameters: OWASP's minimum for argon2id (19 MiB, 2 iterations, 1 lane). pwdlib's default
+(64 MiB, t=3, p=4) costs 0.13-0.5 s per verify on our 2-core machines; this costs 25-60 ms
+(rerun: `uv run python -m api hash-benchmark`).
+"""
+
+import anyio.to_thread
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+ARGON2_PARAMS = {"memory_cost": 19_456, "time_cost": 2, "parallelism": 1}
+password_hash = PasswordHash((Argon2Hasher(**ARGON2_PARAMS),))
+
+
+async def hash_password(password: str) -> str:
+    return await anyio.to_thread.run_sync(password_hash.hash, password)
+
+
+async def verify_password(password: str, hashed: str) -> bool:
+    return await anyio.to_thread.run_sync(password_hash.verify, password, hashed)

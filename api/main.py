@@ -1,0 +1,54 @@
+"""The application factory: `uvicorn --factory api.main:create_app`."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi_pagination import add_pagination
+
+from api.core.config import Settings, get_settings
+from api.core.db import build_engine, build_sessionmaker
+from api.core.errors import install_error_handlers, problem_openapi
+from api.core.logging import configure_logging
+from api.core.middleware import BodySizeLimit
+from api.health.routes import router as health_router
+from api.users.routes import router as users_router
+
+VERSION = "0.1.0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine = build_engine(app.state.settings)
+    app.state.sessionmaker = build_sessionmaker(engine)
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="Storefront API",
+        version=VERSION,
+        description="A shop and its blog: users, catalog, orders, posts.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(users_router)
+    add_pagination(app)
+    app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,10 @@
+"""Every table model, imported in one place so that `SQLModel.metadata` is complete
+(Alembic's env.py and the tests import this module)."""
+
+from sqlmodel import SQLModel
+
+from api.users.models import User
+
+metadata = SQLModel.metadata
+
+__all__ = ["User", "metadata"]

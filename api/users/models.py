@@ -1,0 +1,69 @@
+"""The User family: UserBase (shared fields and their rules), User (the table), and the
+request/response shapes derived from them."""
+
+from datetime import datetime
+
+from pydantic import EmailStr, field_validator
+from sqlalchemy import Column, Index, func, text
+from sqlmodel import Field, SQLModel
+
+from api.core.models import created_at_field, reject_nul, updated_at_field
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
+
+
+class UserBase(SQLModel):
+    username: str = Field(min_length=3, max_length=50, regex=USERNAME_PATTERN, unique=True)
+    email: EmailStr = Field(max_length=255)
+    full_name: str | None = Field(default=None, max_length=100)
+    bio: str | None = Field(default=None, max_length=1000)
+
+    _no_nul = field_validator("*")(reject_nul)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+    # Emails are unique whatever their case: the database decides, on lower(email).
+    __table_args__ = (Index("uq_users_email_lower", func.lower(Column("email")), unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    hashed_password: str = Field(max_length=255)
+    is_active: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
+    is_superuser: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+
+
+class UserCreate(UserBase):
+    password: str = Field(min_length=8, max_length=128)
+
+
+class UserRead(UserBase):
+    id: int
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserUpdate(SQLModel):
+    username: str | None = Field(
+        default=None, min_length=3, max_length=50, regex=USERNAME_PATTERN
+    )
+    email: EmailStr | None = Field(default=None, max_length=255)
+    full_name: str | None = Field(default=None, max_length=100)
+    bio: str | None = Field(default=None, max_length=1000)
+    is_active: bool | None = None
+
+    _no_nul = field_validator("*")(reject_nul)
+
+    @field_validator("username", "email", "is_active")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+# Unique constraint -> the field a 409 names.
+UNIQUE_FIELDS = {"uq_users_username": "username", "uq_users_email_lower": "email"}
