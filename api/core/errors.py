@@ -194,7 +194,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
             instance=request.url.path,
             headers={"Retry-After": "1"},
         )
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    logger.error(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
     return problem_response(
         500, "internal_error", "An unexpected error occurred.", instance=request.url.path
     )
@@ -204,7 +206,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    # Database and network errors are handled by class, so that an outage is a 503 answered
+    # like any other error; everything else reaches the catch-all (a 500 with no internals).
+    for error_class in (DBAPIError, OSError, TimeoutError, Exception):
+        app.add_exception_handler(error_class, _unexpected_error)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -13,7 +13,7 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
 
 class UserBase(SQLModel):
-    username: str = Field(min_length=3, max_length=50, regex=USERNAME_PATTERN, unique=True)
+    username: str = Field(min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}, unique=True)
     email: EmailStr = Field(max_length=255)
     full_name: str | None = Field(default=None, max_length=100)
     bio: str | None = Field(default=None, max_length=1000)
@@ -48,7 +48,7 @@ class UserRead(UserBase):
 
 class UserUpdate(SQLModel):
     username: str | None = Field(
-        default=None, min_length=3, max_length=50, regex=USERNAME_PATTERN
+        default=None, min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}
     )
     email: EmailStr | None = Field(default=None, max_length=255)
     full_name: str | None = Field(default=None, max_length=100)

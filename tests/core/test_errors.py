@@ -1,0 +1,86 @@
+"""One error shape for every non-2xx, documented in the OpenAPI; no internals in a 500."""
+
+import socket
+import time
+
+import httpx
+
+from api.core.errors import PROBLEM_MEDIA_TYPE
+from api.main import create_app
+from tests.helpers import app_without_database, assert_problem, settings_for_tests
+
+
+async def test_unknown_route_is_a_problem_404(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/no/such/route"), 404, "not_found")
+
+
+async def test_wrong_method_is_a_problem_405(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.put("/health"), 405, "method_not_allowed")
+
+
+async def test_unexpected_error_is_a_500_with_no_internals() -> None:
+    app = create_app(settings_for_tests())
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals: password=hunter2")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/boom")
+
+    body = assert_problem(response, 500, "internal_error")
+    assert "secret" not in response.text and "hunter2" not in response.text
+    assert body["detail"] == "An unexpected error occurred."
+
+
+async def test_unresponsive_database_is_a_prompt_503(silent_database: str) -> None:
+    app = app_without_database(silent_database)
+    transport = httpx.ASGITransport(app=app)
+    started = time.monotonic()
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/users/1")
+
+    assert_problem(response, 503, "database_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 5
+
+
+async def test_refused_connection_is_a_503() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: connections are refused
+        app = app_without_database(f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/db")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post(
+                "/users/", json={"username": "abc", "email": "a@b.co", "password": "x" * 10}
+            )
+
+    assert_problem(response, 503, "database_unavailable")
+
+
+def test_openapi_documents_every_error_as_a_problem() -> None:
+    schema = create_app(settings_for_tests()).openapi()
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components
+    assert set(components["Problem"]["required"]) >= {"type", "title", "status", "detail", "code"}
+
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            errors = {k: v for k, v in operation["responses"].items() if k[0] in "45"}
+            if path != "/health":
+                assert "503" in errors, f"{method} {path}"
+            if "requestBody" in operation:
+                assert {"413", "422"} <= errors.keys(), f"{method} {path}"
+            for answer in errors.values():
+                assert answer["content"] == {
+                    PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }
+
+
+def test_openapi_documents_the_users_errors() -> None:
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    assert "409" in paths["/users/"]["post"]["responses"]
+    assert "404" in paths["/users/{user_id}"]["get"]["responses"]
+    assert {"404", "409"} <= paths["/users/{user_id}"]["patch"]["responses"].keys()

@@ -1,0 +1,82 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+from api.core.config import Settings
+from api.core.db import build_engine, build_sessionmaker
+from api.main import create_app
+from fastapi import FastAPI
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = secrets.token_urlsafe(48)
+
+
+def asyncpg_url(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql+asyncpg")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def settings_for_tests(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"environment": "test", "secret_key": SECRET_KEY, "log_json": False}
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+async def admin_execute(server_url: str, *statements: str, database: str | None = "postgres") -> None:
+    """Run statements over a plain asyncpg connection (by default to the server's `postgres`)."""
+    conn = await asyncpg.connect(libpq_url(asyncpg_url(server_url, database)))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the Alembic CLI, as a deployment does, straight against `database_url`."""
+    env = {**os.environ, "MIGRATIONS_DATABASE_URL": database_url, "ENVIRONMENT": "test"}
+    env["SECRET_KEY"] = SECRET_KEY
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The answer is an RFC 9457 problem with this status and stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:storefront:problem:{code}"
+    assert body["title"] and body["detail"]
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> set[str]:
+    return {error["field"] for error in body["errors"]}
+
+
+def app_without_database(database_url: str) -> FastAPI:
+    """The app with its real engine on a database that is not there, and short timeouts."""
+    app = create_app(
+        settings_for_tests(database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1)
+    )
+    app.state.sessionmaker = build_sessionmaker(build_engine(app.state.settings))
+    return app
