@@ -61,7 +61,14 @@ def _service_account() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVICE_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -133,18 +140,20 @@ def _stop_stale(pidfile: Path, name: str, sig: int) -> None:
         _stop_pid(pid, sig, timeout=30)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def _wait_for_port(
+    name: str, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise DevStackError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+            raise DevStackError(f"{name} exited with {proc.returncode}:\n{tail}")
         with socket.socket() as sock:
             sock.settimeout(0.2)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise DevStackError(f"{proc.args[0]} did not listen on 127.0.0.1:{port} in {timeout}s")
+    raise DevStackError(f"{name} did not listen on 127.0.0.1:{port} in {timeout}s")
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20) -> None:
@@ -201,7 +210,7 @@ class EmbeddedPostgres:
             self._initdb(account)
         self.port = self.port or free_port()
         log = self.data_dir / "postgres.log"
-        settings = [f"listen_addresses=127.0.0.1", f"port={self.port}"]
+        settings = ["listen_addresses=127.0.0.1", f"port={self.port}"]
         settings += [f"unix_socket_directories={self.data_dir}", "max_connections=200"]
         if not self.durable:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
@@ -217,7 +226,7 @@ class EmbeddedPostgres:
                 preexec_fn=child_setup(account, signal.SIGINT),
                 start_new_session=True,  # stopped by us, in order, not by a terminal's Ctrl-C
             )
-        _wait_for_port(self.port, self.process, log, timeout=60)
+        _wait_for_port("postgres", self.port, self.process, log, timeout=60)
         self._wait_until_accepting()
         return self
 
@@ -328,7 +337,7 @@ class PgBouncer:
             preexec_fn=child_setup(account, signal.SIGTERM),
             start_new_session=True,
         )
-        _wait_for_port(self.port, self.process, log, timeout=30)
+        _wait_for_port("pgbouncer", self.port, self.process, log, timeout=30)
         return self
 
     def stop(self) -> None:

@@ -12,8 +12,8 @@ import gc
 import os
 import secrets
 import shutil
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,10 +38,9 @@ from tests.helpers import (
     admin_execute,
     alembic,
     asyncpg_url,
+    running_pgbouncer,
     settings_for_tests,
 )
-
-PGBOUNCER_POOL_SIZE = 2  # small, so a check of the server connections sees those that served
 
 
 @cache
@@ -148,23 +146,11 @@ def pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
 
     Fails (never skips) when the binary is missing: the PgBouncer pass is part of the suite.
     """
-    url = make_url(postgres_server)
-    workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-"))
-    bouncer = devstack.PgBouncer(
-        workdir,
-        server_host=url.host or "127.0.0.1",
-        server_port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or "",
-        default_pool_size=PGBOUNCER_POOL_SIZE,
-    )
     try:
-        bouncer.start()
+        with running_pgbouncer(postgres_server) as bouncer:
+            yield bouncer
     except devstack.DevStackError as exc:
         pytest.fail(str(exc), pytrace=False)
-    yield bouncer
-    bouncer.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -199,7 +185,7 @@ def engine(via: str, request: pytest.FixtureRequest) -> AsyncEngine:
 
 @pytest.fixture
 async def db_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One connection in one transaction, rolled back after the test: nothing leaks between tests."""
+    """One connection in one transaction, rolled back after the test: nothing leaks."""
     async with engine.connect() as connection:
         transaction = await connection.begin()
         yield connection
@@ -251,7 +237,11 @@ async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
 
 
 @pytest.fixture(scope="session")
-def live_server(concurrent_database: Database, pgbouncer: devstack.PgBouncer) -> Iterator[str]:
+def live_server(
+    concurrent_database: Database,
+    pgbouncer: devstack.PgBouncer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     """A real uvicorn process with the production engine settings, through the real PgBouncer."""
     port = devstack.free_port()
     env = {
@@ -263,33 +253,39 @@ def live_server(concurrent_database: Database, pgbouncer: devstack.PgBouncer) ->
         "MIGRATIONS_DATABASE_URL": concurrent_database.url,
         "LOG_JSON": "false",
     }
-    log = tempfile.NamedTemporaryFile(prefix="storefront-uvicorn-", suffix=".log", delete=False)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-        + ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=devstack.child_setup(None, signal.SIGTERM),
-    )
+    command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    # Idle keep-alive connections outlive the test's pauses: with uvicorn's 5 s default, a slow
+    # run can reuse a connection at the moment the server closes it (a client-side ReadError).
+    command += ["--timeout-keep-alive", "75"]
+    log = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=devstack.child_setup(None, signal.SIGTERM),
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+        while not _answers(f"{url}/health"):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start:\n{Path(log.name).read_text()}")
+                pytest.fail(f"uvicorn did not start:\n{log.read_text()}")
             time.sleep(0.2)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=20)
-        Path(log.name).unlink(missing_ok=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 @pytest.fixture

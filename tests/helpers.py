@@ -1,20 +1,25 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
+import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from api import devstack
 from api.core.config import Settings
 from api.core.db import build_engine, build_sessionmaker
 from api.main import create_app
-from fastapi import FastAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(48)
@@ -33,10 +38,12 @@ def libpq_url(url: str) -> str:
 
 def settings_for_tests(**overrides: Any) -> Settings:
     values: dict[str, Any] = {"environment": "test", "secret_key": SECRET_KEY, "log_json": False}
-    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+    return Settings(_env_file=None, **(values | overrides))
 
 
-async def admin_execute(server_url: str, *statements: str, database: str | None = "postgres") -> None:
+async def admin_execute(
+    server_url: str, *statements: str, database: str | None = "postgres"
+) -> None:
     """Run statements over a plain asyncpg connection (by default to the server's `postgres`)."""
     conn = await asyncpg.connect(libpq_url(asyncpg_url(server_url, database)))
     try:
@@ -65,7 +72,8 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["status"] == status
     assert body["code"] == code
     assert body["type"] == f"urn:storefront:problem:{code}"
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     return body
 
 
@@ -80,3 +88,26 @@ def app_without_database(database_url: str) -> FastAPI:
     )
     app.state.sessionmaker = build_sessionmaker(build_engine(app.state.settings))
     return app
+
+
+PGBOUNCER_POOL_SIZE = 2  # small, so a check of the server connections sees those that served
+
+
+@contextlib.contextmanager
+def running_pgbouncer(server_url: str) -> Iterator[devstack.PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the server at `server_url`."""
+    url = make_url(server_url)
+    workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-"))
+    bouncer = devstack.PgBouncer(
+        workdir,
+        server_host=url.host or "127.0.0.1",
+        server_port=url.port or 5432,
+        user=url.username or "postgres",
+        password=url.password or "",
+        default_pool_size=PGBOUNCER_POOL_SIZE,
+    )
+    try:
+        yield bouncer.start()
+    finally:
+        bouncer.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -76,10 +76,9 @@ async def unique_fields(session: AsyncSession, fields: Mapping[str, str]) -> Asy
         async with session.begin_nested():
             yield
     except IntegrityError as exc:
-        constraint = unique_violation(exc)
-        if constraint not in fields:
+        field = fields.get(unique_violation(exc) or "")
+        if field is None:
             raise
-        field = fields[constraint]
         raise Conflict(
             f"{field} is already taken.",
             errors=[FieldError(field=field, message="already taken")],

@@ -6,7 +6,7 @@ database outages and unexpected exceptions as `application/problem+json`.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -99,7 +99,7 @@ def problem_response(
     *,
     instance: str | None = None,
     errors: Sequence[FieldError] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     phrase = _status(status).phrase
     body = Problem(
@@ -115,7 +115,7 @@ def problem_response(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
+        headers=dict(headers) if headers else None,
     )
 
 
@@ -194,9 +194,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
             instance=request.url.path,
             headers={"Retry-After": "1"},
         )
-    logger.error(
-        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-    )
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
         500, "internal_error", "An unexpected error occurred.", instance=request.url.path
     )

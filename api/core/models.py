@@ -4,7 +4,6 @@ Every resource's models module imports this module first, so constraint names ar
 predictable (`uq_users_username`), which the unique-violation → 409 mapping relies on.
 """
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, func

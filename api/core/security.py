@@ -9,8 +9,13 @@ import anyio.to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-ARGON2_PARAMS = {"memory_cost": 19_456, "time_cost": 2, "parallelism": 1}
-password_hash = PasswordHash((Argon2Hasher(**ARGON2_PARAMS),))
+MEMORY_COST_KIB = 19_456
+TIME_COST = 2
+PARALLELISM = 1
+
+password_hash = PasswordHash(
+    (Argon2Hasher(memory_cost=MEMORY_COST_KIB, time_cost=TIME_COST, parallelism=PARALLELISM),)
+)
 
 
 async def hash_password(password: str) -> str:

@@ -37,7 +37,7 @@ async def ready(request: Request) -> Readiness:
     started = time.perf_counter()
     try:
         async with request.app.state.sessionmaker() as session:
-            await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+            await session.exec(text("SELECT 1"))
     except Exception as exc:
         if not is_connection_error(exc):
             raise

@@ -13,7 +13,9 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
 
 class UserBase(SQLModel):
-    username: str = Field(min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}, unique=True)
+    username: str = Field(
+        min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}, unique=True
+    )
     email: EmailStr = Field(max_length=255)
     full_name: str | None = Field(default=None, max_length=100)
     bio: str | None = Field(default=None, max_length=1000)

@@ -15,7 +15,9 @@ router = APIRouter(prefix="/users", tags=["users"])
 UserId = Annotated[int, Path(gt=0, le=2_147_483_647, description="The user id.")]
 
 
-@router.post("/", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=responses(409))
+@router.post(
+    "/", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=responses(409)
+)
 async def create_user(user_in: UserCreate, session: SessionDep) -> User:
     """Sign up: create a user. A taken username or email is a 409 naming the field."""
     return await service.create_user(session=session, user_in=user_in)

@@ -31,7 +31,7 @@ def test_env_example_lists_every_setting() -> None:
 
 def test_env_example_shows_the_defaults() -> None:
     documented = documented_settings()
-    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    defaults = Settings(_env_file=None)
 
     assert documented["DB_POOL_MODE"] == defaults.db_pool_mode
     assert documented["MAX_BODY_BYTES"] == str(defaults.max_body_bytes)
@@ -41,11 +41,11 @@ def test_env_example_shows_the_defaults() -> None:
 @pytest.mark.parametrize("environment", ["test", "production"])
 def test_placeholder_secret_is_refused_outside_development(environment: str) -> None:
     with pytest.raises(ValidationError, match="SECRET_KEY must be set"):
-        Settings(_env_file=None, environment=environment)  # type: ignore[call-arg]
+        Settings(_env_file=None, environment=environment)
 
 
 def test_placeholder_secret_is_accepted_in_development() -> None:
-    settings = Settings(_env_file=None, environment="development")  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, environment="development")
     assert settings.secret_key.get_secret_value() == PLACEHOLDER_SECRET_KEY
 
 

@@ -30,7 +30,8 @@ async def test_unexpected_error_is_a_500_with_no_internals() -> None:
         response = await client.get("/boom")
 
     body = assert_problem(response, 500, "internal_error")
-    assert "secret" not in response.text and "hunter2" not in response.text
+    assert "secret" not in response.text
+    assert "hunter2" not in response.text
     assert body["detail"] == "An unexpected error occurred."
 
 

@@ -20,7 +20,8 @@ async def test_readiness_reports_latency_and_pool_mode(client: httpx.AsyncClient
 
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["database"] == "ok"
+    assert body["status"] == "ok"
+    assert body["database"] == "ok"
     assert body["pool_mode"] == ("null" if via == "pgbouncer" else "queue")
     assert 0 < body["latency_ms"] < 5_000
 

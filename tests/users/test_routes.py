@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.users.models import User
@@ -16,6 +16,8 @@ from tests.factories import make_user
 from tests.helpers import assert_problem, error_fields
 
 VALID = {"username": "alice", "email": "alice@example.com", "password": "s3cret-passphrase"}
+
+
 async def reload(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id, populate_existing=True)
 
@@ -38,7 +40,8 @@ class TestCreateUser:
         assert body["is_active"] is True
         assert body["is_superuser"] is False
         assert body["created_at"].endswith("Z") or body["created_at"].endswith("+00:00")
-        assert "hashed_password" not in body and "password" not in body
+        assert "hashed_password" not in body
+        assert "password" not in body
         assert "$argon2" not in response.text
         db_user = await reload(session, body["id"])
         assert db_user is not None
@@ -71,7 +74,12 @@ class TestCreateUser:
     async def test_body_cannot_set_server_owned_fields(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        sneaky = {"id": 4242, "is_superuser": True, "hashed_password": "x", "created_at": "2000-01-01T00:00:00Z"}
+        sneaky = {
+            "id": 4242,
+            "is_superuser": True,
+            "hashed_password": "x",
+            "created_at": "2000-01-01T00:00:00Z",
+        }
 
         response = await client.post("/users/", json=VALID | sneaky)
 
@@ -195,7 +203,9 @@ class TestListUsers:
         body = response.json()
         assert set(body) == {"items", "total", "page", "size", "pages"}
         assert body["total"] == 3
-        assert body["page"] == 1 and body["size"] == 2 and body["pages"] == 2
+        assert body["page"] == 1
+        assert body["size"] == 2
+        assert body["pages"] == 2
         assert [u["id"] for u in body["items"]] == [users[0].id, users[1].id]
         assert all("hashed_password" not in u for u in body["items"])
 
@@ -208,7 +218,8 @@ class TestListUsers:
         past = (await client.get("/users/", params={"page": 5, "size": 2})).json()
 
         assert [u["id"] for u in last["items"]] == [users[2].id]
-        assert past["items"] == [] and past["total"] == 3
+        assert past["items"] == []
+        assert past["total"] == 3
 
     async def test_empty(self, client: httpx.AsyncClient) -> None:
         body = (await client.get("/users/")).json()
@@ -217,8 +228,15 @@ class TestListUsers:
 
     @pytest.mark.parametrize(
         "params",
-        [{"page": 0}, {"page": -1}, {"page": 10**7}, {"page": "x"}, {"size": 0}, {"size": 101},
-         {"size": 10**12}],
+        [
+            {"page": 0},
+            {"page": -1},
+            {"page": 10**7},
+            {"page": "x"},
+            {"size": 0},
+            {"size": 101},
+            {"size": 10**12},
+        ],
     )
     async def test_out_of_bounds_paging_is_422(
         self, client: httpx.AsyncClient, params: dict[str, Any]
@@ -243,7 +261,8 @@ class TestUpdateUser:
         assert response.json()["full_name"] == "Old Name"
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
         assert db_user is not None
-        assert db_user.bio == "Hello" and db_user.full_name == "Old Name"
+        assert db_user.bio == "Hello"
+        assert db_user.full_name == "Old Name"
         assert db_user.hashed_password == old_hash
 
     async def test_taking_anothers_email_is_409(
@@ -257,12 +276,20 @@ class TestUpdateUser:
         body = assert_problem(response, 409, "conflict")
         assert error_fields(body) == {"email"}
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
-        assert db_user is not None and db_user.email == user.email
+        assert db_user is not None
+        assert db_user.email == user.email
 
     @pytest.mark.parametrize(
         "change",
-        [{"username": None}, {"email": None}, {"is_active": None}, {"username": "x"},
-         {"email": "nope"}, {"bio": "z" * 1001}, {"is_active": "maybe"}],
+        [
+            {"username": None},
+            {"email": None},
+            {"is_active": None},
+            {"username": "x"},
+            {"email": "nope"},
+            {"bio": "z" * 1001},
+            {"is_active": "maybe"},
+        ],
     )
     async def test_invalid_changes_are_422(
         self, client: httpx.AsyncClient, session: AsyncSession, change: dict[str, Any]
@@ -273,7 +300,8 @@ class TestUpdateUser:
 
         assert_problem(response, 422, "validation_error")
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
-        assert db_user is not None and db_user.username == user.username
+        assert db_user is not None
+        assert db_user.username == user.username
 
     async def test_cannot_set_password_hash_or_superuser(
         self, client: httpx.AsyncClient, session: AsyncSession
@@ -287,7 +315,8 @@ class TestUpdateUser:
         assert response.status_code == 200
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
         assert db_user is not None
-        assert db_user.is_superuser is False and db_user.hashed_password == user.hashed_password
+        assert db_user.is_superuser is False
+        assert db_user.hashed_password == user.hashed_password
 
     async def test_missing_is_404(self, client: httpx.AsyncClient) -> None:
         response = await client.patch("/users/987654", json={"bio": "x"})
@@ -312,4 +341,3 @@ class TestDeleteUser:
 
     async def test_bad_id_is_422(self, client: httpx.AsyncClient) -> None:
         assert_problem(await client.delete("/users/-5"), 422, "validation_error")
-

@@ -1,0 +1,47 @@
+# The project's verbs. Each one does its own set-up on a fresh machine.
+#   make test   environment from the lock file, PgBouncer if missing, lint, type check, tests
+#   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
+
+.PHONY: env pgbouncer lint format typecheck test run hash-benchmark clean
+
+env:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --quiet
+
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "PgBouncer is missing and this is not a Debian-like machine: install pgbouncer with your package manager."; exit 1; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "PgBouncer is missing. Install it with: $(PGBOUNCER_HINT)"; exit 1; fi; \
+	echo "Installing PgBouncer (apt-get)..."; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq pgbouncer >/dev/null
+
+lint: env
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen ruff check .
+
+format: env
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+typecheck: env
+	$(UV) run --frozen mypy
+
+test: env pgbouncer lint typecheck
+	$(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+run: env
+	@$(UV) run --frozen python -m api serve-local
+
+hash-benchmark: env
+	@$(UV) run --frozen python -m api hash-benchmark
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

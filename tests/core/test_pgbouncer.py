@@ -1,0 +1,141 @@
+"""The production connection path: a real uvicorn on NullPool, through a real PgBouncer 1.18 in
+transaction mode (which does not track prepared statements). These tests commit, side by side.
+"""
+
+import asyncio
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from api import devstack
+from tests.conftest import Database
+from tests.helpers import PGBOUNCER_POOL_SIZE, error_fields, libpq_url, running_pgbouncer
+
+pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
+
+CONCURRENCY = 60
+
+
+async def server_connection_statements(
+    bouncer: devstack.PgBouncer, database: str
+) -> dict[int, int]:
+    """Named prepared statements on each of PgBouncer's server connections, by backend pid.
+
+    One transaction per server connection of the pool, all held at once, so each lands on a
+    different server connection and together they see every one.
+    """
+    connections = [
+        await asyncpg.connect(libpq_url(bouncer.url(database)), statement_cache_size=0)
+        for _ in range(PGBOUNCER_POOL_SIZE)
+    ]
+    transactions = [connection.transaction() for connection in connections]
+    try:
+        for transaction in transactions:
+            await transaction.start()
+        found = {}
+        for connection in connections:
+            row = await connection.fetchrow(
+                "SELECT pg_backend_pid() AS pid, count(*) AS n FROM pg_prepared_statements"
+            )
+            assert row is not None
+            found[row["pid"]] = row["n"]
+        return found
+    finally:
+        for transaction in transactions:
+            await transaction.rollback()
+        for connection in connections:
+            await connection.close()
+
+
+async def test_a_burst_of_requests_leaves_no_statement_behind(
+    live_server: str, pgbouncer: devstack.PgBouncer, committed: Database
+) -> None:
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as client:
+        creates = await asyncio.gather(
+            *(
+                client.post(
+                    "/users/",
+                    json={
+                        "username": f"burst_{i}",
+                        "email": f"b{i}@example.com",
+                        "password": "p" * 12,
+                    },
+                )
+                for i in range(CONCURRENCY)
+            )
+        )
+        assert [r.status_code for r in creates] == [201] * CONCURRENCY, creates[0].text
+        ids = [r.json()["id"] for r in creates]
+        mixed = await asyncio.gather(
+            *(client.get(f"/users/{user_id}") for user_id in ids),
+            *(
+                client.get("/users/", params={"page": 1 + i % 3, "size": 10})
+                for i in range(CONCURRENCY)
+            ),
+            *(client.patch(f"/users/{user_id}", json={"bio": f"bio {user_id}"}) for user_id in ids),
+        )
+
+    failures = [(r.status_code, r.text) for r in mixed if r.status_code != 200]
+    assert failures == []
+    statements = await server_connection_statements(pgbouncer, committed.name)
+    assert len(statements) == PGBOUNCER_POOL_SIZE
+    assert statements == dict.fromkeys(statements, 0)
+
+
+async def test_concurrent_creates_of_one_email_give_exactly_one_201(
+    live_server: str, committed: Database
+) -> None:
+    emails = ["same@example.com", "SAME@example.com", "Same@Example.com"]
+    async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    "/users/",
+                    json={"username": f"racer_{i}", "email": emails[i % 3], "password": "p" * 12},
+                )
+                for i in range(30)
+            )
+        )
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 29
+    for response in responses:
+        if response.status_code == 409:
+            assert error_fields(response.json()) == {"email"}
+    connection = await asyncpg.connect(libpq_url(committed.url))
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM users WHERE lower(email) = 'same@example.com'"
+        )
+    finally:
+        await connection.close()
+    assert count == 1
+
+
+@pytest.fixture
+def private_pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
+    """A PgBouncer of this test's own, so statements it leaves behind cannot leak elsewhere."""
+    with running_pgbouncer(postgres_server) as bouncer:
+        yield bouncer
+
+
+async def test_the_check_sees_statements_that_asyncpg_defaults_leave_behind(
+    private_pgbouncer: devstack.PgBouncer, committed: Database
+) -> None:
+    """The check above can fail: asyncpg's default statement cache leaves named statements."""
+    engine = create_async_engine(private_pgbouncer.url(committed.name), poolclass=NullPool)
+    try:
+        for i in range(5):
+            async with engine.begin() as connection:
+                await connection.execute(text("SELECT count(*) FROM users WHERE id > :i"), {"i": i})
+    finally:
+        await engine.dispose()
+
+    statements = await server_connection_statements(private_pgbouncer, committed.name)
+    assert sum(statements.values()) > 0
