@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -175,12 +176,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _status(exc.status_code).name.lower()
     detail = exc.detail if isinstance(exc.detail, str) else _status(exc.status_code).phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return problem_response(
-        exc.status_code, code, detail, instance=request.url.path, headers=exc.headers
+        exc.status_code, code, detail, instance=request.url.path, headers=headers
     )
 
 
@@ -221,7 +236,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with every 4xx/5xx answer described as `application/problem+json`.
 
     FastAPI documents its own 422 as `HTTPValidationError`; ours is a Problem. Every operation also
-    documents 413 (when it takes a body), 422 and 503, which any route can answer.
+    documents what any route can answer: 400 and 413 (when it takes a body), 422 and 503.
     """
     if app.openapi_schema:
         return app.openapi_schema
@@ -240,6 +255,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
             if path != "/health":
                 answers.setdefault("503", {"description": "Service Unavailable"})
             if "requestBody" in operation:
+                answers.setdefault("400", {"description": "Bad Request: the body is not UTF-8"})
                 answers.setdefault("413", {"description": "Content Too Large"})
             if operation.get("parameters") or "requestBody" in operation:
                 answers.setdefault("422", {"description": "Unprocessable Content"})

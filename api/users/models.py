@@ -7,7 +7,7 @@ from pydantic import EmailStr, field_validator
 from sqlalchemy import Column, Index, func, text
 from sqlmodel import Field, SQLModel
 
-from api.core.models import created_at_field, reject_nul, updated_at_field
+from api.core.models import NO_NUL, created_at_field, updated_at_field
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
@@ -17,10 +17,8 @@ class UserBase(SQLModel):
         min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}, unique=True
     )
     email: EmailStr = Field(max_length=255)
-    full_name: str | None = Field(default=None, max_length=100)
-    bio: str | None = Field(default=None, max_length=1000)
-
-    _no_nul = field_validator("*")(reject_nul)
+    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
+    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
 
 
 class User(UserBase, table=True):
@@ -53,11 +51,9 @@ class UserUpdate(SQLModel):
         default=None, min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}
     )
     email: EmailStr | None = Field(default=None, max_length=255)
-    full_name: str | None = Field(default=None, max_length=100)
-    bio: str | None = Field(default=None, max_length=1000)
+    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
+    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
     is_active: bool | None = None
-
-    _no_nul = field_validator("*")(reject_nul)
 
     @field_validator("username", "email", "is_active")
     @classmethod

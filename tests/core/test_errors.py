@@ -4,6 +4,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 from api.core.errors import PROBLEM_MEDIA_TYPE
 from api.main import create_app
@@ -16,6 +17,29 @@ async def test_unknown_route_is_a_problem_404(client: httpx.AsyncClient) -> None
 
 async def test_wrong_method_is_a_problem_405(client: httpx.AsyncClient) -> None:
     assert_problem(await client.put("/health"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"), [("/users/", "GET, POST"), ("/users/1", "DELETE, GET, PATCH")]
+)
+async def test_405_names_every_allowed_method(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    response = await client.put(path)
+
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allowed
+
+
+async def test_body_that_is_not_utf8_is_a_documented_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users/", content=b'{"username": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+
+    assert_problem(response, 400, "bad_request")
+    assert (
+        "400" in create_app(settings_for_tests()).openapi()["paths"]["/users/"]["post"]["responses"]
+    )
 
 
 async def test_unexpected_error_is_a_500_with_no_internals() -> None:

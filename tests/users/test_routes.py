@@ -91,6 +91,16 @@ class TestCreateUser:
         assert db_user.hashed_password.startswith("$argon2id$")
         assert db_user.created_at.year != 2000
 
+    async def test_a_password_may_hold_any_character(
+        self, client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        response = await client.post("/users/", json=VALID | {"password": "nul\x00 and ünïcode"})
+
+        assert response.status_code == 201
+        db_user = await reload(session, response.json()["id"])
+        assert db_user is not None
+        assert db_user.hashed_password.startswith("$argon2id$")
+
     async def test_missing_fields_are_named(self, client: httpx.AsyncClient) -> None:
         response = await client.post("/users/", json={})
 
