@@ -148,15 +148,11 @@ def is_connection_error(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         cause = getattr(exc.orig, "__cause__", None) or exc.orig
-        sqlstate = getattr(cause, "sqlstate", None) or ""
-        # 08: connection exception, 57P: operator intervention (shutdown), 53: resources
-        if sqlstate.startswith(("08", "57P", "53")):
+        if isinstance(cause, (OSError, TimeoutError)):
             return True
-        return isinstance(cause, (OSError, TimeoutError)) or type(cause).__name__ in {
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "QueryCanceledError",
-        }
+        # SQLSTATE classes: 08 connection exception, 53 insufficient resources (too many
+        # connections), 57 operator intervention (shutdown, statement cancelled).
+        return str(getattr(cause, "sqlstate", None) or "").startswith(("08", "53", "57"))
     return False
 
 

@@ -5,9 +5,12 @@ import time
 
 import httpx
 import pytest
+from sqlmodel import func, select
 
+from api.core.db import SessionDep, build_engine, build_sessionmaker
 from api.core.errors import PROBLEM_MEDIA_TYPE
 from api.main import create_app
+from tests.conftest import Database
 from tests.helpers import app_without_database, assert_problem, settings_for_tests
 
 
@@ -68,6 +71,27 @@ async def test_unresponsive_database_is_a_prompt_503(silent_database: str) -> No
 
     assert_problem(response, 503, "database_unavailable")
     assert response.headers["retry-after"] == "1"
+    assert time.monotonic() - started < 5
+
+
+async def test_a_statement_past_the_command_timeout_is_a_prompt_503(database: Database) -> None:
+    app = create_app(settings_for_tests(db_command_timeout=0.5))
+    engine = build_engine(app.state.settings, url=database.url)
+    app.state.sessionmaker = build_sessionmaker(engine)
+
+    @app.get("/slow")
+    async def slow(session: SessionDep) -> None:
+        await session.exec(select(func.pg_sleep(10)))
+
+    started = time.monotonic()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/slow")
+    finally:
+        await engine.dispose()
+
+    assert_problem(response, 503, "database_unavailable")
     assert time.monotonic() - started < 5
 
 
