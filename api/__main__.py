@@ -83,8 +83,7 @@ def serve_local(host: str, port: int, data: Path) -> int:
         say(f"failed: {exc}")
         return 1
     finally:
-        if server is not None and server.poll() is None:
-            server.kill()
+        devstack.terminate(server, signal.SIGTERM)
         if bouncer is not None:
             bouncer.stop()
         postgres.stop()

@@ -156,7 +156,8 @@ def _wait_for_port(
     raise DevStackError(f"{name} did not listen on 127.0.0.1:{port} in {timeout}s")
 
 
-def _terminate(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20) -> None:
+def terminate(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20) -> None:
+    """Stop a child with `sig`; kill it if it is still there after `timeout` seconds."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -280,7 +281,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Fast shutdown: roll back open transactions, disconnect clients, checkpoint."""
-        _terminate(self.process, signal.SIGINT, timeout=30)
+        terminate(self.process, signal.SIGINT, timeout=30)
         self.process = None
 
 
@@ -342,5 +343,5 @@ class PgBouncer:
 
     def stop(self) -> None:
         """Immediate shutdown (SIGTERM); a SIGINT would wait for clients to leave."""
-        _terminate(self.process, signal.SIGTERM)
+        terminate(self.process, signal.SIGTERM)
         self.process = None

@@ -277,8 +277,7 @@ def live_server(
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        devstack.terminate(process, signal.SIGTERM)
 
 
 def _answers(url: str) -> bool:

@@ -106,7 +106,6 @@ def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path
         wait_ready(url, process, log)
         assert httpx.get(f"{url}/users/{created.json()['id']}").status_code == 200
     finally:
-        if process.poll() is None:  # a failed assertion above: stop it (its children follow)
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+        # After a failed assertion above: stop it (its children follow).
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
     assert wait_gone(data, port) == []
