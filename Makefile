@@ -8,8 +8,10 @@ PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
 
 .PHONY: env pgbouncer lint format typecheck test run hash-benchmark clean
 
+# uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
 env:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv 2>/dev/null \
+	  || $(PYTHON) -m pip install --quiet --disable-pip-version-check --user --break-system-packages uv
 	@$(UV) sync --frozen --quiet
 
 pgbouncer:
@@ -21,7 +23,9 @@ pgbouncer:
 	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
 	else echo "PgBouncer is missing. Install it with: $(PGBOUNCER_HINT)"; exit 1; fi; \
 	echo "Installing PgBouncer (apt-get)..."; \
-	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq pgbouncer >/dev/null
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq pgbouncer >/dev/null; \
+	echo "The project starts its own PgBouncer; disabling the package's system service (port 6432)."; \
+	$$sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
 
 lint: env
 	$(UV) run --frozen ruff format --check .

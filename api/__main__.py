@@ -36,6 +36,7 @@ def serve_local(host: str, port: int, data: Path) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    devstack.die_with_parent(signal.SIGTERM)  # `make` or `uv` killed: stop as on Ctrl-C
 
     postgres = devstack.EmbeddedPostgres(data / "postgres")
     bouncer: devstack.PgBouncer | None = None
@@ -45,6 +46,7 @@ def serve_local(host: str, port: int, data: Path) -> int:
         direct = postgres.url(DATABASE)
         say(f"PostgreSQL (embedded) on 127.0.0.1:{postgres.port}, data in {postgres.data_dir}")
         env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
+        env.setdefault("ENVIRONMENT", "development")
         env.setdefault("LOG_JSON", "false")
         if devstack.pgbouncer_binary():
             bouncer = devstack.PgBouncer(
@@ -56,22 +58,17 @@ def serve_local(host: str, port: int, data: Path) -> int:
             env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
             say("PgBouncer is not installed: the API connects directly with a pool. To run as in")
             say(f"production: {devstack.PGBOUNCER_INSTALL_HINT}")
+        migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
+        if not stopping:
+            subprocess.run(migrate, cwd=devstack.ROOT, env=env, check=True)
         if stopping:
             return 0
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], env=env, check=True)
         say(f"serving on http://{host}:{port} (Ctrl-C stops everything)")
+        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+        uvicorn += ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "10"]
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.main:create_app",
-                "--host",
-                host,
-                "--port",
-                str(port),
-            ],
+            uvicorn,
+            cwd=devstack.ROOT,
             env=env,
             preexec_fn=devstack.child_setup(None, signal.SIGTERM),  # dies with us, even on kill -9
         )

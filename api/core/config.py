@@ -13,7 +13,8 @@ PLACEHOLDER_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
+    # Fails closed: a deployment that forgets ENVIRONMENT is production and needs a real key.
+    environment: Literal["development", "test", "production"] = "production"
     database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/storefront"
     migrations_database_url: str | None = None
     db_pool_mode: Literal["null", "queue"] = "queue"

@@ -40,7 +40,12 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             "pool_recycle": 1800,
         }
     return create_async_engine(
-        url or settings.database_url, echo=settings.db_echo, connect_args=connect_args, **pool
+        url or settings.database_url,
+        echo=settings.db_echo,
+        # Statement parameters (password hashes, emails) never reach an error message or a log.
+        hide_parameters=True,
+        connect_args=connect_args,
+        **pool,
     )
 
 

@@ -5,17 +5,20 @@ by `install_error_handlers` render them, FastAPI's validation errors, Starlette'
 database outages and unexpected exceptions as `application/problem+json`.
 """
 
+import errno
 import logging
+import socket
+import traceback
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -81,9 +84,12 @@ class Conflict(AppError):
     code = "conflict"
 
 
-class ServiceUnavailable(AppError):
+class DatabaseUnavailable(AppError):
     status_code = 503
-    code = "service_unavailable"
+    code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The database is unavailable; retry shortly.")
 
 
 def _status(status: int) -> HTTPStatus:
@@ -140,16 +146,23 @@ def unique_violation(exc: IntegrityError) -> str | None:
     return None
 
 
+NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ETIMEDOUT}
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True when the database (or PgBouncer) could not be reached or stopped answering."""
-    if isinstance(exc, (OSError, TimeoutError)):
+    """True when the database (or PgBouncer) could not be reached or stopped answering: refused
+    or reset connections, unknown or unreachable hosts, connect and command timeouts, an
+    exhausted pool, and the server's own connection-class errors."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, PoolTimeout)):
         return True
+    if isinstance(exc, OSError):
+        return exc.errno in NETWORK_ERRNOS
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         cause = getattr(exc.orig, "__cause__", None) or exc.orig
-        if isinstance(cause, (OSError, TimeoutError)):
-            return True
+        if cause is not exc and isinstance(cause, (OSError, TimeoutError)):
+            return is_connection_error(cause)
         # SQLSTATE classes: 08 connection exception, 53 insufficient resources (too many
         # connections), 57 operator intervention (shutdown, statement cancelled).
         return str(getattr(cause, "sqlstate", None) or "").startswith(("08", "53", "57"))
@@ -158,8 +171,14 @@ def is_connection_error(exc: BaseException) -> bool:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    headers = {"Retry-After": "1"} if isinstance(exc, DatabaseUnavailable) else None
     return problem_response(
-        exc.status_code, exc.code, exc.detail, instance=request.url.path, errors=exc.errors
+        exc.status_code,
+        exc.code,
+        exc.detail,
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=headers,
     )
 
 
@@ -198,14 +217,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if is_connection_error(exc):
         logger.warning("database unavailable: %s", type(exc).__name__)
+        unavailable = DatabaseUnavailable()
         return problem_response(
-            503,
-            "database_unavailable",
-            "The database is unavailable; retry shortly.",
+            unavailable.status_code,
+            unavailable.code,
+            unavailable.detail,
             instance=request.url.path,
             headers={"Retry-After": "1"},
         )
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    if isinstance(exc, DBAPIError):
+        # PostgreSQL's message may quote the row ("Failing row contains (..., <hash>, ...)"):
+        # log what identifies the error and where it happened, never the message itself.
+        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        logger.error(
+            "database error on %s %s: %s sqlstate=%s constraint=%s table=%s\nstatement: %s\n%s",
+            request.method,
+            request.url.path,
+            type(cause).__name__,
+            getattr(cause, "sqlstate", None),
+            getattr(cause, "constraint_name", None),
+            getattr(cause, "table_name", None),
+            exc.statement,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+    else:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
         500, "internal_error", "An unexpected error occurred.", instance=request.url.path
     )
@@ -217,7 +253,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database and network errors are handled by class, so that an outage is a 503 answered
     # like any other error; everything else reaches the catch-all (a 500 with no internals).
-    for error_class in (DBAPIError, OSError, TimeoutError, Exception):
+    for error_class in (DBAPIError, PoolTimeout, OSError, TimeoutError, Exception):
         app.add_exception_handler(error_class, _unexpected_error)
 
 
@@ -236,9 +272,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     """
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
-    )
+    schema = FastAPI.openapi(app)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)

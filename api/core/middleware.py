@@ -23,10 +23,15 @@ class BodySizeLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None:
-            if declared.isdigit() and int(declared) <= self.max_bytes:
-                await self.app(scope, receive, send)
-            else:
+            if not declared.isdigit():
+                response = problem_response(
+                    400, "bad_request", "Content-Length is not a number.", instance=scope["path"]
+                )
+                await response(scope, receive, send)
+            elif int(declared) > self.max_bytes:
                 await self._refuse(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         if b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)

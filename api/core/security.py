@@ -5,6 +5,9 @@ Parameters: OWASP's minimum for argon2id (19 MiB, 2 iterations, 1 lane). pwdlib'
 (rerun: `uv run python -m api hash-benchmark`).
 """
 
+import os
+
+import anyio
 import anyio.to_thread
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
@@ -18,9 +21,14 @@ password_hash = PasswordHash(
 )
 
 
+# One hash per core at a time: each takes 19 MiB and a core, so a sign-up burst queues here
+# instead of filling anyio's 40 default threads (760 MiB) and starving other thread work.
+_hashing = anyio.CapacityLimiter(os.cpu_count() or 1)
+
+
 async def hash_password(password: str) -> str:
-    return await anyio.to_thread.run_sync(password_hash.hash, password)
+    return await anyio.to_thread.run_sync(password_hash.hash, password, limiter=_hashing)
 
 
 async def verify_password(password: str, hashed: str) -> bool:
-    return await anyio.to_thread.run_sync(password_hash.verify, password, hashed)
+    return await anyio.to_thread.run_sync(password_hash.verify, password, hashed, limiter=_hashing)

@@ -6,9 +6,11 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.core.config import Settings
-from api.core.errors import ServiceUnavailable, is_connection_error, responses
+from api.core.errors import DatabaseUnavailable, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -38,9 +40,8 @@ async def ready(request: Request) -> Readiness:
     try:
         async with request.app.state.sessionmaker() as session:
             await session.exec(text("SELECT 1"))
-    except Exception as exc:
-        if not is_connection_error(exc):
-            raise
-        raise ServiceUnavailable("The database is unreachable.") from exc
+    except (DBAPIError, PoolTimeout, OSError, TimeoutError) as exc:
+        # Not ready whatever the reason: unreachable, wrong password, missing database.
+        raise DatabaseUnavailable from exc
     latency = round((time.perf_counter() - started) * 1000, 2)
     return Readiness(latency_ms=latency, pool_mode=settings.db_pool_mode)

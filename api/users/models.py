@@ -3,7 +3,7 @@ request/response shapes derived from them."""
 
 from datetime import datetime
 
-from pydantic import EmailStr, field_validator
+from pydantic import EmailStr
 from sqlalchemy import Column, Index, func, text
 from sqlmodel import Field, SQLModel
 
@@ -47,20 +47,16 @@ class UserRead(UserBase):
 
 
 class UserUpdate(SQLModel):
-    username: str | None = Field(
+    """PATCH: every field optional, with the same rules. The non-nullable fields are typed as
+    their value with a `None` default: omitting one keeps it, sending `null` is a 422."""
+
+    username: str = Field(
         default=None, min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}
     )
-    email: EmailStr | None = Field(default=None, max_length=255)
+    email: EmailStr = Field(default=None, max_length=255)
     full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
     bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
-    is_active: bool | None = None
-
-    @field_validator("username", "email", "is_active")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
+    is_active: bool = Field(default=None)
 
 
 # Unique constraint -> the field a 409 names.

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, status
 
 from api.core.db import SessionDep
 from api.core.errors import responses
-from api.core.pagination import Page
+from api.core.pagination import Page, PageParamsDep
 from api.users import service
 from api.users.models import User, UserCreate, UserRead, UserUpdate
 
@@ -24,10 +24,9 @@ async def create_user(user_in: UserCreate, session: SessionDep) -> User:
 
 
 @router.get("/", response_model=Page[UserRead])
-async def list_users(session: SessionDep) -> Page[UserRead]:
+async def list_users(session: SessionDep, params: PageParamsDep) -> Page[User]:
     """List users, oldest first, one page at a time."""
-    page: Page[UserRead] = await service.list_users(session=session)
-    return page
+    return await service.list_users(session=session, params=params)
 
 
 @router.get("/{user_id}", response_model=UserRead, responses=responses(404))

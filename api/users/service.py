@@ -1,13 +1,11 @@
 """Users: queries and rules. Functions flush, never commit (the request's session does)."""
 
-from typing import Any
-
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.db import unique_fields
 from api.core.errors import NotFound
-from api.core.pagination import apaginate
+from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
 from api.users.models import UNIQUE_FIELDS, User, UserCreate, UserUpdate
 
@@ -28,8 +26,9 @@ async def get_user(*, session: AsyncSession, user_id: int) -> User:
     return db_user
 
 
-async def list_users(*, session: AsyncSession) -> Any:
-    return await apaginate(session, select(User).order_by(col(User.id)))
+async def list_users(*, session: AsyncSession, params: PageParams) -> Page[User]:
+    page: Page[User] = await apaginate(session, select(User).order_by(col(User.id)), params)
+    return page
 
 
 async def update_user(*, session: AsyncSession, user_id: int, user_in: UserUpdate) -> User:

@@ -2,10 +2,12 @@
 
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlmodel import func, select
+from starlette.types import Message
 
 from api.core.db import SessionDep, build_engine, build_sessionmaker
 from api.core.errors import PROBLEM_MEDIA_TYPE
@@ -133,3 +135,43 @@ def test_openapi_documents_the_users_errors() -> None:
     assert "409" in paths["/users/"]["post"]["responses"]
     assert "404" in paths["/users/{user_id}"]["get"]["responses"]
     assert {"404", "409"} <= paths["/users/{user_id}"]["patch"]["responses"].keys()
+
+
+async def test_a_content_length_that_is_not_a_number_is_400() -> None:
+    app = create_app(settings_for_tests())
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/users/",
+        "raw_path": b"/users/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-length", b"12abc"), (b"content-type", b"application/json")],
+    }
+    await app(scope, receive, send)
+
+    assert sent[0]["status"] == 400
+    assert (b"content-type", b"application/problem+json") in sent[0]["headers"]
+
+
+async def test_a_chunked_body_under_the_limit_reaches_the_route(
+    client: httpx.AsyncClient,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"username": "chunky", "email": "chunky@example.com",'
+        yield b' "password": "long-enough-password"}'
+
+    response = await client.post(
+        "/users/", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["username"] == "chunky"

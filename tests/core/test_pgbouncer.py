@@ -88,6 +88,27 @@ async def test_a_burst_of_requests_leaves_no_statement_behind(
     assert statements == dict.fromkeys(statements, 0)
 
 
+async def test_users_round_trip_commits_through_pgbouncer(
+    live_server: str, committed: Database
+) -> None:
+    """Each request its own transaction, each on whichever server connection PgBouncer gives."""
+    alice = {"username": "alice", "email": "alice@example.com", "password": "p" * 12}
+    async with httpx.AsyncClient(base_url=live_server, timeout=30) as client:
+        created = await client.post("/users/", json=alice)
+        assert created.status_code == 201
+        user_id = created.json()["id"]
+        assert (await client.post("/users/", json=alice)).status_code == 409
+        assert (await client.get(f"/users/{user_id}")).json()["username"] == "alice"
+        patched = await client.patch(f"/users/{user_id}", json={"full_name": "Alice A."})
+        assert patched.json()["full_name"] == "Alice A."
+        listed = (await client.get("/users/")).json()
+        assert listed["total"] == 1
+        assert listed["items"][0]["full_name"] == "Alice A."
+        assert (await client.delete(f"/users/{user_id}")).status_code == 204
+        assert (await client.get(f"/users/{user_id}")).status_code == 404
+        assert (await client.get("/users/")).json()["total"] == 0
+
+
 async def test_concurrent_creates_of_one_email_give_exactly_one_201(
     live_server: str, committed: Database
 ) -> None:

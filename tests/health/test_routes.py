@@ -4,7 +4,9 @@ import time
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
+from tests.conftest import Database
 from tests.helpers import app_without_database, assert_problem
 
 
@@ -40,5 +42,15 @@ async def test_readiness_is_a_prompt_503_when_the_database_does_not_answer(
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/health/ready")
 
-    assert_problem(response, 503, "service_unavailable")
+    assert_problem(response, 503, "database_unavailable")
+    assert response.headers["retry-after"] == "1"
     assert time.monotonic() - started < 5
+
+
+async def test_readiness_is_a_503_when_the_database_refuses_the_login(database: Database) -> None:
+    wrong = make_url(database.url).set(password="wrong").render_as_string(hide_password=False)
+    transport = httpx.ASGITransport(app=app_without_database(wrong))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/health/ready")
+
+    assert_problem(response, 503, "database_unavailable")

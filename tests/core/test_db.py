@@ -1,0 +1,166 @@
+"""The one transaction boundary and the engine's life, against real PostgreSQL."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import func, select
+
+from api.core.db import SessionDep, build_engine, build_sessionmaker
+from api.core.errors import Conflict
+from api.main import create_app
+from api.users.models import User
+from tests.conftest import Database, savepoint_sessions
+from tests.helpers import admin_execute, assert_problem, libpq_url, settings_for_tests
+
+
+async def count_rows(database: Database, sql: str) -> int:
+    connection = await asyncpg.connect(libpq_url(database.url))
+    try:
+        count: int = await connection.fetchval(sql)
+        return count
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, AsyncEngine]]:
+    """The app with a real engine on the committed database: its transactions really commit."""
+    app = create_app(settings_for_tests(database_url=committed.url))
+    engine = build_engine(app.state.settings)
+    app.state.sessionmaker = build_sessionmaker(engine)
+    yield app, engine
+    await engine.dispose()
+
+
+def ghost() -> User:
+    return User(username="ghost", email="ghost@example.com", hashed_password="not-a-hash")
+
+
+@pytest.mark.concurrent
+async def test_a_route_that_flushes_then_fails_leaves_nothing(
+    app_on_committed: tuple[FastAPI, AsyncEngine], committed: Database
+) -> None:
+    app, _ = app_on_committed
+
+    @app.post("/flush-then-fail")
+    async def flush_then_fail(session: SessionDep) -> None:
+        session.add(ghost())
+        await session.flush()
+        raise Conflict("changed my mind")
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.post("/flush-then-fail")
+
+    assert_problem(response, 409, "conflict")
+    assert await count_rows(committed, "SELECT count(*) FROM users") == 0
+
+
+@pytest.mark.concurrent
+async def test_a_successful_route_commits_before_answering(
+    app_on_committed: tuple[FastAPI, AsyncEngine], committed: Database
+) -> None:
+    app, _ = app_on_committed
+    seen_during_request: list[int] = []
+
+    @app.post("/write")
+    async def write(session: SessionDep) -> None:
+        session.add(ghost())
+        await session.flush()
+        seen_during_request.append(await count_rows(committed, "SELECT count(*) FROM users"))
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.post("/write")
+
+    assert response.status_code == 200
+    assert seen_during_request == [0]  # not visible to others before the commit
+    assert await count_rows(committed, "SELECT count(*) FROM users") == 1
+
+
+@pytest.mark.concurrent
+async def test_a_failed_commit_is_never_a_2xx(
+    app_on_committed: tuple[FastAPI, AsyncEngine], committed: Database
+) -> None:
+    app, _ = app_on_committed
+
+    @app.post("/commit-fails")
+    async def commit_fails(session: SessionDep) -> dict[str, bool]:
+        session.add(ghost())
+        await session.flush()
+        pid = (await session.exec(select(func.pg_backend_pid()))).one()
+        # Another connection ends this one: the route returns normally, the commit cannot.
+        await admin_execute(committed.url, f"SELECT pg_terminate_backend({pid})", database=None)
+        return {"ok": True}
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.post("/commit-fails")
+
+    assert_problem(response, 503, "database_unavailable")
+    assert await count_rows(committed, "SELECT count(*) FROM users") == 0
+
+
+async def test_a_database_error_logs_no_row_values(
+    db_connection: AsyncConnection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither the statement's parameters nor the row PostgreSQL quotes in its message."""
+    app = create_app(settings_for_tests())
+    app.state.sessionmaker = savepoint_sessions(db_connection)
+    secret = "s3cret-parameter-value"
+
+    @app.post("/not-null")
+    async def not_null(session: SessionDep) -> None:
+        connection = await session.connection()
+        await connection.execute(text("INSERT INTO users (username) VALUES (:u)"), {"u": secret})
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post("/not-null")
+
+    assert_problem(response, 500, "internal_error")
+    assert secret not in response.text
+    assert "NotNullViolationError sqlstate=23502" in caplog.text  # logged, identified...
+    assert secret not in caplog.text  # ...without the values
+
+
+async def test_an_exhausted_pool_is_a_prompt_503(database: Database) -> None:
+    settings = settings_for_tests(
+        database_url=database.url, db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.3
+    )
+    app = create_app(settings)
+    engine = build_engine(settings)
+    app.state.sessionmaker = build_sessionmaker(engine)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            engine.connect(),  # the only connection, held
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            response = await client.get("/users/1")
+    finally:
+        await engine.dispose()
+
+    assert_problem(response, 503, "database_unavailable")
+
+
+async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) -> None:
+    app = create_app(settings_for_tests(database_url=database.url, db_pool_mode="queue"))
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/health/ready")).status_code == 200
+        engine = app.state.sessionmaker.kw["bind"]
+        assert engine.pool.checkedin() == 1
+
+    assert engine.pool.checkedin() == 0
