@@ -1,8 +1,10 @@
 """Command line: `python -m api <command>`.
 
-serve-local     the no-Docker stack behind `make run`: embedded PostgreSQL kept in ./.data,
-                PgBouncer in front when installed, migrations, then uvicorn in the foreground.
-hash-benchmark  what one password verify costs here with the configured argon2id parameters.
+serve-local       the no-Docker stack behind `make run`: embedded PostgreSQL kept in ./.data,
+                  PgBouncer in front when installed, migrations, then uvicorn in the foreground.
+create-superuser  create (or promote) a superuser in the configured database, for deployments;
+                  the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
+hash-benchmark    what one password verify costs here with the configured argon2id parameters.
 """
 
 import argparse
@@ -87,6 +89,37 @@ def serve_local(host: str, port: int, data: Path) -> int:
         say("stopped")
 
 
+def create_superuser(email: str, username: str) -> int:
+    import asyncio
+    import getpass
+
+    from api.core.config import get_settings
+    from api.core.db import build_engine, build_sessionmaker
+    from api.users import service as user_service
+
+    settings = get_settings()
+    secret = settings.first_superuser_password
+    password = secret.get_secret_value() if secret else getpass.getpass("Password: ")
+    if len(password) < 8:
+        print("The password needs 8 characters or more.", file=sys.stderr)
+        return 2
+
+    async def run() -> bool:
+        engine = build_engine(settings)
+        try:
+            async with build_sessionmaker(engine)() as session, session.begin():
+                _, created = await user_service.ensure_superuser(
+                    session=session, email=email, username=username, password=password, promote=True
+                )
+            return created
+        finally:
+            await engine.dispose()
+
+    created = asyncio.run(run())
+    print(f"superuser {email}: {'created' if created else 'already there; now a superuser'}")
+    return 0
+
+
 def hash_benchmark(rounds: int) -> int:
     from api.core import security
 
@@ -107,11 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.add_argument("--data-dir", type=Path, default=devstack.ROOT / ".data")
+    superuser = commands.add_parser("create-superuser", help="create or promote a superuser")
+    superuser.add_argument("--email", required=True)
+    superuser.add_argument("--username", default="admin")
     bench = commands.add_parser("hash-benchmark", help="time one password verify")
     bench.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
     if args.command == "serve-local":
         return serve_local(args.host, args.port, args.data_dir.resolve())
+    if args.command == "create-superuser":
+        return create_superuser(args.email, args.username)
     return hash_benchmark(args.rounds)
 
 

@@ -1,20 +1,26 @@
 """The application factory: `uvicorn --factory api.main:create_app`."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth.routes import router as auth_router
 from api.core.config import Settings, get_settings
 from api.core.db import build_engine, build_sessionmaker
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
 from api.health.routes import router as health_router
+from api.users import service as user_service
 from api.users.routes import router as users_router
 
 VERSION = "0.1.0"
+logger = logging.getLogger(__name__)
 
 
 @asynccontextmanager
@@ -24,10 +30,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(app.state.settings)
     engine = build_engine(app.state.settings)
     app.state.sessionmaker = build_sessionmaker(engine)
+    await create_first_superuser(app.state.settings, app.state.sessionmaker)
     try:
         yield
     finally:
         await engine.dispose()
+
+
+async def create_first_superuser(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The superuser from FIRST_SUPERUSER_EMAIL/PASSWORD, created if no user has that email."""
+    if settings.first_superuser_email is None or settings.first_superuser_password is None:
+        return
+    async with sessionmaker() as session, session.begin():
+        _, created = await user_service.ensure_superuser(
+            session=session,
+            email=settings.first_superuser_email,
+            username=settings.first_superuser_username,
+            password=settings.first_superuser_password.get_secret_value(),
+            promote=False,
+        )
+    if created:
+        logger.info("created the first superuser %s", settings.first_superuser_username)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(auth_router)
     app.include_router(users_router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries

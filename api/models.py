@@ -3,8 +3,9 @@
 
 from sqlmodel import SQLModel
 
+from api.auth.models import LoginThrottle
 from api.users.models import User
 
 metadata = SQLModel.metadata
 
-__all__ = ["User", "metadata"]
+__all__ = ["LoginThrottle", "User", "metadata"]

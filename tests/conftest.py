@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,12 +34,15 @@ from api import devstack
 from api.core.db import build_engine
 from api.main import create_app
 from api.models import metadata
+from api.users.models import User
+from tests.factories import make_user
 from tests.helpers import (
     ROOT,
     SECRET_KEY,
     admin_execute,
     alembic,
     asyncpg_url,
+    client_for,
     running_pgbouncer,
     settings_for_tests,
 )
@@ -211,12 +215,30 @@ async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]
 
 
 @pytest.fixture
-async def client(db_connection: AsyncConnection, via: str) -> AsyncIterator[httpx.AsyncClient]:
+def app(db_connection: AsyncConnection, via: str) -> FastAPI:
     """The app in-process; its request sessions run inside the test's transaction."""
     app = create_app(settings_for_tests(db_pool_mode="null" if via == "pgbouncer" else "queue"))
     app.state.sessionmaker = savepoint_sessions(db_connection)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    return app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An anonymous client. Every answer is checked for password hashes and tokens."""
+    async with client_for(app) as client:
+        yield client
+
+
+@pytest.fixture
+async def admin(session: AsyncSession) -> User:
+    """The tests' superuser."""
+    return await make_user(session, username="root_admin", is_superuser=True)
+
+
+@pytest.fixture
+async def admin_client(app: FastAPI, admin: User) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with the superuser's bearer token."""
+    async with client_for(app, admin) as client:
         yield client
 
 

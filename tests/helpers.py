@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -17,9 +18,11 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from api import devstack
+from api.auth.service import create_access_token
 from api.core.config import Settings
 from api.core.db import build_engine, build_sessionmaker
 from api.main import create_app
+from api.users.models import User
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(48)
@@ -111,3 +114,33 @@ def running_pgbouncer(server_url: str) -> Iterator[devstack.PgBouncer]:
     finally:
         bouncer.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+SECRET_PATTERNS = [
+    re.compile(r"\$argon2(id|i|d)\$"),  # a password hash
+    re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+"),  # a JWT
+]
+
+
+async def refuse_secrets(response: httpx.Response) -> None:
+    """No answer carries a password hash or a token, but the login's own token."""
+    body = (await response.aread()).decode(errors="replace")
+    if response.request.url.path == "/auth/token" and response.status_code == 200:
+        return
+    for pattern in SECRET_PATTERNS:
+        assert not pattern.search(body), f"{response.request.url.path} answered a secret"
+
+
+def bearer(user: User) -> dict[str, str]:
+    token = create_access_token(user=user, settings=settings_for_tests())
+    return {"Authorization": f"Bearer {token.access_token}"}
+
+
+def client_for(app: FastAPI, user: User | None = None) -> httpx.AsyncClient:
+    """An in-process client for `app`, as `user` (anonymous without one)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://test",
+        headers=bearer(user) if user else None,
+        event_hooks={"response": [refuse_secrets]},
+    )

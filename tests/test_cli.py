@@ -76,6 +76,17 @@ def wait_gone(data: Path, port: int) -> list[str]:
     return left
 
 
+def logged_in_username(url: str) -> str:
+    login = httpx.post(
+        f"{url}/auth/token", data={"username": "keeper", "password": "p" * 12}, timeout=10
+    )
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+    me = httpx.get(f"{url}/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    username: str = me.json()["username"]
+    return username
+
+
 def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path) -> None:
     data, log = tmp_path / "data", tmp_path / "serve.log"
     port = devstack.free_port()
@@ -96,7 +107,7 @@ def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path
 
         process = start(data, port, log)
         wait_ready(url, process, log)
-        assert httpx.get(f"{url}/users/{created.json()['id']}").status_code == 200
+        assert logged_in_username(url) == "keeper"
 
         process.kill()  # a crash: no chance to clean up; its children die with it
         process.wait()
@@ -104,7 +115,7 @@ def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path
 
         process = start(data, port, log)
         wait_ready(url, process, log)
-        assert httpx.get(f"{url}/users/{created.json()['id']}").status_code == 200
+        assert logged_in_username(url) == "keeper"
     finally:
         # After a failed assertion above: stop it (its children follow).
         devstack.terminate(process, signal.SIGTERM, timeout=60)

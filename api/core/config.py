@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     log_json: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    first_superuser_email: EmailStr | None = None
+    first_superuser_username: str = "admin"
+    first_superuser_password: SecretStr | None = None
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=300, ge=1)
 
     @field_validator("database_url", "migrations_database_url")
     @classmethod
@@ -56,6 +62,11 @@ class Settings(BaseSettings):
             raise ValueError("SECRET_KEY must be set outside development")
         if len(key.encode()) < 32:
             raise ValueError("SECRET_KEY must be at least 32 bytes")
+        password = self.first_superuser_password
+        if self.first_superuser_email and (
+            password is None or len(password.get_secret_value()) < 8
+        ):
+            raise ValueError("FIRST_SUPERUSER_PASSWORD (8+ characters) goes with the email")
         return self
 
     @property

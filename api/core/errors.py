@@ -11,6 +11,7 @@ import socket
 import traceback
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -49,6 +50,7 @@ class Problem(BaseModel):
 class AppError(Exception):
     status_code = 500
     code = "internal_error"
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, detail: str, *, errors: Sequence[FieldError] | None = None) -> None:
         super().__init__(detail)
@@ -64,6 +66,7 @@ class BadRequest(AppError):
 class Unauthorized(AppError):
     status_code = 401
     code = "unauthorized"
+    headers = MappingProxyType({"WWW-Authenticate": "Bearer"})
 
 
 class Forbidden(AppError):
@@ -84,9 +87,19 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class TooManyRequests(AppError):
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class DatabaseUnavailable(AppError):
     status_code = 503
     code = "database_unavailable"
+    headers = MappingProxyType({"Retry-After": "1"})
 
     def __init__(self) -> None:
         super().__init__("The database is unavailable; retry shortly.")
@@ -171,14 +184,13 @@ def is_connection_error(exc: BaseException) -> bool:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"Retry-After": "1"} if isinstance(exc, DatabaseUnavailable) else None
     return problem_response(
         exc.status_code,
         exc.code,
         exc.detail,
         instance=request.url.path,
         errors=exc.errors,
-        headers=headers,
+        headers=exc.headers,
     )
 
 
@@ -217,14 +229,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if is_connection_error(exc):
         logger.warning("database unavailable: %s", type(exc).__name__)
-        unavailable = DatabaseUnavailable()
-        return problem_response(
-            unavailable.status_code,
-            unavailable.code,
-            unavailable.detail,
-            instance=request.url.path,
-            headers={"Retry-After": "1"},
-        )
+        return await _app_error(request, DatabaseUnavailable())
     if isinstance(exc, DBAPIError):
         # PostgreSQL's message may quote the row ("Failing row contains (..., <hash>, ...)"):
         # log what identifies the error and where it happened, never the message itself.

@@ -46,9 +46,10 @@ class UserRead(UserBase):
     updated_at: datetime
 
 
-class UserUpdate(SQLModel):
-    """PATCH: every field optional, with the same rules. The non-nullable fields are typed as
-    their value with a `None` default: omitting one keeps it, sending `null` is a 422."""
+class UserMeUpdate(SQLModel):
+    """PATCH of one's own profile: every field optional, with the same rules. The non-nullable
+    fields are typed as their value with a `None` default: omitting one keeps it, sending `null`
+    is a 422. Nothing here grants a role or reactivates an account."""
 
     username: str = Field(
         default=None, min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}
@@ -56,6 +57,11 @@ class UserUpdate(SQLModel):
     email: EmailStr = Field(default=None, max_length=255)
     full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
     bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
+
+
+class UserUpdate(UserMeUpdate):
+    """PATCH by a superuser: the profile fields, and whether the account is active."""
+
     is_active: bool = Field(default=None)
 
 

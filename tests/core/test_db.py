@@ -146,7 +146,9 @@ async def test_an_exhausted_pool_is_a_prompt_503(database: Database) -> None:
             engine.connect(),  # the only connection, held
             httpx.AsyncClient(transport=transport, base_url="http://test") as client,
         ):
-            response = await client.get("/users/1")
+            response = await client.post(
+                "/users/", json={"username": "abc", "email": "a@b.co", "password": "x" * 10}
+            )
     finally:
         await engine.dispose()
 

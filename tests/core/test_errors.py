@@ -69,7 +69,9 @@ async def test_unresponsive_database_is_a_prompt_503(silent_database: str) -> No
     transport = httpx.ASGITransport(app=app)
     started = time.monotonic()
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        response = await client.get("/users/1")
+        response = await client.post(
+            "/users/", json={"username": "abc", "email": "a@b.co", "password": "x" * 10}
+        )
 
     assert_problem(response, 503, "database_unavailable")
     assert response.headers["retry-after"] == "1"

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.users.models import User
@@ -23,7 +23,9 @@ async def reload(session: AsyncSession, user_id: int) -> User | None:
 
 
 async def count_users(session: AsyncSession) -> int:
-    return (await session.exec(select(func.count()).select_from(User))).one()
+    """Users other than the tests' superuser."""
+    query = select(func.count()).select_from(User).where(col(User.is_superuser).is_(False))
+    return (await session.exec(query)).one()
 
 
 class TestCreateUser:
@@ -177,25 +179,27 @@ class TestCreateUser:
 
 
 class TestGetUser:
-    async def test_reads_one(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+    async def test_reads_one(self, admin_client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session, full_name="Bob")
 
-        response = await client.get(f"/users/{user.id}")
+        response = await admin_client.get(f"/users/{user.id}")
 
         assert response.status_code == 200
         assert response.json()["username"] == user.username
         assert response.json()["full_name"] == "Bob"
         assert "hashed_password" not in response.json()
 
-    async def test_missing_is_404_naming_resource_and_id(self, client: httpx.AsyncClient) -> None:
-        response = await client.get("/users/987654")
+    async def test_missing_is_404_naming_resource_and_id(
+        self, admin_client: httpx.AsyncClient
+    ) -> None:
+        response = await admin_client.get("/users/987654")
 
         body = assert_problem(response, 404, "not_found")
         assert body["detail"] == "User with id 987654 not found"
 
     @pytest.mark.parametrize("bad_id", ["0", "-1", "abc", "1.5", str(2**31), str(10**30)])
-    async def test_bad_ids_are_422(self, client: httpx.AsyncClient, bad_id: str) -> None:
-        response = await client.get(f"/users/{bad_id}")
+    async def test_bad_ids_are_422(self, admin_client: httpx.AsyncClient, bad_id: str) -> None:
+        response = await admin_client.get(f"/users/{bad_id}")
 
         body = assert_problem(response, 422, "validation_error")
         assert error_fields(body) == {"path.user_id"}
@@ -203,38 +207,40 @@ class TestGetUser:
 
 class TestListUsers:
     async def test_envelope_and_exact_counts(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, admin_client: httpx.AsyncClient, admin: User, session: AsyncSession
     ) -> None:
         users = [await make_user(session) for _ in range(3)]
 
-        response = await client.get("/users/", params={"page": 1, "size": 2})
+        response = await admin_client.get("/users/", params={"page": 1, "size": 2})
 
         assert response.status_code == 200
         body = response.json()
         assert set(body) == {"items", "total", "page", "size", "pages"}
-        assert body["total"] == 3
+        assert body["total"] == 4  # the three and the superuser asking
         assert body["page"] == 1
         assert body["size"] == 2
         assert body["pages"] == 2
-        assert [u["id"] for u in body["items"]] == [users[0].id, users[1].id]
+        assert [u["id"] for u in body["items"]] == [admin.id, users[0].id]
         assert all("hashed_password" not in u for u in body["items"])
 
     async def test_last_and_past_the_last_page(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        users = [await make_user(session) for _ in range(3)]
+        users = [await make_user(session) for _ in range(4)]
 
-        last = (await client.get("/users/", params={"page": 2, "size": 2})).json()
-        past = (await client.get("/users/", params={"page": 5, "size": 2})).json()
+        last = (await admin_client.get("/users/", params={"page": 3, "size": 2})).json()
+        past = (await admin_client.get("/users/", params={"page": 5, "size": 2})).json()
 
-        assert [u["id"] for u in last["items"]] == [users[2].id]
+        assert [u["id"] for u in last["items"]] == [users[3].id]
         assert past["items"] == []
-        assert past["total"] == 3
+        assert past["total"] == 5
 
-    async def test_empty(self, client: httpx.AsyncClient) -> None:
-        body = (await client.get("/users/")).json()
+    async def test_only_the_superuser(self, admin_client: httpx.AsyncClient, admin: User) -> None:
+        body = (await admin_client.get("/users/")).json()
 
-        assert body == {"items": [], "total": 0, "page": 1, "size": 20, "pages": 0}
+        assert [u["id"] for u in body["items"]] == [admin.id]
+        assert body["total"] == 1
+        assert body["pages"] == 1
 
     @pytest.mark.parametrize(
         "params",
@@ -249,9 +255,9 @@ class TestListUsers:
         ],
     )
     async def test_out_of_bounds_paging_is_422(
-        self, client: httpx.AsyncClient, params: dict[str, Any]
+        self, admin_client: httpx.AsyncClient, params: dict[str, Any]
     ) -> None:
-        response = await client.get("/users/", params=params)
+        response = await admin_client.get("/users/", params=params)
 
         body = assert_problem(response, 422, "validation_error")
         assert error_fields(body) <= {"query.page", "query.size"}
@@ -259,12 +265,12 @@ class TestListUsers:
 
 class TestUpdateUser:
     async def test_changes_only_what_is_sent(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
         user = await make_user(session, full_name="Old Name")
         old_hash = user.hashed_password
 
-        response = await client.patch(f"/users/{user.id}", json={"bio": "Hello"})
+        response = await admin_client.patch(f"/users/{user.id}", json={"bio": "Hello"})
 
         assert response.status_code == 200
         assert response.json()["bio"] == "Hello"
@@ -276,12 +282,14 @@ class TestUpdateUser:
         assert db_user.hashed_password == old_hash
 
     async def test_taking_anothers_email_is_409(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
         await make_user(session, email="taken@example.com")
         user = await make_user(session)
 
-        response = await client.patch(f"/users/{user.id}", json={"email": "TAKEN@example.com"})
+        response = await admin_client.patch(
+            f"/users/{user.id}", json={"email": "TAKEN@example.com"}
+        )
 
         body = assert_problem(response, 409, "conflict")
         assert error_fields(body) == {"email"}
@@ -302,11 +310,11 @@ class TestUpdateUser:
         ],
     )
     async def test_invalid_changes_are_422(
-        self, client: httpx.AsyncClient, session: AsyncSession, change: dict[str, Any]
+        self, admin_client: httpx.AsyncClient, session: AsyncSession, change: dict[str, Any]
     ) -> None:
         user = await make_user(session)
 
-        response = await client.patch(f"/users/{user.id}", json=change)
+        response = await admin_client.patch(f"/users/{user.id}", json=change)
 
         assert_problem(response, 422, "validation_error")
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
@@ -314,11 +322,11 @@ class TestUpdateUser:
         assert db_user.username == user.username
 
     async def test_cannot_set_password_hash_or_superuser(
-        self, client: httpx.AsyncClient, session: AsyncSession
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
         user = await make_user(session)
 
-        response = await client.patch(
+        response = await admin_client.patch(
             f"/users/{user.id}", json={"hashed_password": "x", "is_superuser": True, "id": 99}
         )
 
@@ -328,26 +336,26 @@ class TestUpdateUser:
         assert db_user.is_superuser is False
         assert db_user.hashed_password == user.hashed_password
 
-    async def test_missing_is_404(self, client: httpx.AsyncClient) -> None:
-        response = await client.patch("/users/987654", json={"bio": "x"})
+    async def test_missing_is_404(self, admin_client: httpx.AsyncClient) -> None:
+        response = await admin_client.patch("/users/987654", json={"bio": "x"})
 
         assert_problem(response, 404, "not_found")
 
 
 class TestDeleteUser:
-    async def test_deletes(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
+    async def test_deletes(self, admin_client: httpx.AsyncClient, session: AsyncSession) -> None:
         user = await make_user(session)
 
-        response = await client.delete(f"/users/{user.id}")
+        response = await admin_client.delete(f"/users/{user.id}")
 
         assert response.status_code == 204
         assert response.content == b""
         session.expunge_all()
         assert await session.get(User, user.id) is None
-        assert_problem(await client.get(f"/users/{user.id}"), 404, "not_found")
+        assert_problem(await admin_client.get(f"/users/{user.id}"), 404, "not_found")
 
-    async def test_missing_is_404(self, client: httpx.AsyncClient) -> None:
-        assert_problem(await client.delete("/users/987654"), 404, "not_found")
+    async def test_missing_is_404(self, admin_client: httpx.AsyncClient) -> None:
+        assert_problem(await admin_client.delete("/users/987654"), 404, "not_found")
 
-    async def test_bad_id_is_422(self, client: httpx.AsyncClient) -> None:
-        assert_problem(await client.delete("/users/-5"), 422, "validation_error")
+    async def test_bad_id_is_422(self, admin_client: httpx.AsyncClient) -> None:
+        assert_problem(await admin_client.delete("/users/-5"), 422, "validation_error")

@@ -1,0 +1,35 @@
+"""Who is calling: `CurrentUser` (any active user with a valid bearer token) and `AdminUser`
+(a superuser). Missing or bad tokens are a 401 with `WWW-Authenticate: Bearer`."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from api.auth import service
+from api.core.db import SessionDep
+from api.core.errors import Forbidden, Unauthorized
+from api.users.models import User
+
+bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+async def get_current_user(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(bearer)]
+) -> User:
+    if not token:
+        raise Unauthorized("Not authenticated: send a bearer token.")
+    user_id = service.user_id_from_token(token=token, settings=request.app.state.settings)
+    return await service.get_active_user(session=session, user_id=user_id)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise Forbidden("This needs a superuser.")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_current_superuser)]

@@ -1,0 +1,125 @@
+"""Authentication: passwords checked in constant-ish time, tokens issued and read, failed logins
+counted in PostgreSQL."""
+
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import jwt
+from sqlalchemy import case, func, or_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.auth.models import LoginThrottle, PasswordChange, Token
+from api.core.config import Settings
+from api.core.errors import BadRequest, TooManyRequests, Unauthorized
+from api.core.security import hash_password, password_hash, verify_password
+from api.users.models import User
+
+ALGORITHM = "HS256"
+BAD_CREDENTIALS = "Incorrect username or password."
+
+
+@cache
+def dummy_hash() -> str:
+    """A real argon2id hash to verify against when the user is unknown: same cost, no oracle."""
+    return password_hash.hash("not the password of anyone")
+
+
+def create_access_token(*, user: User, settings: Settings) -> Token:
+    now = datetime.now(UTC)
+    lifetime = timedelta(minutes=settings.access_token_expire_minutes)
+    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime}
+    token = jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm=ALGORITHM)
+    return Token(access_token=token, expires_in=int(lifetime.total_seconds()))
+
+
+def user_id_from_token(*, token: str, settings: Settings) -> int:
+    """The `sub` of a valid token; anything else (expired, tampered, other algorithm, `none`)
+    is a 401."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=[ALGORITHM],
+            options={"require": ["sub", "iat", "exp"]},
+        )
+        return int(claims["sub"])
+    except (jwt.PyJWTError, ValueError) as exc:
+        raise Unauthorized("The token is invalid or has expired.") from exc
+
+
+async def get_active_user(*, session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("The token's user does not exist or is deactivated.")
+    return user
+
+
+async def authenticate(
+    *,
+    session: AsyncSession,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    identifier: str,
+    password: str,
+    settings: Settings,
+) -> Token:
+    """Check a username-or-email and password; throttle an account after repeated failures."""
+    key = identifier.strip().lower()[:255]
+    throttle = await session.get(LoginThrottle, key)
+    now = datetime.now(UTC)
+    if throttle is not None and throttle.locked_until and throttle.locked_until > now:
+        wait = int((throttle.locked_until - now).total_seconds()) + 1
+        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
+    user = (
+        await session.exec(
+            select(User).where(or_(col(User.username) == identifier, func.lower(User.email) == key))
+        )
+    ).first()
+    valid = await verify_password(password, user.hashed_password if user else dummy_hash())
+    if user is None or not valid or not user.is_active:
+        await _count_failure(sessionmaker=sessionmaker, key=key, settings=settings)
+        raise Unauthorized(BAD_CREDENTIALS)
+    if throttle is not None:
+        await session.delete(throttle)
+    return create_access_token(user=user, settings=settings)
+
+
+async def _count_failure(
+    *, sessionmaker: async_sessionmaker[AsyncSession], key: str, settings: Settings
+) -> None:
+    """One atomic upsert, in a transaction of its own: the request's transaction is rolled back
+    (the login fails), the count must stay. Failures older than the window start over."""
+    window = timedelta(seconds=settings.login_lockout_seconds)
+    table = LoginThrottle.__table__  # type: ignore[attr-defined]
+    stale = table.c.window_started_at < func.now() - window
+    failures = case((stale, 1), else_=table.c.failures + 1)
+    first_locks = settings.login_max_failures <= 1
+    statement = insert(table).values(
+        key=key,
+        failures=1,
+        window_started_at=func.now(),
+        locked_until=func.now() + window if first_locks else None,
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={
+            "failures": failures,
+            "window_started_at": case((stale, func.now()), else_=table.c.window_started_at),
+            "locked_until": case(
+                (failures >= settings.login_max_failures, func.now() + window),
+                else_=table.c.locked_until,
+            ),
+        },
+    )
+    async with sessionmaker() as own, own.begin():
+        await own.exec(statement)
+
+
+async def change_password(*, session: AsyncSession, user: User, change: PasswordChange) -> None:
+    if not await verify_password(change.current_password, user.hashed_password):
+        raise BadRequest("The current password is incorrect.")
+    user.hashed_password = await hash_password(change.new_password)
+    session.add(user)
+    await session.flush()
