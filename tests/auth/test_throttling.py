@@ -1,0 +1,119 @@
+"""Failed logins are counted in PostgreSQL, so the limit holds across API processes; these tests
+commit (the count must survive the failed request's rollback)."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.core.db import build_engine, build_sessionmaker
+from api.core.security import password_hash
+from api.main import create_app, create_first_superuser
+from tests.conftest import Database
+from tests.helpers import assert_problem, libpq_url, settings_for_tests
+
+pytestmark = pytest.mark.concurrent
+
+PASSWORD = "the-right-password"
+
+
+async def fetch(database: Database, sql: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(libpq_url(database.url))
+    try:
+        rows: list[asyncpg.Record] = await connection.fetch(sql)
+        return rows
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def two_processes(committed: Database) -> AsyncIterator[list[FastAPI]]:
+    """Two apps with engines of their own: what two API processes share is the database."""
+    apps = []
+    for _ in range(2):
+        app = create_app(settings_for_tests(database_url=committed.url, login_max_failures=3))
+        app.state.engine = build_engine(app.state.settings)
+        app.state.sessionmaker = build_sessionmaker(app.state.engine)
+        apps.append(app)
+    connection = await asyncpg.connect(libpq_url(committed.url))
+    await connection.execute(
+        "INSERT INTO users (username, email, hashed_password)"
+        " VALUES ('erin', 'erin@example.com', $1)",
+        password_hash.hash(PASSWORD),
+    )
+    await connection.close()
+    yield apps
+    for app in apps:
+        await app.state.engine.dispose()
+
+
+async def attempt(app: FastAPI, password: str, username: str = "erin") -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.post("/auth/token", data={"username": username, "password": password})
+
+
+async def test_failures_across_processes_lock_the_account(
+    two_processes: list[FastAPI], committed: Database
+) -> None:
+    first, second = two_processes
+
+    assert (await attempt(first, "wrong-1")).status_code == 401
+    assert (await attempt(second, "wrong-2")).status_code == 401
+    assert (await attempt(first, "wrong-3")).status_code == 401
+
+    locked = await attempt(second, PASSWORD)  # even the right password now waits
+    assert_problem(locked, 429, "too_many_requests")
+    assert 1 <= int(locked.headers["retry-after"]) <= 300
+    rows = await fetch(committed, "SELECT key, failures, locked_until FROM login_throttles")
+    assert [(r["key"], r["failures"]) for r in rows] == [("erin", 3)]
+    assert rows[0]["locked_until"] is not None
+
+
+async def test_a_success_before_the_limit_starts_the_count_over(
+    two_processes: list[FastAPI], committed: Database
+) -> None:
+    first, second = two_processes
+
+    assert (await attempt(first, "wrong-1")).status_code == 401
+    assert (await attempt(second, "wrong-2")).status_code == 401
+    assert (await attempt(first, PASSWORD)).status_code == 200
+    assert await fetch(committed, "SELECT * FROM login_throttles") == []
+    assert (await attempt(second, "wrong-3")).status_code == 401
+    assert (await attempt(first, PASSWORD)).status_code == 200
+
+
+async def test_unknown_accounts_are_counted_and_throttled_too(
+    two_processes: list[FastAPI], committed: Database
+) -> None:
+    first, _ = two_processes
+    for _ in range(3):
+        assert (await attempt(first, "guess", username="Ghost")).status_code == 401
+
+    assert_problem(await attempt(first, "guess", username="ghost"), 429, "too_many_requests")
+
+
+async def test_first_superuser_is_created_once_even_by_racing_processes(
+    committed: Database,
+) -> None:
+    import asyncio
+
+    settings = settings_for_tests(
+        database_url=committed.url,
+        first_superuser_email="Root@Example.com",
+        first_superuser_password="root-password",
+    )
+    engines = [build_engine(settings) for _ in range(3)]
+    try:
+        await asyncio.gather(
+            *(create_first_superuser(settings, build_sessionmaker(engine)) for engine in engines)
+        )
+        await create_first_superuser(settings, build_sessionmaker(engines[0]))  # a restart
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+    rows = await fetch(committed, "SELECT username, email, is_superuser FROM users")
+    assert [tuple(r) for r in rows] == [("admin", "Root@example.com", True)]  # domain normalised
