@@ -1,0 +1,84 @@
+"""Every route of the OpenAPI document, called as anonymous, as a user, as another user and as a
+superuser, against the access table in the README."""
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.main import create_app
+from api.users.models import User
+from tests.factories import make_user
+from tests.helpers import ROOT, client_for, settings_for_tests
+
+LEVELS = {"public", "user", "owner", "superuser"}
+
+
+def access_table() -> dict[tuple[str, str], str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Access\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| (\S+) \| (\w+) \|$", section, re.M)
+    return {(method, path): level for method, path, level in rows}
+
+
+def openapi_routes() -> set[tuple[str, str]]:
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    return {(method.upper(), path) for path, ops in paths.items() for method in ops}
+
+
+def test_the_table_lists_every_route_and_only_routes() -> None:
+    table = access_table()
+    assert set(table.values()) <= LEVELS
+    assert openapi_routes() - table.keys() == set(), "routes missing from the README table"
+    assert table.keys() - openapi_routes() == set(), "the README table lists unknown routes"
+
+
+async def call(
+    app: FastAPI, method: str, path: str, caller: User | None, owner: User
+) -> httpx.Response:
+    url = path.replace("{user_id}", str(owner.id))
+    body: dict[str, Any] = (
+        {"data": {}} if path == "/auth/token" else {"json": {}} if method != "GET" else {}
+    )
+    if method == "DELETE":
+        body = {}
+    async with client_for(app, caller) as client:
+        return await client.request(method, url, **body)
+
+
+@pytest.mark.parametrize(("method", "path", "level"), [(*k, v) for k, v in access_table().items()])
+async def test_route_answers_as_the_table_says(
+    app: FastAPI, session: AsyncSession, method: str, path: str, level: str
+) -> None:
+    owner = await make_user(session, username="owner_user")
+    other = await make_user(session, username="other_user")
+    superuser = await make_user(session, username="super_user", is_superuser=True)
+
+    anonymous = await call(app, method, path, None, owner)
+    as_owner = await call(app, method, path, owner, owner)
+    as_other = await call(app, method, path, other, owner)
+    as_superuser = await call(app, method, path, superuser, owner)  # last: it may delete
+
+    refused = {401, 403}
+    if level == "public":
+        assert {
+            anonymous.status_code,
+            as_owner.status_code,
+            as_other.status_code,
+        } & refused == set()
+    else:
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+    if level == "user":
+        assert as_owner.status_code not in refused
+        assert as_other.status_code not in refused
+    if level == "owner":
+        assert as_owner.status_code not in refused | {404}
+        assert as_other.status_code == 404
+    if level == "superuser":
+        assert as_owner.status_code == 403
+        assert as_other.status_code == 403
+    assert as_superuser.status_code not in refused | {404}
