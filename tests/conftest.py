@@ -9,6 +9,7 @@ The database server is picked in this order, and the pytest header says which on
 
 import asyncio
 import gc
+import logging
 import os
 import secrets
 import shutil
@@ -39,6 +40,7 @@ from tests.factories import make_user
 from tests.helpers import (
     ROOT,
     SECRET_KEY,
+    SECRET_PATTERNS,
     admin_execute,
     alembic,
     asyncpg_url,
@@ -328,3 +330,12 @@ def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in Settings.model_fields:
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No log line of any test carries a password hash or a token."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for pattern in SECRET_PATTERNS:
+        assert not pattern.search(caplog.text), "a log line carries a hash or a token"
