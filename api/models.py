@@ -4,8 +4,10 @@
 from sqlmodel import SQLModel
 
 from api.auth.models import LoginThrottle
+from api.categories.models import Category
+from api.tags.models import Tag
 from api.users.models import User
 
 metadata = SQLModel.metadata
 
-__all__ = ["LoginThrottle", "User", "metadata"]
+__all__ = ["Category", "LoginThrottle", "Tag", "User", "metadata"]

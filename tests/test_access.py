@@ -9,7 +9,9 @@ import pytest
 from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.categories.models import Category
 from api.main import create_app
+from api.tags.models import Tag
 from api.users.models import User
 from tests.factories import make_user
 from tests.helpers import ROOT, client_for, settings_for_tests
@@ -37,9 +39,11 @@ def test_the_table_lists_every_route_and_only_routes() -> None:
 
 
 async def call(
-    app: FastAPI, method: str, path: str, caller: User | None, owner: User
+    app: FastAPI, method: str, path: str, caller: User | None, ids: dict[str, int | None]
 ) -> httpx.Response:
-    url = path.replace("{user_id}", str(owner.id))
+    url = path
+    for name, value in ids.items():
+        url = url.replace("{" + name + "}", str(value))
     body: dict[str, Any] = (
         {"data": {}} if path == "/auth/token" else {"json": {}} if method != "GET" else {}
     )
@@ -56,11 +60,16 @@ async def test_route_answers_as_the_table_says(
     owner = await make_user(session, username="owner_user")
     other = await make_user(session, username="other_user")
     superuser = await make_user(session, username="super_user", is_superuser=True)
+    tag = Tag(name="access", slug="access")
+    category = Category(name="Access", slug="access")
+    session.add_all([tag, category])
+    await session.flush()
+    ids = {"user_id": owner.id, "tag_id": tag.id, "category_id": category.id}
 
-    anonymous = await call(app, method, path, None, owner)
-    as_owner = await call(app, method, path, owner, owner)
-    as_other = await call(app, method, path, other, owner)
-    as_superuser = await call(app, method, path, superuser, owner)  # last: it may delete
+    anonymous = await call(app, method, path, None, ids)
+    as_owner = await call(app, method, path, owner, ids)
+    as_other = await call(app, method, path, other, ids)
+    as_superuser = await call(app, method, path, superuser, ids)  # last: it may delete
 
     refused = {401, 403}
     if level == "public":

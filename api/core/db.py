@@ -19,7 +19,14 @@ from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.config import Settings
-from api.core.errors import Conflict, FieldError, unique_violation
+from api.core.errors import (
+    FOREIGN_KEY_VIOLATION,
+    UNIQUE_VIOLATION,
+    Conflict,
+    FieldError,
+    InvalidReference,
+    violated_constraint,
+)
 
 
 def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
@@ -71,20 +78,33 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 @asynccontextmanager
-async def unique_fields(session: AsyncSession, fields: Mapping[str, str]) -> AsyncIterator[None]:
-    """Flush the block's changes in a savepoint; a broken unique constraint becomes a 409.
-
-    `fields` maps constraint names to the field they guard. The database decides (no
-    check-then-insert race); the savepoint keeps the request's transaction usable.
+async def constraint_errors(
+    session: AsyncSession,
+    *,
+    unique: Mapping[str, str],
+    references: Mapping[str, str] | None = None,
+) -> AsyncIterator[None]:
+    """Flush the block's changes in a savepoint and let the database's constraints decide:
+    a broken unique constraint is a 409 naming its field, a foreign key to a missing row a 422
+    naming its field. No check-then-write race; the savepoint keeps the request's transaction
+    usable. Both maps go from constraint name to field name.
     """
     try:
         async with session.begin_nested():
             yield
     except IntegrityError as exc:
-        field = fields.get(unique_violation(exc) or "")
-        if field is None:
-            raise
-        raise Conflict(
-            f"{field} is already taken.",
-            errors=[FieldError(field=field, message="already taken")],
-        ) from exc
+        sqlstate, constraint = violated_constraint(exc)
+        references = references or {}
+        if sqlstate == UNIQUE_VIOLATION and constraint in unique:
+            field = unique[constraint or ""]
+            raise Conflict(
+                f"{field} is already taken.",
+                errors=[FieldError(field=field, message="already taken")],
+            ) from exc
+        if sqlstate == FOREIGN_KEY_VIOLATION and constraint in references:
+            field = references[constraint or ""]
+            raise InvalidReference(
+                f"{field} does not name an existing row.",
+                errors=[FieldError(field=field, message="does not exist")],
+            ) from exc
+        raise

@@ -87,6 +87,11 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class InvalidReference(AppError):
+    status_code = 422
+    code = "invalid_reference"
+
+
 class TooManyRequests(AppError):
     status_code = 429
     code = "too_many_requests"
@@ -151,12 +156,14 @@ def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
     ]
 
 
-def unique_violation(exc: IntegrityError) -> str | None:
-    """The name of the unique constraint an IntegrityError broke, if that is what it was."""
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+
+
+def violated_constraint(exc: IntegrityError) -> tuple[str | None, str | None]:
+    """The SQLSTATE and the constraint name of an IntegrityError (from asyncpg's error)."""
     cause = getattr(exc.orig, "__cause__", None)
-    if getattr(cause, "sqlstate", None) == "23505":
-        return getattr(cause, "constraint_name", None)
-    return None
+    return getattr(cause, "sqlstate", None), getattr(cause, "constraint_name", None)
 
 
 NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ETIMEDOUT}

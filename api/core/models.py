@@ -37,3 +37,13 @@ def updated_at_field() -> Any:
 # PostgreSQL text cannot hold NUL: stored free-text fields carry this pattern, so a NUL is a 422
 # declared in the schema rather than a database error.
 NO_NUL = r"^[^\x00]*$"
+
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+MAX_ID = 2_147_483_647  # ids are PostgreSQL integers
+
+
+def slug_from(text: str, max_length: int) -> str:
+    """A URL slug for `text` (python-slugify), bounded; "item" when nothing sluggable is left."""
+    from slugify import slugify
+
+    return slugify(text, max_length=max_length, word_boundary=True) or "item"

@@ -5,7 +5,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.core.db import unique_fields
+from api.core.db import constraint_errors
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
@@ -15,7 +15,7 @@ from api.users.models import UNIQUE_FIELDS, User, UserCreate, UserMeUpdate, User
 async def create_user(*, session: AsyncSession, user_in: UserCreate) -> User:
     hashed = await hash_password(user_in.password)
     db_user = User.model_validate(user_in, update={"hashed_password": hashed})
-    async with unique_fields(session, UNIQUE_FIELDS):
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
         session.add(db_user)
     await session.refresh(db_user)
     return db_user
@@ -44,7 +44,7 @@ async def update_user(
     *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate
 ) -> User:
     db_user = await get_user(session=session, user_id=user_id)
-    async with unique_fields(session, UNIQUE_FIELDS):
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
         db_user.sqlmodel_update(user_in.model_dump(exclude_unset=True))
     await session.refresh(db_user)
     return db_user

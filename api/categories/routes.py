@@ -1,0 +1,74 @@
+"""Categories over HTTP: public to read, a superuser's to write."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, status
+
+from api.auth.dependencies import get_current_superuser
+from api.categories import service
+from api.categories.models import (
+    Category,
+    CategoryCreate,
+    CategoryRead,
+    CategoryReadWithChildren,
+    CategoryUpdate,
+)
+from api.core.db import SessionDep
+from api.core.errors import responses
+from api.core.models import MAX_ID
+from api.core.pagination import Page, PageParamsDep
+
+router = APIRouter(prefix="/categories", tags=["categories"])
+
+CategoryId = Annotated[int, Path(gt=0, le=MAX_ID, description="The category id.")]
+admin_only = [Depends(get_current_superuser)]
+
+
+@router.post(
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CategoryRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 409),
+)
+async def create_category(category_in: CategoryCreate, session: SessionDep) -> Category:
+    """Create a category, optionally under a parent (superuser)."""
+    return await service.create_category(session=session, category_in=category_in)
+
+
+@router.get("/", response_model=Page[CategoryRead])
+async def list_categories(session: SessionDep, params: PageParamsDep) -> Page[Category]:
+    """List categories, oldest first."""
+    return await service.list_categories(session=session, params=params)
+
+
+@router.get("/{category_id}", response_model=CategoryReadWithChildren, responses=responses(404))
+async def get_category(category_id: CategoryId, session: SessionDep) -> Category:
+    """Read one category with its children."""
+    return await service.get_category(session=session, category_id=category_id)
+
+
+@router.patch(
+    "/{category_id}",
+    response_model=CategoryReadWithChildren,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404, 409),
+)
+async def update_category(
+    category_id: CategoryId, category_in: CategoryUpdate, session: SessionDep
+) -> Category:
+    """Change a category; a parent that is the category itself or below it is a 422 (superuser)."""
+    return await service.update_category(
+        session=session, category_id=category_id, category_in=category_in
+    )
+
+
+@router.delete(
+    "/{category_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404),
+)
+async def delete_category(category_id: CategoryId, session: SessionDep) -> None:
+    """Delete a category; its children become top-level (superuser)."""
+    await service.delete_category(session=session, category_id=category_id)

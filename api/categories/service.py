@@ -1,0 +1,74 @@
+"""Categories: queries and rules. Functions flush, never commit."""
+
+from sqlalchemy.orm import selectinload
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.categories.models import (
+    REFERENCES,
+    UNIQUE_FIELDS,
+    Category,
+    CategoryCreate,
+    CategoryUpdate,
+)
+from api.core.db import constraint_errors
+from api.core.errors import FieldError, InvalidReference, NotFound
+from api.core.pagination import Page, PageParams, apaginate
+
+
+async def create_category(*, session: AsyncSession, category_in: CategoryCreate) -> Category:
+    db_category = Category.model_validate(category_in)
+    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
+        session.add(db_category)
+    return db_category
+
+
+async def get_category(*, session: AsyncSession, category_id: int) -> Category:
+    """One category with its children (one extra statement, whatever their number)."""
+    query = (
+        select(Category)
+        .where(Category.id == category_id)
+        .options(selectinload(Category.children))  # type: ignore[arg-type]
+        .execution_options(populate_existing=True)
+    )
+    db_category = (await session.exec(query)).first()
+    if db_category is None:
+        raise NotFound("Category", category_id)
+    return db_category
+
+
+async def list_categories(*, session: AsyncSession, params: PageParams) -> Page[Category]:
+    query = select(Category).order_by(col(Category.id))
+    page: Page[Category] = await apaginate(session, query, params)
+    return page
+
+
+async def update_category(
+    *, session: AsyncSession, category_id: int, category_in: CategoryUpdate
+) -> Category:
+    db_category = await get_category(session=session, category_id=category_id)
+    changes = category_in.model_dump(exclude_unset=True)
+    parent_id = changes.get("parent_id")
+    if parent_id is not None and await _is_in_subtree(session, root=category_id, node=parent_id):
+        raise InvalidReference(
+            "A category cannot be its own ancestor.",
+            errors=[FieldError(field="parent_id", message="is this category or one below it")],
+        )
+    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
+        db_category.sqlmodel_update(changes)
+    return await get_category(session=session, category_id=category_id)
+
+
+async def delete_category(*, session: AsyncSession, category_id: int) -> None:
+    """Delete a category; its children become top-level (the foreign key's ON DELETE SET NULL)."""
+    db_category = await get_category(session=session, category_id=category_id)
+    await session.delete(db_category)
+    await session.flush()
+
+
+async def _is_in_subtree(session: AsyncSession, *, root: int, node: int) -> bool:
+    """Whether `node` is `root` or one of its descendants (a recursive query)."""
+    tree = select(col(Category.id)).where(Category.id == root).cte(recursive=True)
+    tree = tree.union_all(select(col(Category.id)).where(col(Category.parent_id) == tree.c.id))
+    found = await session.exec(select(tree.c.id).where(tree.c.id == node))
+    return found.first() is not None
