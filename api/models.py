@@ -5,9 +5,10 @@ from sqlmodel import SQLModel
 
 from api.auth.models import LoginThrottle
 from api.categories.models import Category
+from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
 
 metadata = SQLModel.metadata
 
-__all__ = ["Category", "LoginThrottle", "Tag", "User", "metadata"]
+__all__ = ["Category", "LoginThrottle", "Product", "Tag", "User", "metadata"]

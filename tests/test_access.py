@@ -2,6 +2,7 @@
 superuser, against the access table in the README."""
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
 from api.main import create_app
+from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
 from tests.factories import make_user
@@ -39,7 +41,7 @@ def test_the_table_lists_every_route_and_only_routes() -> None:
 
 
 async def call(
-    app: FastAPI, method: str, path: str, caller: User | None, ids: dict[str, int | None]
+    app: FastAPI, method: str, path: str, caller: User | None, ids: dict[str, Any]
 ) -> httpx.Response:
     url = path
     for name, value in ids.items():
@@ -62,9 +64,17 @@ async def test_route_answers_as_the_table_says(
     superuser = await make_user(session, username="super_user", is_superuser=True)
     tag = Tag(name="access", slug="access")
     category = Category(name="Access", slug="access")
-    session.add_all([tag, category])
+    product = Product(name="Access", slug="access", sku="ACCESS-1", price=Decimal("1.00"))
+    session.add_all([tag, category, product])
     await session.flush()
-    ids = {"user_id": owner.id, "tag_id": tag.id, "category_id": category.id}
+    ids = {
+        "user_id": owner.id,
+        "tag_id": tag.id,
+        "category_id": category.id,
+        "product_id": product.id,
+        "sku": product.sku,
+        "slug": product.slug,
+    }
 
     anonymous = await call(app, method, path, None, ids)
     as_owner = await call(app, method, path, owner, ids)

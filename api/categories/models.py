@@ -1,12 +1,15 @@
 """The Category family: a tree of categories (a parent each, SET NULL when it goes)."""
 
 from datetime import datetime
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import model_validator
 from sqlmodel import Field, Relationship, SQLModel
 
 from api.core.models import MAX_ID, NO_NUL, SLUG_PATTERN, created_at_field, slug_from
+
+if TYPE_CHECKING:
+    from api.products.models import Product
 
 NAME_MAX = 100
 
@@ -39,6 +42,10 @@ class Category(CategoryBase, table=True):
     children: list["Category"] = Relationship(
         back_populates="parent",
         sa_relationship_kwargs={"lazy": "raise", "order_by": "Category.id"},
+    )
+    # The database uncategorises products when their category goes (ON DELETE SET NULL).
+    products: list["Product"] = Relationship(
+        back_populates="category", sa_relationship_kwargs={"lazy": "raise"}, passive_deletes=True
     )
 
 

@@ -17,6 +17,8 @@ from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
+from api.products import service as product_service
+from api.products.models import CategoryProducts
 
 router = APIRouter(prefix="/categories", tags=["categories"])
 
@@ -46,6 +48,19 @@ async def list_categories(session: SessionDep, params: PageParamsDep) -> Page[Ca
 async def get_category(category_id: CategoryId, session: SessionDep) -> Category:
     """Read one category with its children."""
     return await service.get_category(session=session, category_id=category_id)
+
+
+@router.get("/{category_id}/products", response_model=CategoryProducts, responses=responses(404))
+async def category_products(
+    category_id: CategoryId, session: SessionDep, params: PageParamsDep
+) -> CategoryProducts:
+    """A category and a page of its products (two statements and a count, whatever the page)."""
+    category = await service.get_category(session=session, category_id=category_id)
+    query = product_service.filtered(category_id=category_id)
+    page = await product_service.list_products(session=session, params=params, query=query)
+    return CategoryProducts.model_validate(
+        {"category": category, "product_count": page.total, "products": page}
+    )
 
 
 @router.patch(

@@ -12,8 +12,9 @@ from api.categories.models import (
     CategoryUpdate,
 )
 from api.core.db import constraint_errors
-from api.core.errors import FieldError, InvalidReference, NotFound
+from api.core.errors import Conflict, FieldError, InvalidReference, NotFound
 from api.core.pagination import Page, PageParams, apaginate
+from api.products.models import Product
 
 
 async def create_category(*, session: AsyncSession, category_in: CategoryCreate) -> Category:
@@ -60,10 +61,25 @@ async def update_category(
 
 
 async def delete_category(*, session: AsyncSession, category_id: int) -> None:
-    """Delete a category; its children become top-level (the foreign key's ON DELETE SET NULL)."""
+    """Delete a category; its children become top-level and its products uncategorised (the
+    foreign keys' ON DELETE SET NULL). A product whose name an uncategorised product already
+    has would collide: that is a 409 naming it (and the unique constraint guards the race)."""
     db_category = await get_category(session=session, category_id=category_id)
-    await session.delete(db_category)
-    await session.flush()
+    uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
+    clash = (
+        await session.exec(
+            select(Product.name).where(
+                Product.category_id == category_id, col(Product.name).in_(uncategorised)
+            )
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(
+            f"Product {clash!r} would collide with an uncategorised product of the same name.",
+            errors=[FieldError(field="name", message=f"{clash} exists without a category")],
+        )
+    async with constraint_errors(session, unique={"uq_products_name": "name"}):
+        await session.delete(db_category)
 
 
 async def _is_in_subtree(session: AsyncSession, *, root: int, node: int) -> bool:

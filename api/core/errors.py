@@ -92,6 +92,13 @@ class InvalidReference(AppError):
     code = "invalid_reference"
 
 
+class InvalidQuery(AppError):
+    """Parameters that are each valid but do not go together."""
+
+    status_code = 422
+    code = "validation_error"
+
+
 class TooManyRequests(AppError):
     status_code = 429
     code = "too_many_requests"

@@ -1,0 +1,150 @@
+"""The Product family. Money is Decimal end to end (a decimal string in JSON); price and stock
+are guarded by CHECK constraints as well as by validation."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal, Optional
+
+from pydantic import field_validator, model_validator
+from sqlalchemy import CheckConstraint, Index, Numeric, UniqueConstraint
+from sqlmodel import Field, Relationship, SQLModel
+
+from api.categories.models import CategoryRead
+from api.core.models import (
+    MAX_ID,
+    NO_NUL,
+    SLUG_PATTERN,
+    created_at_field,
+    slug_from,
+    updated_at_field,
+)
+from api.core.pagination import Page
+
+if TYPE_CHECKING:
+    from api.categories.models import Category
+
+NAME_MAX = 200
+SKU_PATTERN = r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$"
+ProductSort = Literal["id", "price", "-price", "name", "-name", "created_at", "-created_at"]
+
+
+def _upper(value: object) -> object:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+class ProductBase(SQLModel):
+    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
+    slug: str = Field(
+        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
+    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2, sa_type=Numeric(10, 2))
+    sku: str = Field(
+        min_length=1, max_length=50, unique=True, schema_extra={"pattern": SKU_PATTERN}
+    )
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
+    is_active: bool = True
+    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+
+
+class Product(ProductBase, table=True):
+    __tablename__ = "products"
+    __table_args__ = (
+        # "No category" is one group: two uncategorised products cannot share a name.
+        UniqueConstraint("name", "category_id", postgresql_nulls_not_distinct=True),
+        CheckConstraint("price > 0", name="price_positive"),
+        CheckConstraint("stock_quantity >= 0", name="stock_not_negative"),
+        Index("ix_products_category_id_price", "category_id", "price"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Indexed by ix_products_category_id_price, which serves lookups by category too.
+    category_id: int | None = Field(default=None, foreign_key="categories.id", ondelete="SET NULL")
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+
+    category: Optional["Category"] = Relationship(
+        back_populates="products", sa_relationship_kwargs={"lazy": "raise"}
+    )
+
+
+class ProductCreate(SQLModel):
+    """The slug comes from the name when absent; the SKU is upper-cased before it is checked."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
+    slug: str | None = Field(
+        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
+    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
+    sku: str = Field(min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN})
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
+    is_active: bool = True
+    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+
+    _sku_upper = field_validator("sku", mode="before")(_upper)
+
+    @model_validator(mode="after")
+    def _derive_slug(self) -> "ProductCreate":
+        if self.slug is None:
+            self.slug = slug_from(self.name, NAME_MAX)
+        return self
+
+
+class ProductRead(ProductBase):
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProductReadWithCategory(ProductRead):
+    category: CategoryRead | None
+
+
+class CategoryProducts(SQLModel):
+    """A category and one page of its products."""
+
+    category: CategoryRead
+    product_count: int
+    products: Page[ProductRead]
+
+
+class ProductUpdate(SQLModel):
+    """PATCH: omitted fields stay; `category_id: null` uncategorises."""
+
+    name: str = Field(
+        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL}
+    )
+    slug: str = Field(
+        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
+    price: Decimal = Field(default=None, gt=0, max_digits=10, decimal_places=2)
+    sku: str = Field(
+        default=None, min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN}
+    )
+    stock_quantity: int = Field(default=None, ge=0, le=MAX_ID)
+    is_active: bool = Field(default=None)
+    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+
+    _sku_upper = field_validator("sku", mode="before")(_upper)
+
+
+class StockChange(SQLModel):
+    change: int = Field(ge=-MAX_ID, le=MAX_ID, description="Added to the stock (negative takes).")
+
+
+class CategoryStats(SQLModel):
+    category: str
+    product_count: int
+    avg_price: Decimal
+    min_price: Decimal
+    max_price: Decimal
+
+
+UNIQUE_FIELDS = {
+    "uq_products_slug": "slug",
+    "uq_products_sku": "sku",
+    "uq_products_name": "name",
+}
+REFERENCES = {"fk_products_category_id_categories": "category_id"}

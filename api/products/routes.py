@@ -1,0 +1,155 @@
+"""Products over HTTP: the public catalog, and a superuser's to manage."""
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, status
+
+from api.auth.dependencies import get_current_superuser
+from api.core.db import SessionDep
+from api.core.errors import FieldError, InvalidQuery, responses
+from api.core.models import MAX_ID
+from api.core.pagination import Page, PageParamsDep
+from api.products import service
+from api.products.models import (
+    CategoryStats,
+    Product,
+    ProductCreate,
+    ProductRead,
+    ProductReadWithCategory,
+    ProductSort,
+    ProductUpdate,
+    StockChange,
+)
+
+router = APIRouter(prefix="/products", tags=["products"])
+
+ProductId = Annotated[int, Path(gt=0, le=MAX_ID, description="The product id.")]
+Price = Annotated[Decimal | None, Query(gt=0, max_digits=10, decimal_places=2)]
+admin_only = [Depends(get_current_superuser)]
+
+
+@router.post(
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 409),
+)
+async def create_product(product_in: ProductCreate, session: SessionDep) -> Product:
+    """Create a product; slug from the name when absent, SKU upper-cased (superuser)."""
+    return await service.create_product(session=session, product_in=product_in)
+
+
+@router.get("/", response_model=Page[ProductRead])
+async def list_products(
+    session: SessionDep,
+    params: PageParamsDep,
+    category_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
+    min_price: Price = None,
+    max_price: Price = None,
+    is_active: bool | None = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")] = None,
+    sort: ProductSort = "id",
+) -> Page[Product]:
+    """List products: filter by category, price range, activity and text; sort by a known key."""
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise InvalidQuery(
+            "min_price is above max_price.",
+            errors=[FieldError(field="query.min_price", message="above max_price")],
+        )
+    query = service.filtered(
+        category_id=category_id,
+        min_price=min_price,
+        max_price=max_price,
+        is_active=is_active,
+        q=q,
+        sort=sort,
+    )
+    return await service.list_products(session=session, params=params, query=query)
+
+
+@router.get("/with-categories", response_model=Page[ProductReadWithCategory])
+async def list_with_categories(session: SessionDep, params: PageParamsDep) -> Page[Product]:
+    """Active products, each with its category."""
+    return await service.list_with_categories(session=session, params=params)
+
+
+@router.get(
+    "/low-stock",
+    response_model=Page[ProductRead],
+    dependencies=admin_only,
+    responses=responses(401, 403),
+)
+async def low_stock(
+    session: SessionDep,
+    params: PageParamsDep,
+    threshold: Annotated[int, Query(ge=1, le=MAX_ID)] = 10,
+) -> Page[Product]:
+    """Active products with less than `threshold` in stock, fewest first (superuser)."""
+    return await service.low_stock(session=session, params=params, threshold=threshold)
+
+
+@router.get("/by-category-stats", dependencies=admin_only, responses=responses(401, 403))
+async def by_category_stats(session: SessionDep) -> list[CategoryStats]:
+    """Count and average, lowest and highest price of active products per category (superuser)."""
+    return await service.category_stats(session=session)
+
+
+@router.get("/by-sku/{sku}", response_model=ProductRead, responses=responses(404))
+async def get_by_sku(
+    sku: Annotated[str, Path(max_length=50, pattern=r"^[A-Za-z0-9-]+$")], session: SessionDep
+) -> Product:
+    """Read one product by SKU (any case)."""
+    return await service.get_product_by(session=session, field="sku", value=sku)
+
+
+@router.get("/by-slug/{slug}", response_model=ProductRead, responses=responses(404))
+async def get_by_slug(
+    slug: Annotated[str, Path(max_length=200, pattern=r"^[a-z0-9-]+$")], session: SessionDep
+) -> Product:
+    """Read one product by slug."""
+    return await service.get_product_by(session=session, field="slug", value=slug)
+
+
+@router.get("/{product_id}", response_model=ProductRead, responses=responses(404))
+async def get_product(product_id: ProductId, session: SessionDep) -> Product:
+    """Read one product."""
+    return await service.get_product(session=session, product_id=product_id)
+
+
+@router.patch(
+    "/{product_id}",
+    response_model=ProductRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404, 409),
+)
+async def update_product(
+    product_id: ProductId, product_in: ProductUpdate, session: SessionDep
+) -> Product:
+    """Change some of a product's fields (superuser)."""
+    return await service.update_product(
+        session=session, product_id=product_id, product_in=product_in
+    )
+
+
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404),
+)
+async def delete_product(product_id: ProductId, session: SessionDep) -> None:
+    """Delete a product (superuser)."""
+    await service.delete_product(session=session, product_id=product_id)
+
+
+@router.post(
+    "/{product_id}/stock",
+    response_model=ProductRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404, 409),
+)
+async def change_stock(product_id: ProductId, stock: StockChange, session: SessionDep) -> Product:
+    """Add to or take from the stock; it never goes below zero (409 naming what is left)."""
+    return await service.change_stock(session=session, product_id=product_id, change=stock.change)

@@ -1,0 +1,178 @@
+"""Products: queries and rules. Functions flush, never commit."""
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.orm import joinedload
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.categories.models import Category
+from api.core.db import constraint_errors
+from api.core.errors import Conflict, FieldError, NotFound
+from api.core.pagination import Page, PageParams, apaginate
+from api.products.models import (
+    REFERENCES,
+    UNIQUE_FIELDS,
+    CategoryStats,
+    Product,
+    ProductCreate,
+    ProductSort,
+    ProductUpdate,
+)
+
+ORDERINGS: dict[str, Any] = {
+    "id": col(Product.id).asc(),
+    "price": col(Product.price).asc(),
+    "-price": col(Product.price).desc(),
+    "name": col(Product.name).asc(),
+    "-name": col(Product.name).desc(),
+    "created_at": col(Product.created_at).asc(),
+    "-created_at": col(Product.created_at).desc(),
+}
+
+
+async def create_product(*, session: AsyncSession, product_in: ProductCreate) -> Product:
+    db_product = Product.model_validate(product_in)
+    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
+        session.add(db_product)
+    await session.refresh(db_product)
+    return db_product
+
+
+async def get_product(*, session: AsyncSession, product_id: int) -> Product:
+    db_product = await session.get(Product, product_id)
+    if db_product is None:
+        raise NotFound("Product", product_id)
+    return db_product
+
+
+async def get_product_by(*, session: AsyncSession, field: str, value: str) -> Product:
+    column = col(Product.sku) if field == "sku" else col(Product.slug)
+    lookup = value.upper() if field == "sku" else value
+    db_product = (await session.exec(select(Product).where(column == lookup))).first()
+    if db_product is None:
+        raise NotFound("Product", value, by=field)
+    return db_product
+
+
+def filtered(
+    *,
+    category_id: int | None = None,
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    is_active: bool | None = None,
+    q: str | None = None,
+    sort: ProductSort = "id",
+) -> SelectOfScalar[Product]:
+    query = select(Product)
+    if category_id is not None:
+        query = query.where(Product.category_id == category_id)
+    if min_price is not None:
+        query = query.where(col(Product.price) >= min_price)
+    if max_price is not None:
+        query = query.where(col(Product.price) <= max_price)
+    if is_active is not None:
+        query = query.where(Product.is_active == is_active)
+    if q:  # case-insensitive, with the text's own % and _ taken literally
+        query = query.where(
+            or_(
+                col(Product.name).icontains(q, autoescape=True),
+                col(Product.description).icontains(q, autoescape=True),
+                col(Product.sku).icontains(q, autoescape=True),
+            )
+        )
+    # id breaks ties, so pages never overlap or skip.
+    return query.order_by(ORDERINGS[sort], col(Product.id).asc())
+
+
+async def list_products(
+    *, session: AsyncSession, params: PageParams, query: SelectOfScalar[Product]
+) -> Page[Product]:
+    page: Page[Product] = await apaginate(session, query, params)
+    return page
+
+
+async def list_with_categories(*, session: AsyncSession, params: PageParams) -> Page[Product]:
+    """Active products with their category, joined in the same statement."""
+    query = (
+        select(Product)
+        .where(Product.is_active == True)  # noqa: E712
+        .options(joinedload(Product.category))  # type: ignore[arg-type]
+        .order_by(col(Product.id))
+    )
+    page: Page[Product] = await apaginate(session, query, params)
+    return page
+
+
+async def low_stock(*, session: AsyncSession, params: PageParams, threshold: int) -> Page[Product]:
+    query = (
+        select(Product)
+        .where(col(Product.stock_quantity) < threshold, Product.is_active == True)  # noqa: E712
+        .order_by(col(Product.stock_quantity), col(Product.id))
+    )
+    page: Page[Product] = await apaginate(session, query, params)
+    return page
+
+
+async def category_stats(*, session: AsyncSession) -> list[CategoryStats]:
+    """Count and price figures of the active products, per category."""
+    count = func.count(col(Product.id))
+    query = (
+        sql_select(
+            col(Category.name),
+            count,
+            func.round(func.avg(col(Product.price)), 2),
+            func.min(col(Product.price)),
+            func.max(col(Product.price)),
+        )
+        .join(Product, and_(col(Product.category_id) == Category.id, col(Product.is_active)))
+        .group_by(col(Category.id), col(Category.name))
+        .order_by(count.desc(), col(Category.name))
+    )
+    rows = (await (await session.connection()).execute(query)).all()
+    return [
+        CategoryStats(category=name, product_count=n, avg_price=avg, min_price=low, max_price=high)
+        for name, n, avg, low, high in rows
+    ]
+
+
+async def update_product(
+    *, session: AsyncSession, product_id: int, product_in: ProductUpdate
+) -> Product:
+    db_product = await get_product(session=session, product_id=product_id)
+    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
+        db_product.sqlmodel_update(product_in.model_dump(exclude_unset=True))
+    await session.refresh(db_product)
+    return db_product
+
+
+async def delete_product(*, session: AsyncSession, product_id: int) -> None:
+    db_product = await get_product(session=session, product_id=product_id)
+    await session.delete(db_product)
+    await session.flush()
+
+
+async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:
+    """Add `change` to the stock in one statement, never below zero (no read-modify-write)."""
+    result = await session.exec(
+        update(Product)
+        .where(
+            col(Product.id) == product_id,
+            col(Product.stock_quantity) + change >= 0,
+        )
+        .values(stock_quantity=col(Product.stock_quantity) + change)
+        .returning(col(Product.id))
+    )
+    if result.first() is None:
+        db_product = await get_product(session=session, product_id=product_id)
+        raise Conflict(
+            f"Only {db_product.stock_quantity} in stock; cannot take {-change}.",
+            errors=[FieldError(field="change", message=f"available: {db_product.stock_quantity}")],
+        )
+    db_product = await get_product(session=session, product_id=product_id)
+    await session.refresh(db_product)
+    return db_product
