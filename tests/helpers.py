@@ -21,6 +21,7 @@ from api import devstack
 from api.auth.service import create_access_token
 from api.core.config import Settings
 from api.core.db import build_engine, build_sessionmaker
+from api.core.security import password_hash
 from api.main import create_app
 from api.users.models import User
 
@@ -144,3 +145,22 @@ def client_for(app: FastAPI, user: User | None = None) -> httpx.AsyncClient:
         headers=bearer(user) if user else None,
         event_hooks={"response": [refuse_secrets]},
     )
+
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+async def live_admin(client: httpx.AsyncClient, database_url: str) -> dict[str, str]:
+    """A superuser written straight to the database, logged in through the live server."""
+    connection = await asyncpg.connect(libpq_url(database_url))
+    try:
+        await connection.execute(
+            "INSERT INTO users (username, email, hashed_password, is_superuser)"
+            " VALUES ('boss', 'boss@example.com', $1, true)",
+            password_hash.hash(ADMIN_PASSWORD),
+        )
+    finally:
+        await connection.close()
+    login = await client.post("/auth/token", data={"username": "boss", "password": ADMIN_PASSWORD})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}

@@ -13,14 +13,18 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from api import devstack
-from api.core.security import password_hash
 from tests.conftest import Database
-from tests.helpers import PGBOUNCER_POOL_SIZE, error_fields, libpq_url, running_pgbouncer
+from tests.helpers import (
+    PGBOUNCER_POOL_SIZE,
+    error_fields,
+    libpq_url,
+    live_admin,
+    running_pgbouncer,
+)
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
 
 CONCURRENCY = 60
-ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 async def server_connection_statements(
@@ -54,22 +58,6 @@ async def server_connection_statements(
             await connection.close()
 
 
-async def live_admin(client: httpx.AsyncClient, database: Database) -> dict[str, str]:
-    """A superuser written straight to the database, logged in through the live server."""
-    connection = await asyncpg.connect(libpq_url(database.url))
-    try:
-        await connection.execute(
-            "INSERT INTO users (username, email, hashed_password, is_superuser)"
-            " VALUES ('boss', 'boss@example.com', $1, true)",
-            password_hash.hash(ADMIN_PASSWORD),
-        )
-    finally:
-        await connection.close()
-    login = await client.post("/auth/token", data={"username": "boss", "password": ADMIN_PASSWORD})
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
-
-
 async def test_a_burst_of_requests_leaves_no_statement_behind(
     live_server: str, pgbouncer: devstack.PgBouncer, committed: Database
 ) -> None:
@@ -90,7 +78,7 @@ async def test_a_burst_of_requests_leaves_no_statement_behind(
         )
         assert [r.status_code for r in creates] == [201] * CONCURRENCY, creates[0].text
         ids = [r.json()["id"] for r in creates]
-        admin = await live_admin(client, committed)
+        admin = await live_admin(client, committed.url)
         mixed = await asyncio.gather(
             *(client.get(f"/users/{user_id}", headers=admin) for user_id in ids),
             *(
@@ -117,7 +105,7 @@ async def test_users_round_trip_commits_through_pgbouncer(
     alice = {"username": "alice", "email": "alice@example.com", "password": "p" * 12}
     async with httpx.AsyncClient(base_url=live_server, timeout=30) as anonymous:
         created = await anonymous.post("/users/", json=alice)
-        admin = await live_admin(anonymous, committed)
+        admin = await live_admin(anonymous, committed.url)
     async with httpx.AsyncClient(base_url=live_server, timeout=30, headers=admin) as client:
         assert created.status_code == 201
         user_id = created.json()["id"]
