@@ -1,10 +1,14 @@
 """Keyword-only factories that write rows straight to the database."""
 
 import itertools
+from decimal import Decimal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.categories.models import Category
 from api.core.security import hash_password
+from api.products.models import Product
+from api.tags.models import Tag
 from api.users.models import User
 
 _serial = itertools.count(1)
@@ -34,3 +38,45 @@ async def make_user(
     await session.flush()
     await session.refresh(user)
     return user
+
+
+async def make_category(
+    session: AsyncSession, *, name: str, parent: Category | None = None
+) -> Category:
+    category = Category(name=name, slug=name.lower(), parent_id=parent.id if parent else None)
+    session.add(category)
+    await session.flush()
+    return category
+
+
+async def make_tag(session: AsyncSession, *, name: str, slug: str | None = None) -> Tag:
+    tag = Tag(name=name, slug=slug or name.lower())
+    session.add(tag)
+    await session.flush()
+    return tag
+
+
+async def make_product(
+    session: AsyncSession,
+    *,
+    name: str,
+    price: str = "9.99",
+    stock: int = 5,
+    category: Category | None = None,
+    is_active: bool = True,
+    description: str | None = None,
+) -> Product:
+    slug = name.lower().replace(" ", "-")
+    product = Product(
+        name=name,
+        slug=slug,
+        sku=slug.upper(),
+        price=Decimal(price),
+        stock_quantity=stock,
+        category_id=category.id if category else None,
+        is_active=is_active,
+        description=description,
+    )
+    session.add(product)
+    await session.flush()
+    return product

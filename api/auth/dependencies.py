@@ -33,3 +33,6 @@ async def get_current_superuser(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_current_superuser)]
+
+# For `dependencies=` on routes that only a superuser may call.
+admin_only = [Depends(get_current_superuser)]

@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Path, status
 
-from api.auth.dependencies import get_current_superuser
+from api.auth.dependencies import admin_only
 from api.categories import service
 from api.categories.models import (
     Category,
@@ -23,7 +23,6 @@ from api.products.models import CategoryProducts
 router = APIRouter(prefix="/categories", tags=["categories"])
 
 CategoryId = Annotated[int, Path(gt=0, le=MAX_ID, description="The category id.")]
-admin_only = [Depends(get_current_superuser)]
 
 
 @router.post(

@@ -3,9 +3,9 @@
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import get_current_superuser
+from api.auth.dependencies import admin_only
 from api.core.db import SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.models import MAX_ID
@@ -26,7 +26,6 @@ router = APIRouter(prefix="/products", tags=["products"])
 
 ProductId = Annotated[int, Path(gt=0, le=MAX_ID, description="The product id.")]
 Price = Annotated[Decimal | None, Query(gt=0, max_digits=10, decimal_places=2)]
-admin_only = [Depends(get_current_superuser)]
 
 
 @router.post(

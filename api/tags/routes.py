@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Path, status
 
-from api.auth.dependencies import get_current_superuser
+from api.auth.dependencies import admin_only
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
@@ -15,7 +15,6 @@ from api.tags.models import Tag, TagCreate, TagRead, TagUpdate
 router = APIRouter(prefix="/tags", tags=["tags"])
 
 TagId = Annotated[int, Path(gt=0, le=MAX_ID, description="The tag id.")]
-admin_only = [Depends(get_current_superuser)]
 
 
 @router.post(

@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Path, status
 
 from api.auth import service as auth_service
-from api.auth.dependencies import CurrentUser, get_current_superuser
+from api.auth.dependencies import CurrentUser, admin_only
 from api.auth.models import PasswordChange
 from api.core.db import SessionDep
 from api.core.errors import responses
@@ -16,7 +16,6 @@ from api.users.models import User, UserCreate, UserMeUpdate, UserRead, UserUpdat
 router = APIRouter(prefix="/users", tags=["users"])
 
 UserId = Annotated[int, Path(gt=0, le=2_147_483_647, description="The user id.")]
-admin_only = [Depends(get_current_superuser)]
 
 
 @router.post(

@@ -9,18 +9,10 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
+from tests.factories import make_category
 from tests.helpers import assert_problem, error_fields
 
 DEFAULTS = ["Electronics", "Clothing", "Books", "Home & Garden"]
-
-
-async def make_category(
-    session: AsyncSession, *, name: str, parent: Category | None = None
-) -> Category:
-    category = Category(name=name, slug=name.lower(), parent_id=parent.id if parent else None)
-    session.add(category)
-    await session.flush()
-    return category
 
 
 async def reload(session: AsyncSession, category_id: int | None) -> Category | None:

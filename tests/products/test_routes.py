@@ -11,42 +11,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
 from api.products.models import Product
+from tests.factories import make_category, make_product
 from tests.helpers import assert_problem, error_fields
 
 MOUSE = {"name": "Wireless Mouse", "price": "79.99", "sku": "wm-001", "stock_quantity": 10}
-
-
-async def make_product(
-    session: AsyncSession,
-    *,
-    name: str,
-    price: str = "9.99",
-    stock: int = 5,
-    category: Category | None = None,
-    is_active: bool = True,
-    description: str | None = None,
-) -> Product:
-    slug = name.lower().replace(" ", "-")
-    product = Product(
-        name=name,
-        slug=slug,
-        sku=slug.upper(),
-        price=Decimal(price),
-        stock_quantity=stock,
-        category_id=category.id if category else None,
-        is_active=is_active,
-        description=description,
-    )
-    session.add(product)
-    await session.flush()
-    return product
-
-
-async def make_category(session: AsyncSession, name: str) -> Category:
-    category = Category(name=name, slug=name.lower())
-    session.add(category)
-    await session.flush()
-    return category
 
 
 async def count_products(session: AsyncSession) -> int:
@@ -124,7 +92,7 @@ class TestCreateProduct:
     async def test_one_name_per_category_and_no_category_is_one_group(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        books = await make_category(session, "Gadgets")
+        books = await make_category(session, name="Gadgets")
         first = MOUSE | {"slug": "a", "sku": "A-1"}
         assert (await admin_client.post("/products/", json=first)).status_code == 201
 
@@ -146,7 +114,7 @@ class TestCreateProduct:
 
 class TestListProducts:
     async def test_filters_and_sort(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         cheap = await make_product(session, name="Cheap Cable", price="5.00", category=gadgets)
         dear = await make_product(session, name="Dear Drone", price="500.00", category=gadgets)
         await make_product(session, name="Loose Lamp", price="50.00")
@@ -219,7 +187,7 @@ class TestReadProduct:
         assert_problem(await client.get("/products/0"), 422, "validation_error")
 
     async def test_with_categories(self, client: httpx.AsyncClient, session: AsyncSession) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         await make_product(session, name="Cable", category=gadgets)
         await make_product(session, name="Loose")
         await make_product(session, name="Hidden", is_active=False)
@@ -234,7 +202,7 @@ class TestReadProduct:
     async def test_category_products(
         self, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         for name in ("One", "Two", "Three"):
             await make_product(session, name=name, category=gadgets)
 
@@ -250,7 +218,7 @@ class TestAdminReads:
     async def test_low_stock_and_stats(
         self, admin_client: httpx.AsyncClient, client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         await make_product(session, name="A", price="10.00", stock=1, category=gadgets)
         await make_product(session, name="B", price="20.01", stock=50, category=gadgets)
         await make_product(session, name="C", price="99.00", stock=0, is_active=False)
@@ -342,7 +310,7 @@ class TestUpdateAndDelete:
     async def test_deleting_a_category_uncategorises_its_products(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         product = await make_product(session, name="Widget", category=gadgets)
 
         assert (await admin_client.delete(f"/categories/{gadgets.id}")).status_code == 204
@@ -353,7 +321,7 @@ class TestUpdateAndDelete:
     async def test_deleting_a_category_that_would_collide_is_409_naming_the_product(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
-        gadgets = await make_category(session, "Gadgets")
+        gadgets = await make_category(session, name="Gadgets")
         await make_product(session, name="Widget", category=gadgets)
         loose = Product(name="Widget", slug="loose-widget", sku="LOOSE-1", price=Decimal("1.00"))
         session.add(loose)

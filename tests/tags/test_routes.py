@@ -8,14 +8,8 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.tags.models import Tag
+from tests.factories import make_tag
 from tests.helpers import assert_problem, error_fields
-
-
-async def make_tag(session: AsyncSession, *, name: str, slug: str | None = None) -> Tag:
-    tag = Tag(name=name, slug=slug or name.lower())
-    session.add(tag)
-    await session.flush()
-    return tag
 
 
 async def count_tags(session: AsyncSession) -> int:
