@@ -17,6 +17,7 @@ from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
 from api.health.routes import router as health_router
+from api.posts.routes import router as posts_router
 from api.products.routes import router as products_router
 from api.tags.routes import router as tags_router
 from api.users import service as user_service
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(categories_router)
     app.include_router(products_router)
     app.include_router(tags_router)
+    app.include_router(posts_router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read.

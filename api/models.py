@@ -5,10 +5,20 @@ from sqlmodel import SQLModel
 
 from api.auth.models import LoginThrottle
 from api.categories.models import Category
+from api.posts.models import Post, PostTagLink
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
 
 metadata = SQLModel.metadata
 
-__all__ = ["Category", "LoginThrottle", "Product", "Tag", "User", "metadata"]
+__all__ = [
+    "Category",
+    "LoginThrottle",
+    "Post",
+    "PostTagLink",
+    "Product",
+    "Tag",
+    "User",
+    "metadata",
+]

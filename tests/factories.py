@@ -7,6 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
 from api.core.security import hash_password
+from api.posts.models import Post, PostStatus
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
@@ -80,3 +81,20 @@ async def make_product(
     session.add(product)
     await session.flush()
     return product
+
+
+async def make_post(
+    session: AsyncSession,
+    *,
+    author: User,
+    title: str,
+    status: PostStatus = PostStatus.draft,
+) -> Post:
+    slug = title.lower().replace(" ", "-")
+    assert author.id is not None
+    post = Post(
+        title=title, slug=slug, content=f"About {title}.", author_id=author.id, status=status
+    )
+    session.add(post)
+    await session.flush()
+    return post

@@ -1,6 +1,7 @@
 """Every route of the OpenAPI document, called as anonymous, as a user, as another user and as a
 superuser, against the access table in the README."""
 
+import itertools
 import re
 from decimal import Decimal
 from typing import Any
@@ -15,10 +16,13 @@ from api.main import create_app
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.factories import make_user
+from tests.factories import make_post, make_user
 from tests.helpers import ROOT, client_for, settings_for_tests
 
 LEVELS = {"public", "user", "owner", "superuser"}
+# Required query parameters, so that a refusal is about who calls, not about what is missing.
+QUERIES = {"/posts/{post_id}/status": "?new_status=published"}
+serial = itertools.count(1)
 
 
 def access_table() -> dict[tuple[str, str], str]:
@@ -43,7 +47,7 @@ def test_the_table_lists_every_route_and_only_routes() -> None:
 async def call(
     app: FastAPI, method: str, path: str, caller: User | None, ids: dict[str, Any]
 ) -> httpx.Response:
-    url = path
+    url = path + QUERIES.get(path, "")
     for name, value in ids.items():
         url = url.replace("{" + name + "}", str(value))
     body: dict[str, Any] = (
@@ -62,25 +66,32 @@ async def test_route_answers_as_the_table_says(
     owner = await make_user(session, username="owner_user")
     other = await make_user(session, username="other_user")
     superuser = await make_user(session, username="super_user", is_superuser=True)
-    tag = Tag(name="access", slug="access")
-    category = Category(name="Access", slug="access")
-    product = Product(name="Access", slug="access", sku="ACCESS-1", price=Decimal("1.00"))
-    session.add_all([tag, category, product])
-    await session.flush()
-    ids = {
-        "user_id": owner.id,
-        "tag_id": tag.id,
-        "category_id": category.id,
-        "product_id": product.id,
-        "sku": product.sku,
-        "slug": product.slug,
-    }
 
-    anonymous = await call(app, method, path, None, ids)
-    as_owner = await call(app, method, path, owner, ids)
-    as_other = await call(app, method, path, other, ids)
-    as_superuser = await call(app, method, path, superuser, ids)  # last: it may delete
+    async def objects() -> dict[str, Any]:
+        """Fresh rows for each caller, so that one caller's DELETE leaves the next its own."""
+        n = next(serial)
+        tag = Tag(name=f"access-{n}", slug=f"access-{n}")
+        category = Category(name=f"Access {n}", slug=f"access-{n}")
+        product = Product(
+            name=f"Access {n}", slug=f"access-{n}", sku=f"ACCESS-{n}", price=Decimal("1.00")
+        )
+        session.add_all([tag, category, product])
+        await session.flush()
+        post = await make_post(session, author=owner, title=f"Owned draft {n}")
+        return {
+            "user_id": owner.id,
+            "tag_id": tag.id,
+            "category_id": category.id,
+            "product_id": product.id,
+            "sku": product.sku,
+            "slug": product.slug,
+            "post_id": post.id,
+        }
 
+    anonymous = await call(app, method, path, None, await objects())
+    as_owner = await call(app, method, path, owner, await objects())
+    as_other = await call(app, method, path, other, await objects())
+    as_superuser = await call(app, method, path, superuser, await objects())  # last: may delete
     refused = {401, 403}
     if level == "public":
         assert {

@@ -26,6 +26,18 @@ async def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+async def get_optional_user(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(bearer)]
+) -> User | None:
+    """The caller on public routes: anonymous without a token; a bad token is still a 401."""
+    if not token:
+        return None
+    return await get_current_user(request, session, token)
+
+
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+
+
 async def get_current_superuser(user: CurrentUser) -> User:
     if not user.is_superuser:
         raise Forbidden("This needs a superuser.")

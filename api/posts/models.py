@@ -1,0 +1,112 @@
+"""The Post family (the blog): posts by a user, tagged through PostTagLink."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import model_validator
+from sqlalchemy import CheckConstraint, Column, DateTime, String
+from sqlmodel import Field, Relationship, SQLModel
+
+from api.core.models import NO_NUL, SLUG_PATTERN, created_at_field, slug_from, updated_at_field
+from api.tags.models import TagRead
+
+if TYPE_CHECKING:
+    from api.tags.models import Tag
+
+TITLE_MAX = 200
+CONTENT_MAX = 100_000
+
+
+class PostStatus(StrEnum):
+    draft = "draft"
+    published = "published"
+    archived = "archived"
+
+
+# The only moves a post's status can make.
+TRANSITIONS = {
+    PostStatus.draft: {PostStatus.published},
+    PostStatus.published: {PostStatus.archived},
+}
+
+
+class PostTagLink(SQLModel, table=True):
+    __tablename__ = "post_tags"
+
+    post_id: int = Field(foreign_key="posts.id", ondelete="CASCADE", primary_key=True)
+    tag_id: int = Field(foreign_key="tags.id", ondelete="CASCADE", primary_key=True, index=True)
+
+
+class PostBase(SQLModel):
+    title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL})
+    slug: str = Field(
+        min_length=1, max_length=TITLE_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    content: str = Field(
+        min_length=1, max_length=CONTENT_MAX, sa_type=String, schema_extra={"pattern": NO_NUL}
+    )
+
+
+class Post(PostBase, table=True):
+    __tablename__ = "posts"
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'published', 'archived')", name="status_known"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: PostStatus = Field(default=PostStatus.draft, sa_type=String(20), index=True)
+    view_count: int = Field(default=0)
+    author_id: int = Field(foreign_key="users.id", ondelete="CASCADE", index=True)
+    published_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+
+    # Never loaded implicitly: every query says what it loads.
+    tags: list["Tag"] = Relationship(
+        link_model=PostTagLink, sa_relationship_kwargs={"lazy": "raise", "order_by": "Tag.id"}
+    )
+
+
+class PostCreate(SQLModel):
+    """The slug comes from the title when absent. Posts start as drafts of the caller."""
+
+    title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL})
+    slug: str | None = Field(
+        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    content: str = Field(min_length=1, max_length=CONTENT_MAX, schema_extra={"pattern": NO_NUL})
+
+    @model_validator(mode="after")
+    def _derive_slug(self) -> "PostCreate":
+        if self.slug is None:
+            self.slug = slug_from(self.title, TITLE_MAX)
+        return self
+
+
+class PostRead(PostBase):
+    id: int
+    status: PostStatus
+    view_count: int
+    author_id: int
+    published_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    tags: list[TagRead]
+
+
+class PostUpdate(SQLModel):
+    title: str = Field(
+        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL}
+    )
+    slug: str = Field(
+        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": SLUG_PATTERN}
+    )
+    content: str = Field(
+        default=None, min_length=1, max_length=CONTENT_MAX, schema_extra={"pattern": NO_NUL}
+    )
+
+
+UNIQUE_FIELDS = {"uq_posts_slug": "slug"}

@@ -1,0 +1,95 @@
+"""Posts over HTTP: published posts are public; authors write their own."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from api.auth.dependencies import CurrentUser, OptionalUser
+from api.core.db import SessionDep
+from api.core.errors import responses
+from api.core.models import MAX_ID
+from api.core.pagination import Page, PageParamsDep
+from api.posts import service
+from api.posts.models import Post, PostCreate, PostRead, PostStatus, PostUpdate
+
+router = APIRouter(prefix="/posts", tags=["posts"])
+
+PostId = Annotated[int, Path(gt=0, le=MAX_ID, description="The post id.")]
+TagId = Annotated[int, Path(gt=0, le=MAX_ID, description="The tag id.")]
+AnId = Annotated[int | None, Query(gt=0, le=MAX_ID)]
+
+
+@router.post(
+    "/", status_code=status.HTTP_201_CREATED, response_model=PostRead, responses=responses(401, 409)
+)
+async def create_post(post_in: PostCreate, author: CurrentUser, session: SessionDep) -> Post:
+    """Write a post (a draft) as the caller."""
+    return await service.create_post(session=session, author=author, post_in=post_in)
+
+
+@router.get("/", response_model=Page[PostRead])
+async def list_posts(
+    session: SessionDep,
+    params: PageParamsDep,
+    caller: OptionalUser,
+    status: PostStatus | None = None,
+    author_id: AnId = None,
+    tag_id: AnId = None,
+) -> Page[Post]:
+    """Posts the caller may read (published ones, and their own), filtered."""
+    return await service.list_posts(
+        session=session,
+        params=params,
+        caller=caller,
+        status=status,
+        author_id=author_id,
+        tag_id=tag_id,
+    )
+
+
+@router.get("/{post_id}", response_model=PostRead, responses=responses(404))
+async def read_post(post_id: PostId, caller: OptionalUser, session: SessionDep) -> Post:
+    """Read a post (and count the view); another user's unpublished post is a 404."""
+    return await service.read_post(session=session, post_id=post_id, caller=caller)
+
+
+@router.patch("/{post_id}", response_model=PostRead, responses=responses(401, 404, 409))
+async def update_post(
+    post_id: PostId, post_in: PostUpdate, caller: CurrentUser, session: SessionDep
+) -> Post:
+    """Change one's own post."""
+    return await service.update_post(
+        session=session, post_id=post_id, caller=caller, post_in=post_in
+    )
+
+
+@router.delete("/{post_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 404))
+async def delete_post(post_id: PostId, caller: CurrentUser, session: SessionDep) -> None:
+    """Delete one's own post."""
+    await service.delete_post(session=session, post_id=post_id, caller=caller)
+
+
+@router.patch("/{post_id}/status", response_model=PostRead, responses=responses(401, 404, 409))
+async def change_status(
+    post_id: PostId, new_status: PostStatus, caller: CurrentUser, session: SessionDep
+) -> Post:
+    """draft -> published -> archived; any other move is a 409 naming both states."""
+    return await service.change_status(
+        session=session, post_id=post_id, caller=caller, new_status=new_status
+    )
+
+
+@router.put("/{post_id}/tags/{tag_id}", response_model=PostRead, responses=responses(401, 404))
+async def tag_post(
+    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep
+) -> Post:
+    """Tag one's own post (again: no change)."""
+    return await service.tag_post(session=session, post_id=post_id, tag_id=tag_id, caller=caller)
+
+
+@router.delete("/{post_id}/tags/{tag_id}", response_model=PostRead, responses=responses(401, 404))
+async def untag_post(
+    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep
+) -> Post:
+    """Untag one's own post (a tag it lacks: no change)."""
+    return await service.untag_post(session=session, post_id=post_id, tag_id=tag_id, caller=caller)

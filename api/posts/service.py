@@ -1,0 +1,148 @@
+"""Posts: queries and rules. Who sees what is part of every query: a published post is
+everyone's to read; a draft or an archived post only its author's (and a superuser's); only the
+author (or a superuser) writes. Anything else is a 404."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, or_, true, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import selectinload
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.core.db import constraint_errors
+from api.core.errors import Conflict, NotFound
+from api.core.pagination import Page, PageParams, apaginate
+from api.posts.models import (
+    TRANSITIONS,
+    UNIQUE_FIELDS,
+    Post,
+    PostCreate,
+    PostStatus,
+    PostTagLink,
+    PostUpdate,
+)
+from api.tags import service as tag_service
+from api.users.models import User
+
+
+def readable_by(caller: User | None) -> ColumnElement[bool]:
+    published = col(Post.status) == PostStatus.published
+    if caller is None:
+        return published
+    if caller.is_superuser:
+        return true()
+    return or_(published, col(Post.author_id) == caller.id)
+
+
+def writable_by(caller: User) -> ColumnElement[bool]:
+    return true() if caller.is_superuser else col(Post.author_id) == caller.id
+
+
+def with_tags(query: SelectOfScalar[Post]) -> SelectOfScalar[Post]:
+    # Tags in one more statement for the whole page or post, never one per post.
+    return query.options(selectinload(Post.tags))  # type: ignore[arg-type]
+
+
+async def _one(session: AsyncSession, post_id: int, scope: ColumnElement[bool]) -> Post:
+    query = with_tags(select(Post).where(Post.id == post_id, scope))
+    post = (await session.exec(query.execution_options(populate_existing=True))).first()
+    if post is None:
+        raise NotFound("Post", post_id)
+    return post
+
+
+async def create_post(*, session: AsyncSession, author: User, post_in: PostCreate) -> Post:
+    db_post = Post.model_validate(post_in, update={"author_id": author.id})
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
+        session.add(db_post)
+    return await _one(session, db_post.id, true())  # type: ignore[arg-type]
+
+
+async def list_posts(
+    *,
+    session: AsyncSession,
+    params: PageParams,
+    caller: User | None,
+    status: PostStatus | None = None,
+    author_id: int | None = None,
+    tag_id: int | None = None,
+) -> Page[Post]:
+    query = select(Post).where(readable_by(caller))
+    if status is not None:
+        query = query.where(Post.status == status)
+    if author_id is not None:
+        query = query.where(Post.author_id == author_id)
+    if tag_id is not None:
+        tagged = select(PostTagLink.post_id).where(PostTagLink.tag_id == tag_id)
+        query = query.where(col(Post.id).in_(tagged))
+    page: Page[Post] = await apaginate(session, with_tags(query.order_by(col(Post.id))), params)
+    return page
+
+
+async def read_post(*, session: AsyncSession, post_id: int, caller: User | None) -> Post:
+    """Read a post the caller may see, counting the view in SQL (no read-modify-write)."""
+    counted = await session.exec(
+        update(Post)
+        .where(col(Post.id) == post_id, readable_by(caller))
+        .values(view_count=col(Post.view_count) + 1)
+        .returning(col(Post.id))
+    )
+    if counted.first() is None:
+        raise NotFound("Post", post_id)
+    return await _one(session, post_id, true())
+
+
+async def update_post(
+    *, session: AsyncSession, post_id: int, caller: User, post_in: PostUpdate
+) -> Post:
+    db_post = await _one(session, post_id, writable_by(caller))
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
+        db_post.sqlmodel_update(post_in.model_dump(exclude_unset=True))
+    return await _one(session, post_id, true())
+
+
+async def delete_post(*, session: AsyncSession, post_id: int, caller: User) -> None:
+    db_post = await _one(session, post_id, writable_by(caller))
+    await session.delete(db_post)
+    await session.flush()
+
+
+async def change_status(
+    *, session: AsyncSession, post_id: int, caller: User, new_status: PostStatus
+) -> Post:
+    """draft -> published (which stamps published_at) -> archived; anything else is a 409."""
+    locked = select(Post).where(Post.id == post_id, writable_by(caller)).with_for_update()
+    db_post = (await session.exec(locked)).first()
+    if db_post is None:
+        raise NotFound("Post", post_id)
+    current = PostStatus(db_post.status)
+    if new_status not in TRANSITIONS.get(current, set()):
+        raise Conflict(f"A {current} post cannot become {new_status}.")
+    db_post.status = new_status
+    if new_status == PostStatus.published:
+        db_post.published_at = datetime.now(UTC)
+    session.add(db_post)
+    await session.flush()
+    return await _one(session, post_id, true())
+
+
+async def tag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
+    """Idempotent: tagging twice leaves one link."""
+    await _one(session, post_id, writable_by(caller))
+    await tag_service.get_tag(session=session, tag_id=tag_id)
+    link = insert(PostTagLink).values(post_id=post_id, tag_id=tag_id).on_conflict_do_nothing()
+    await session.exec(link)
+    return await _one(session, post_id, true())
+
+
+async def untag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
+    """Idempotent: untagging a post that lacks the tag changes nothing."""
+    await _one(session, post_id, writable_by(caller))
+    await session.exec(
+        delete(PostTagLink).where(
+            col(PostTagLink.post_id) == post_id, col(PostTagLink.tag_id) == tag_id
+        )
+    )
+    return await _one(session, post_id, true())
