@@ -21,7 +21,11 @@ from tests.helpers import ROOT, client_for, settings_for_tests
 
 LEVELS = {"public", "user", "owner", "superuser"}
 # Required query parameters, so that a refusal is about who calls, not about what is missing.
-QUERIES = {"/posts/{post_id}/status": "?new_status=published"}
+QUERIES = {
+    "/posts/{post_id}/status": "?new_status=published",
+    "/users/search": "?q=owner",
+    "/users/bulk/deactivate": "?days=30",
+}
 serial = itertools.count(1)
 
 
@@ -86,6 +90,7 @@ async def test_route_answers_as_the_table_says(
             "sku": product.sku,
             "slug": product.slug,
             "post_id": post.id,
+            "email": owner.email,
         }
 
     anonymous = await call(app, method, path, None, await objects())

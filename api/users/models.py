@@ -65,5 +65,35 @@ class UserUpdate(UserMeUpdate):
     is_active: bool = Field(default=None)
 
 
+class UserReplace(SQLModel):
+    """PUT by a superuser: every editable field in full; absent optional ones are cleared."""
+
+    username: str = Field(min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN})
+    email: EmailStr = Field(max_length=255)
+    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
+    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
+    is_active: bool
+
+
+class UserReadWithPosts(UserRead):
+    posts: list["PostSummary"]
+
+
+class PostSummary(SQLModel):
+    id: int
+    title: str
+    slug: str
+    status: str
+    published_at: datetime | None
+
+
+class ActiveCount(SQLModel):
+    active_users: int
+
+
+class Deactivated(SQLModel):
+    deactivated: int
+
+
 # Unique constraint -> the field a 409 names.
 UNIQUE_FIELDS = {"uq_users_username": "username", "uq_users_email_lower": "email"}

@@ -2,20 +2,31 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Body, Path, Query, status
 
 from api.auth import service as auth_service
 from api.auth.dependencies import CurrentUser, admin_only
 from api.auth.models import PasswordChange
 from api.core.db import SessionDep
 from api.core.errors import responses
+from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.users import service
-from api.users.models import User, UserCreate, UserMeUpdate, UserRead, UserUpdate
+from api.users.models import (
+    ActiveCount,
+    Deactivated,
+    User,
+    UserCreate,
+    UserMeUpdate,
+    UserRead,
+    UserReadWithPosts,
+    UserReplace,
+    UserUpdate,
+)
 
 router = APIRouter(prefix="/users", tags=["users"])
 
-UserId = Annotated[int, Path(gt=0, le=2_147_483_647, description="The user id.")]
+UserId = Annotated[int, Path(gt=0, le=MAX_ID, description="The user id.")]
 
 
 @router.post(
@@ -44,12 +55,105 @@ async def change_my_password(change: PasswordChange, me: CurrentUser, session: S
     await auth_service.change_password(session=session, user=me, change=change)
 
 
+SearchText = Annotated[str, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]
+
+
 @router.get(
     "/", response_model=Page[UserRead], dependencies=admin_only, responses=responses(401, 403)
 )
-async def list_users(session: SessionDep, params: PageParamsDep) -> Page[User]:
-    """List users, oldest first, one page at a time (superuser)."""
-    return await service.list_users(session=session, params=params)
+async def list_users(
+    session: SessionDep,
+    params: PageParamsDep,
+    is_active: bool | None = None,
+    search: SearchText | None = None,
+) -> Page[User]:
+    """List users, oldest first; filter by activity and by text in username, email, full name
+    (superuser)."""
+    query = service.filtered(is_active=is_active, search=search)
+    return await service.list_users(session=session, params=params, query=query)
+
+
+@router.post(
+    "/bulk",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[UserRead],
+    dependencies=admin_only,
+    responses=responses(401, 403, 409),
+)
+async def create_users(
+    users_in: Annotated[list[UserCreate], Body(min_length=1, max_length=100)],
+    session: SessionDep,
+) -> list[User]:
+    """Create up to 100 users, all or none; a taken value is a 409 naming it (superuser)."""
+    return await service.create_users(session=session, users_in=users_in)
+
+
+@router.get(
+    "/search", response_model=Page[UserRead], dependencies=admin_only, responses=responses(401, 403)
+)
+async def search_users(session: SessionDep, params: PageParamsDep, q: SearchText) -> Page[User]:
+    """Users whose username, email or full name holds `q`, any case (superuser)."""
+    query = service.filtered(search=q)
+    return await service.list_users(session=session, params=params, query=query)
+
+
+@router.get(
+    "/by-email/{email}",
+    response_model=UserRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404),
+)
+async def get_user_by_email(
+    email: Annotated[str, Path(max_length=255)], session: SessionDep
+) -> User:
+    """Read a user by email, any case (superuser)."""
+    return await service.get_user_by_email(session=session, email=email)
+
+
+@router.get("/stats/active-count", dependencies=admin_only, responses=responses(401, 403))
+async def active_count(session: SessionDep) -> ActiveCount:
+    """How many users are active (superuser)."""
+    return ActiveCount(active_users=await service.count_active(session=session))
+
+
+@router.patch("/bulk/deactivate", dependencies=admin_only, responses=responses(401, 403))
+async def deactivate_idle(
+    session: SessionDep, days: Annotated[int, Query(ge=1, le=36_500)]
+) -> Deactivated:
+    """Deactivate users not updated for `days` days; superusers are kept (superuser)."""
+    return Deactivated(deactivated=await service.deactivate_idle(session=session, days=days))
+
+
+@router.get(
+    "/{user_id}/with-posts", response_model=UserReadWithPosts, responses=responses(401, 404)
+)
+async def user_with_posts(
+    user_id: UserId, caller: CurrentUser, session: SessionDep
+) -> UserReadWithPosts:
+    """A user with their posts: oneself, or anyone for a superuser; another's id is a 404."""
+    return await service.user_with_posts(session=session, user_id=user_id, caller=caller)
+
+
+@router.put(
+    "/{user_id}",
+    response_model=UserRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404, 409),
+)
+async def replace_user(user_id: UserId, user_in: UserReplace, session: SessionDep) -> User:
+    """Replace every editable field of a user (superuser)."""
+    return await service.replace_user(session=session, user_id=user_id, user_in=user_in)
+
+
+@router.delete(
+    "/{user_id}/soft",
+    response_model=UserRead,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404),
+)
+async def soft_delete_user(user_id: UserId, session: SessionDep) -> User:
+    """Deactivate a user instead of deleting them; answers the user (superuser)."""
+    return await service.soft_delete_user(session=session, user_id=user_id)
 
 
 @router.get("/{user_id}", response_model=UserRead, responses=responses(401, 404))

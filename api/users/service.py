@@ -1,15 +1,28 @@
 """Users: queries and rules. Functions flush, never commit (the request's session does)."""
 
-from sqlalchemy import func
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
-from api.users.models import UNIQUE_FIELDS, User, UserCreate, UserMeUpdate, UserUpdate
+from api.users.models import (
+    UNIQUE_FIELDS,
+    PostSummary,
+    User,
+    UserCreate,
+    UserMeUpdate,
+    UserRead,
+    UserReadWithPosts,
+    UserReplace,
+    UserUpdate,
+)
 
 
 async def create_user(*, session: AsyncSession, user_in: UserCreate) -> User:
@@ -35,8 +48,10 @@ async def get_user_for(*, session: AsyncSession, user_id: int, caller: User) -> 
     return await get_user(session=session, user_id=user_id)
 
 
-async def list_users(*, session: AsyncSession, params: PageParams) -> Page[User]:
-    page: Page[User] = await apaginate(session, select(User).order_by(col(User.id)), params)
+async def list_users(
+    *, session: AsyncSession, params: PageParams, query: SelectOfScalar[User] | None = None
+) -> Page[User]:
+    page: Page[User] = await apaginate(session, query if query is not None else filtered(), params)
     return page
 
 
@@ -80,3 +95,102 @@ async def ensure_superuser(
         session.add(db_user)
         await session.flush()
     return db_user, created is not None
+
+
+def filtered(*, is_active: bool | None = None, search: str | None = None) -> SelectOfScalar[User]:
+    """Users, oldest first; `search` matches username, email or full name, any case."""
+    query = select(User)
+    if is_active is not None:
+        query = query.where(User.is_active == is_active)
+    if search:
+        query = query.where(
+            or_(
+                col(User.username).icontains(search, autoescape=True),
+                col(User.email).icontains(search, autoescape=True),
+                col(User.full_name).icontains(search, autoescape=True),
+            )
+        )
+    return query.order_by(col(User.id))
+
+
+async def get_user_by_email(*, session: AsyncSession, email: str) -> User:
+    query = select(User).where(func.lower(User.email) == email.lower())
+    db_user = (await session.exec(query)).first()
+    if db_user is None:
+        raise NotFound("User", email, by="email")
+    return db_user
+
+
+async def count_active(*, session: AsyncSession) -> int:
+    query = select(func.count()).select_from(User).where(User.is_active == True)  # noqa: E712
+    return (await session.exec(query)).one()
+
+
+async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> list[User]:
+    """All or nothing: one savepoint for the lot; a taken value is a 409 naming it."""
+    hashes = [await hash_password(user_in.password) for user_in in users_in]
+    db_users = [
+        User.model_validate(user_in, update={"hashed_password": hashed})
+        for user_in, hashed in zip(users_in, hashes, strict=True)
+    ]
+    try:
+        async with constraint_errors(session, unique=UNIQUE_FIELDS):
+            session.add_all(db_users)
+    except Conflict as exc:
+        field = exc.errors[0].field if exc.errors else "value"
+        values = [getattr(u, field, None) for u in users_in]
+        raise Conflict(
+            f"{field} is already taken (one of: {', '.join(map(str, values))[:200]}).",
+            errors=exc.errors,
+        ) from exc
+    for db_user in db_users:
+        await session.refresh(db_user)
+    return db_users
+
+
+async def replace_user(*, session: AsyncSession, user_id: int, user_in: UserReplace) -> User:
+    db_user = await get_user(session=session, user_id=user_id)
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
+        db_user.sqlmodel_update(user_in.model_dump())
+    await session.refresh(db_user)
+    return db_user
+
+
+async def soft_delete_user(*, session: AsyncSession, user_id: int) -> User:
+    db_user = await get_user(session=session, user_id=user_id)
+    db_user.is_active = False
+    session.add(db_user)
+    await session.flush()
+    await session.refresh(db_user)
+    return db_user
+
+
+async def deactivate_idle(*, session: AsyncSession, days: int) -> int:
+    """Deactivate active users not updated for `days` days (never a superuser); one UPDATE."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    result = await session.exec(
+        update(User)
+        .where(
+            col(User.is_active).is_(True),
+            col(User.is_superuser).is_(False),
+            col(User.updated_at) < cutoff,
+        )
+        .values(is_active=False)
+        .returning(col(User.id))
+    )
+    return len(result.all())
+
+
+async def user_with_posts(
+    *, session: AsyncSession, user_id: int, caller: User
+) -> UserReadWithPosts:
+    """A user and their posts, in two statements. Others' drafts are not shown to a user."""
+    from api.posts.models import Post, PostStatus
+
+    db_user = await get_user_for(session=session, user_id=user_id, caller=caller)
+    query = select(Post).where(Post.author_id == user_id).order_by(col(Post.id))
+    if not caller.is_superuser and caller.id != user_id:
+        query = query.where(Post.status == PostStatus.published)
+    posts = (await session.exec(query)).all()
+    summaries = [PostSummary.model_validate(post, from_attributes=True) for post in posts]
+    return UserReadWithPosts(**UserRead.model_validate(db_user).model_dump(), posts=summaries)

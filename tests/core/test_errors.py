@@ -25,7 +25,7 @@ async def test_wrong_method_is_a_problem_405(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "allowed"), [("/users/", "GET, POST"), ("/users/1", "DELETE, GET, PATCH")]
+    ("path", "allowed"), [("/users/", "GET, POST"), ("/users/1", "DELETE, GET, PATCH, PUT")]
 )
 async def test_405_names_every_allowed_method(
     client: httpx.AsyncClient, path: str, allowed: str
