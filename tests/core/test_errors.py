@@ -25,12 +25,13 @@ async def test_wrong_method_is_a_problem_405(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "allowed"), [("/users/", "GET, POST"), ("/users/1", "DELETE, GET, PATCH, PUT")]
+    ("method", "path", "allowed"),
+    [("PUT", "/users/", "GET, POST"), ("POST", "/users/1", "DELETE, GET, PATCH, PUT")],
 )
 async def test_405_names_every_allowed_method(
-    client: httpx.AsyncClient, path: str, allowed: str
+    client: httpx.AsyncClient, method: str, path: str, allowed: str
 ) -> None:
-    response = await client.put(path)
+    response = await client.request(method, path)
 
     assert_problem(response, 405, "method_not_allowed")
     assert response.headers["allow"] == allowed
