@@ -10,12 +10,13 @@ behind on the server (measured: tests/core/test_pgbouncer.py).
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.config import Settings
@@ -25,6 +26,7 @@ from api.core.errors import (
     Conflict,
     FieldError,
     InvalidReference,
+    NotFound,
     violated_constraint,
 )
 
@@ -108,3 +110,14 @@ async def constraint_errors(
                 errors=[FieldError(field=field, message="does not exist")],
             ) from exc
         raise
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+async def get_or_404(session: AsyncSession, model: type[M], key: int) -> M:
+    """The row of `model` with primary key `key`, or a 404 naming the resource and the id."""
+    row = await session.get(model, key)
+    if row is None:
+        raise NotFound(model.__name__, key)
+    return row

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.categories.models import Category
-from api.core.db import constraint_errors
+from api.core.db import constraint_errors, get_or_404
 from api.core.errors import Conflict, FieldError, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
@@ -44,10 +44,7 @@ async def create_product(*, session: AsyncSession, product_in: ProductCreate) ->
 
 
 async def get_product(*, session: AsyncSession, product_id: int) -> Product:
-    db_product = await session.get(Product, product_id)
-    if db_product is None:
-        raise NotFound("Product", product_id)
-    return db_product
+    return await get_or_404(session, Product, product_id)
 
 
 async def get_product_by(*, session: AsyncSession, field: str, value: str) -> Product:

@@ -3,8 +3,7 @@
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.core.db import constraint_errors
-from api.core.errors import NotFound
+from api.core.db import constraint_errors, get_or_404
 from api.core.pagination import Page, PageParams, apaginate
 from api.tags.models import UNIQUE_FIELDS, Tag, TagCreate, TagUpdate
 
@@ -17,10 +16,7 @@ async def create_tag(*, session: AsyncSession, tag_in: TagCreate) -> Tag:
 
 
 async def get_tag(*, session: AsyncSession, tag_id: int) -> Tag:
-    db_tag = await session.get(Tag, tag_id)
-    if db_tag is None:
-        raise NotFound("Tag", tag_id)
-    return db_tag
+    return await get_or_404(session, Tag, tag_id)
 
 
 async def list_tags(*, session: AsyncSession, params: PageParams) -> Page[Tag]:

@@ -8,7 +8,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_errors
+from api.core.db import constraint_errors, get_or_404
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
@@ -35,10 +35,7 @@ async def create_user(*, session: AsyncSession, user_in: UserCreate) -> User:
 
 
 async def get_user(*, session: AsyncSession, user_id: int) -> User:
-    db_user = await session.get(User, user_id)
-    if db_user is None:
-        raise NotFound("User", user_id)
-    return db_user
+    return await get_or_404(session, User, user_id)
 
 
 async def get_user_for(*, session: AsyncSession, user_id: int, caller: User) -> User:
