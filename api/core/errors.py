@@ -173,6 +173,10 @@ def violated_constraint(exc: IntegrityError) -> tuple[str | None, str | None]:
     return getattr(cause, "sqlstate", None), getattr(cause, "constraint_name", None)
 
 
+# What a database outage can raise: handled by class (never as a bare 500), and what readiness
+# turns into a 503.
+DATABASE_ERRORS = (DBAPIError, PoolTimeout, OSError, TimeoutError)
+
 NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ETIMEDOUT}
 
 
@@ -272,7 +276,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database and network errors are handled by class, so that an outage is a 503 answered
     # like any other error; everything else reaches the catch-all (a 500 with no internals).
-    for error_class in (DBAPIError, PoolTimeout, OSError, TimeoutError, Exception):
+    for error_class in (*DATABASE_ERRORS, Exception):
         app.add_exception_handler(error_class, _unexpected_error)
 
 

@@ -6,11 +6,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.core.config import Settings
-from api.core.errors import DatabaseUnavailable, responses
+from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -40,7 +38,7 @@ async def ready(request: Request) -> Readiness:
     try:
         async with request.app.state.sessionmaker() as session:
             await session.exec(text("SELECT 1"))
-    except (DBAPIError, PoolTimeout, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         # Not ready whatever the reason: unreachable, wrong password, missing database.
         raise DatabaseUnavailable from exc
     latency = round((time.perf_counter() - started) * 1000, 2)

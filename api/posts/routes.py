@@ -11,11 +11,11 @@ from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.posts import service
 from api.posts.models import Post, PostCreate, PostRead, PostStatus, PostUpdate
+from api.tags.routes import TagId
 
 router = APIRouter(prefix="/posts", tags=["posts"])
 
 PostId = Annotated[int, Path(gt=0, le=MAX_ID, description="The post id.")]
-TagId = Annotated[int, Path(gt=0, le=MAX_ID, description="The tag id.")]
 AnId = Annotated[int | None, Query(gt=0, le=MAX_ID)]
 
 
