@@ -3,10 +3,9 @@
 from datetime import datetime
 from typing import TYPE_CHECKING, Optional
 
-from pydantic import model_validator
 from sqlmodel import Field, Relationship, SQLModel
 
-from api.core.models import MAX_ID, NO_NUL, SLUG_PATTERN, created_at_field, slug_from
+from api.core.models import MAX_ID, NO_NUL, SLUG_PATTERN, created_at_field, slug_defaults_to
 
 if TYPE_CHECKING:
     from api.products.models import Product
@@ -59,11 +58,7 @@ class CategoryCreate(SQLModel):
     description: str | None = Field(default=None, max_length=2000, schema_extra={"pattern": NO_NUL})
     parent_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 
-    @model_validator(mode="after")
-    def _derive_slug(self) -> "CategoryCreate":
-        if self.slug is None:
-            self.slug = slug_from(self.name, NAME_MAX)
-        return self
+    _slug = slug_defaults_to("name", NAME_MAX)
 
 
 class CategoryRead(CategoryBase):

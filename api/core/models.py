@@ -6,6 +6,7 @@ predictable (`uq_users_username`), which the unique-violation → 409 mapping re
 
 from typing import Any
 
+from pydantic import model_validator
 from sqlalchemy import Column, DateTime, func
 from sqlmodel import Field, SQLModel
 
@@ -40,6 +41,17 @@ NO_NUL = r"^[^\x00]*$"
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 MAX_ID = 2_147_483_647  # ids are PostgreSQL integers
+
+
+def slug_defaults_to(source: str, max_length: int) -> Any:
+    """A model validator for create bodies: an absent `slug` is made from the `source` field."""
+
+    def derive(model: Any) -> Any:
+        if model.slug is None:
+            model.slug = slug_from(getattr(model, source), max_length)
+        return model
+
+    return model_validator(mode="after")(derive)
 
 
 def slug_from(text: str, max_length: int) -> str:

@@ -4,11 +4,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import model_validator
 from sqlalchemy import CheckConstraint, Column, DateTime, String
 from sqlmodel import Field, Relationship, SQLModel
 
-from api.core.models import NO_NUL, SLUG_PATTERN, created_at_field, slug_from, updated_at_field
+from api.core.models import (
+    NO_NUL,
+    SLUG_PATTERN,
+    created_at_field,
+    slug_defaults_to,
+    updated_at_field,
+)
 from api.tags.models import TagRead
 
 if TYPE_CHECKING:
@@ -79,11 +84,7 @@ class PostCreate(SQLModel):
     )
     content: str = Field(min_length=1, max_length=CONTENT_MAX, schema_extra={"pattern": NO_NUL})
 
-    @model_validator(mode="after")
-    def _derive_slug(self) -> "PostCreate":
-        if self.slug is None:
-            self.slug = slug_from(self.title, TITLE_MAX)
-        return self
+    _slug = slug_defaults_to("title", TITLE_MAX)
 
 
 class PostRead(PostBase):

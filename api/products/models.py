@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, Optional
 
-from pydantic import field_validator, model_validator
+from pydantic import field_validator
 from sqlalchemy import CheckConstraint, Index, Numeric, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -15,7 +15,7 @@ from api.core.models import (
     NO_NUL,
     SLUG_PATTERN,
     created_at_field,
-    slug_from,
+    slug_defaults_to,
     updated_at_field,
 )
 from api.core.pagination import Page
@@ -84,11 +84,7 @@ class ProductCreate(SQLModel):
 
     _sku_upper = field_validator("sku", mode="before")(_upper)
 
-    @model_validator(mode="after")
-    def _derive_slug(self) -> "ProductCreate":
-        if self.slug is None:
-            self.slug = slug_from(self.name, NAME_MAX)
-        return self
+    _slug = slug_defaults_to("name", NAME_MAX)
 
 
 class ProductRead(ProductBase):

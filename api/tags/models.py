@@ -1,9 +1,8 @@
 """The Tag family: blog tags, unique by name and by slug."""
 
-from pydantic import model_validator
 from sqlmodel import Field, SQLModel
 
-from api.core.models import NO_NUL, SLUG_PATTERN, slug_from
+from api.core.models import NO_NUL, SLUG_PATTERN, slug_defaults_to
 
 NAME_MAX = 50
 
@@ -31,11 +30,7 @@ class TagCreate(SQLModel):
         default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
     )
 
-    @model_validator(mode="after")
-    def _derive_slug(self) -> "TagCreate":
-        if self.slug is None:
-            self.slug = slug_from(self.name, NAME_MAX)
-        return self
+    _slug = slug_defaults_to("name", NAME_MAX)
 
 
 class TagRead(TagBase):
