@@ -57,6 +57,22 @@ async def admin_execute(
         await conn.close()
 
 
+async def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """One statement on a connection of its own, outside the app; its rows (none for most
+    writes)."""
+    connection = await asyncpg.connect(libpq_url(database_url))
+    try:
+        rows: list[asyncpg.Record] = await connection.fetch(sql, *args)
+        return rows
+    finally:
+        await connection.close()
+
+
+async def scalar(database_url: str, sql: str, *args: Any) -> Any:
+    """The first column of the first row of one statement."""
+    return (await query(database_url, sql, *args))[0][0]
+
+
 def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the Alembic CLI, as a deployment does, straight against `database_url`."""
     env = {**os.environ, "MIGRATIONS_DATABASE_URL": database_url, "ENVIRONMENT": "test"}
@@ -152,15 +168,12 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 
 async def live_admin(client: httpx.AsyncClient, database_url: str) -> dict[str, str]:
     """A superuser written straight to the database, logged in through the live server."""
-    connection = await asyncpg.connect(libpq_url(database_url))
-    try:
-        await connection.execute(
-            "INSERT INTO users (username, email, hashed_password, is_superuser)"
-            " VALUES ('boss', 'boss@example.com', $1, true)",
-            password_hash.hash(ADMIN_PASSWORD),
-        )
-    finally:
-        await connection.close()
+    await query(
+        database_url,
+        "INSERT INTO users (username, email, hashed_password, is_superuser)"
+        " VALUES ('boss', 'boss@example.com', $1, true)",
+        password_hash.hash(ADMIN_PASSWORD),
+    )
     login = await client.post("/auth/token", data={"username": "boss", "password": ADMIN_PASSWORD})
     assert login.status_code == 200, login.text
     return {"Authorization": f"Bearer {login.json()['access_token']}"}

@@ -3,7 +3,6 @@ commit (the count must survive the failed request's rollback)."""
 
 from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -12,20 +11,11 @@ from api.core.db import build_engine, build_sessionmaker
 from api.core.security import password_hash
 from api.main import create_app, create_first_superuser
 from tests.conftest import Database
-from tests.helpers import assert_problem, libpq_url, settings_for_tests
+from tests.helpers import assert_problem, query, settings_for_tests
 
 pytestmark = pytest.mark.concurrent
 
 PASSWORD = "the-right-password"
-
-
-async def fetch(database: Database, sql: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(libpq_url(database.url))
-    try:
-        rows: list[asyncpg.Record] = await connection.fetch(sql)
-        return rows
-    finally:
-        await connection.close()
 
 
 @pytest.fixture
@@ -37,13 +27,12 @@ async def two_processes(committed: Database) -> AsyncIterator[list[FastAPI]]:
         app.state.engine = build_engine(app.state.settings)
         app.state.sessionmaker = build_sessionmaker(app.state.engine)
         apps.append(app)
-    connection = await asyncpg.connect(libpq_url(committed.url))
-    await connection.execute(
+    await query(
+        committed.url,
         "INSERT INTO users (username, email, hashed_password)"
         " VALUES ('erin', 'erin@example.com', $1)",
         password_hash.hash(PASSWORD),
     )
-    await connection.close()
     yield apps
     for app in apps:
         await app.state.engine.dispose()
@@ -67,7 +56,7 @@ async def test_failures_across_processes_lock_the_account(
     locked = await attempt(second, PASSWORD)  # even the right password now waits
     assert_problem(locked, 429, "too_many_requests")
     assert 1 <= int(locked.headers["retry-after"]) <= 300
-    rows = await fetch(committed, "SELECT key, failures, locked_until FROM login_throttles")
+    rows = await query(committed.url, "SELECT key, failures, locked_until FROM login_throttles")
     assert [(r["key"], r["failures"]) for r in rows] == [("erin", 3)]
     assert rows[0]["locked_until"] is not None
 
@@ -80,7 +69,7 @@ async def test_a_success_before_the_limit_starts_the_count_over(
     assert (await attempt(first, "wrong-1")).status_code == 401
     assert (await attempt(second, "wrong-2")).status_code == 401
     assert (await attempt(first, PASSWORD)).status_code == 200
-    assert await fetch(committed, "SELECT * FROM login_throttles") == []
+    assert await query(committed.url, "SELECT * FROM login_throttles") == []
     assert (await attempt(second, "wrong-3")).status_code == 401
     assert (await attempt(first, PASSWORD)).status_code == 200
 
@@ -115,5 +104,5 @@ async def test_first_superuser_is_created_once_even_by_racing_processes(
         for engine in engines:
             await engine.dispose()
 
-    rows = await fetch(committed, "SELECT username, email, is_superuser FROM users")
+    rows = await query(committed.url, "SELECT username, email, is_superuser FROM users")
     assert [tuple(r) for r in rows] == [("admin", "Root@example.com", True)]  # domain normalised

@@ -2,7 +2,6 @@
 
 from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -16,16 +15,7 @@ from api.core.errors import Conflict
 from api.main import create_app
 from api.users.models import User
 from tests.conftest import Database, savepoint_sessions
-from tests.helpers import admin_execute, assert_problem, libpq_url, settings_for_tests
-
-
-async def count_rows(database: Database, sql: str) -> int:
-    connection = await asyncpg.connect(libpq_url(database.url))
-    try:
-        count: int = await connection.fetchval(sql)
-        return count
-    finally:
-        await connection.close()
+from tests.helpers import admin_execute, assert_problem, scalar, settings_for_tests
 
 
 @pytest.fixture
@@ -60,7 +50,7 @@ async def test_a_route_that_flushes_then_fails_leaves_nothing(
         response = await client.post("/flush-then-fail")
 
     assert_problem(response, 409, "conflict")
-    assert await count_rows(committed, "SELECT count(*) FROM users") == 0
+    assert await scalar(committed.url, "SELECT count(*) FROM users") == 0
 
 
 @pytest.mark.concurrent
@@ -74,7 +64,7 @@ async def test_a_successful_route_commits_before_answering(
     async def write(session: SessionDep) -> None:
         session.add(ghost())
         await session.flush()
-        seen_during_request.append(await count_rows(committed, "SELECT count(*) FROM users"))
+        seen_during_request.append(await scalar(committed.url, "SELECT count(*) FROM users"))
 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
@@ -83,7 +73,7 @@ async def test_a_successful_route_commits_before_answering(
 
     assert response.status_code == 200
     assert seen_during_request == [0]  # not visible to others before the commit
-    assert await count_rows(committed, "SELECT count(*) FROM users") == 1
+    assert await scalar(committed.url, "SELECT count(*) FROM users") == 1
 
 
 @pytest.mark.concurrent
@@ -107,7 +97,7 @@ async def test_a_failed_commit_is_never_a_2xx(
         response = await client.post("/commit-fails")
 
     assert_problem(response, 503, "database_unavailable")
-    assert await count_rows(committed, "SELECT count(*) FROM users") == 0
+    assert await scalar(committed.url, "SELECT count(*) FROM users") == 0
 
 
 async def test_a_database_error_logs_no_row_values(

@@ -20,6 +20,7 @@ from tests.helpers import (
     libpq_url,
     live_admin,
     running_pgbouncer,
+    scalar,
 )
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
@@ -141,13 +142,9 @@ async def test_concurrent_creates_of_one_email_give_exactly_one_201(
     for response in responses:
         if response.status_code == 409:
             assert error_fields(response.json()) == {"email"}
-    connection = await asyncpg.connect(libpq_url(committed.url))
-    try:
-        count = await connection.fetchval(
-            "SELECT count(*) FROM users WHERE lower(email) = 'same@example.com'"
-        )
-    finally:
-        await connection.close()
+    count = await scalar(
+        committed.url, "SELECT count(*) FROM users WHERE lower(email) = 'same@example.com'"
+    )
     assert count == 1
 
 

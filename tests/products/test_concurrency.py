@@ -2,12 +2,11 @@
 
 import asyncio
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import Database
-from tests.helpers import libpq_url, live_admin
+from tests.helpers import live_admin, scalar
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
@@ -15,14 +14,11 @@ pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 async def test_concurrent_takes_never_drive_stock_below_zero(
     live_server: str, committed: Database
 ) -> None:
-    connection = await asyncpg.connect(libpq_url(committed.url))
-    try:
-        product_id = await connection.fetchval(
-            "INSERT INTO products (name, slug, sku, price, stock_quantity, is_active)"
-            " VALUES ('Hot Item', 'hot-item', 'HOT-1', 5.00, 10, true) RETURNING id"
-        )
-    finally:
-        await connection.close()
+    product_id = await scalar(
+        committed.url,
+        "INSERT INTO products (name, slug, sku, price, stock_quantity, is_active)"
+        " VALUES ('Hot Item', 'hot-item', 'HOT-1', 5.00, 10, true) RETURNING id",
+    )
     async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
         admin = await live_admin(client, committed.url)
         responses = await asyncio.gather(
@@ -35,11 +31,7 @@ async def test_concurrent_takes_never_drive_stock_below_zero(
     assert sorted(r.status_code for r in responses) == [200] * 10 + [409] * 15
     remaining = sorted(r.json()["stock_quantity"] for r in responses if r.status_code == 200)
     assert remaining == list(range(10))  # each take saw its own decrement
-    connection = await asyncpg.connect(libpq_url(committed.url))
-    try:
-        stock = await connection.fetchval(
-            "SELECT stock_quantity FROM products WHERE id = $1", product_id
-        )
-    finally:
-        await connection.close()
+    stock = await scalar(
+        committed.url, "SELECT stock_quantity FROM products WHERE id = $1", product_id
+    )
     assert stock == 0
