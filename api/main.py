@@ -16,7 +16,10 @@ from api.core.db import build_engine, build_sessionmaker
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
+from api.health.routes import root as root_router
 from api.health.routes import router as health_router
+from api.notifications.routes import router as notifications_router
+from api.orders.routes import router as orders_router
 from api.posts.routes import router as posts_router
 from api.products.routes import router as products_router
 from api.tags.routes import router as tags_router
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.include_router(root_router)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(users_router)
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(products_router)
     app.include_router(tags_router)
     app.include_router(posts_router)
+    app.include_router(orders_router)
+    app.include_router(notifications_router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read.

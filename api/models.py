@@ -5,6 +5,8 @@ from sqlmodel import SQLModel
 
 from api.auth.models import LoginThrottle
 from api.categories.models import Category
+from api.notifications.models import Notification
+from api.orders.models import Order, OrderItem
 from api.posts.models import Post, PostTagLink
 from api.products.models import Product
 from api.tags.models import Tag
@@ -15,6 +17,9 @@ metadata = SQLModel.metadata
 __all__ = [
     "Category",
     "LoginThrottle",
+    "Notification",
+    "Order",
+    "OrderItem",
     "Post",
     "PostTagLink",
     "Product",

@@ -7,6 +7,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
 from api.core.security import hash_password
+from api.notifications.models import Notification
+from api.orders.models import Order, OrderItem, OrderStatus
 from api.posts.models import Post, PostStatus
 from api.products.models import Product
 from api.tags.models import Tag
@@ -98,3 +100,50 @@ async def make_post(
     session.add(post)
     await session.flush()
     return post
+
+
+async def make_order(
+    session: AsyncSession,
+    *,
+    user: User,
+    products: list[Product],
+    quantity: int = 1,
+    status: OrderStatus = OrderStatus.pending,
+) -> Order:
+    """An order written straight to the database: stock is left as it is."""
+    n = next(_serial)
+    assert user.id is not None
+    order = Order(
+        order_number=f"ORD-TEST-{n:06d}",
+        user_id=user.id,
+        status=status,
+        total_amount=sum((p.price * quantity for p in products), Decimal("0.00")),
+    )
+    session.add(order)
+    await session.flush()
+    assert order.id is not None
+    session.add_all(
+        OrderItem(
+            order_id=order.id,
+            product_id=p.id,
+            quantity=quantity,
+            unit_price=p.price,
+            total_price=p.price * quantity,
+        )
+        for p in products
+        if p.id is not None
+    )
+    await session.flush()
+    return order
+
+
+async def make_notification(
+    session: AsyncSession, *, user: User, message: str = "Hello", order: Order | None = None
+) -> Notification:
+    assert user.id is not None
+    notification = Notification(
+        user_id=user.id, message=message, order_id=order.id if order else None
+    )
+    session.add(notification)
+    await session.flush()
+    return notification

@@ -16,7 +16,7 @@ from api.main import create_app
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.factories import make_post, make_user
+from tests.factories import make_notification, make_order, make_post, make_user
 from tests.helpers import ROOT, client_for, settings_for_tests
 
 LEVELS = {"public", "user", "owner", "superuser"}
@@ -25,6 +25,7 @@ QUERIES = {
     "/posts/{post_id}/status": "?new_status=published",
     "/users/search": "?q=owner",
     "/users/bulk/deactivate": "?days=30",
+    "/orders/{order_id}/status": "?new_status=cancelled",
 }
 serial = itertools.count(1)
 
@@ -82,6 +83,8 @@ async def test_route_answers_as_the_table_says(
         session.add_all([tag, category, product])
         await session.flush()
         post = await make_post(session, author=owner, title=f"Owned draft {n}")
+        order = await make_order(session, user=owner, products=[product])
+        notification = await make_notification(session, user=owner, order=order)
         return {
             "user_id": owner.id,
             "tag_id": tag.id,
@@ -91,6 +94,8 @@ async def test_route_answers_as_the_table_says(
             "slug": product.slug,
             "post_id": post.id,
             "email": owner.email,
+            "order_id": order.id,
+            "notification_id": notification.id,
         }
 
     anonymous = await call(app, method, path, None, await objects())

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.core.config import Settings
 from api.core.errors import (
     FOREIGN_KEY_VIOLATION,
+    RESTRICT_VIOLATION,
     UNIQUE_VIOLATION,
     Conflict,
     FieldError,
@@ -83,20 +84,23 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 async def constraint_errors(
     session: AsyncSession,
     *,
-    unique: Mapping[str, str],
+    unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
+    in_use: Mapping[str, str] | None = None,
 ) -> AsyncIterator[None]:
     """Flush the block's changes in a savepoint and let the database's constraints decide:
     a broken unique constraint is a 409 naming its field, a foreign key to a missing row a 422
-    naming its field. No check-then-write race; the savepoint keeps the request's transaction
-    usable. Both maps go from constraint name to field name.
+    naming its field, a delete that a RESTRICT foreign key refuses a 409 saying what still
+    refers to the row. No check-then-write race; the savepoint keeps the request's transaction
+    usable. `unique` and `references` go from constraint name to field name, `in_use` from
+    constraint name to the message.
     """
     try:
         async with session.begin_nested():
             yield
     except IntegrityError as exc:
         sqlstate, constraint = violated_constraint(exc)
-        references = references or {}
+        unique, references, in_use = unique or {}, references or {}, in_use or {}
         if sqlstate == UNIQUE_VIOLATION and constraint in unique:
             field = unique[constraint or ""]
             raise Conflict(
@@ -109,6 +113,8 @@ async def constraint_errors(
                 f"{field} does not name an existing row.",
                 errors=[FieldError(field=field, message="does not exist")],
             ) from exc
+        if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
+            raise Conflict(in_use[constraint or ""]) from exc
         raise
 
 

@@ -165,6 +165,7 @@ def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
+RESTRICT_VIOLATION = "23001"  # a delete refused by an ON DELETE RESTRICT foreign key
 
 
 def violated_constraint(exc: IntegrityError) -> tuple[str | None, str | None]:

@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""The root, liveness, readiness and the database's figures."""
 
 import time
 from typing import Literal
@@ -6,11 +6,30 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
 
+from api.auth.dependencies import admin_only
 from api.core.config import Settings
+from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
+root = APIRouter(tags=["health"])
+
+
+class Index(BaseModel):
+    name: str
+    version: str
+    docs: str = "/docs"
+    openapi: str = "/openapi.json"
+    health: str = "/health"
+    ready: str = "/health/ready"
+
+
+@root.get("/")
+async def index(request: Request) -> Index:
+    """What this is, and where to look next."""
+    return Index(name=request.app.title, version=request.app.version)
 
 
 class Liveness(BaseModel):
@@ -43,3 +62,37 @@ async def ready(request: Request) -> Readiness:
         raise DatabaseUnavailable from exc
     latency = round((time.perf_counter() - started) * 1000, 2)
     return Readiness(latency_ms=latency, pool_mode=settings.db_pool_mode)
+
+
+class PoolFigures(BaseModel):
+    size: int
+    checked_in: int
+    checked_out: int
+    overflow: int
+
+
+class DatabaseFigures(BaseModel):
+    pool_mode: Literal["null", "queue"]
+    latency_ms: float
+    pool: PoolFigures | None = None
+
+
+@router.get("/db", dependencies=admin_only, responses=responses(401, 403, 503))
+async def database(request: Request, session: SessionDep) -> DatabaseFigures:
+    """The app's connection pool (size, checked in and out, overflow) when it pools; behind
+    PgBouncer (NullPool) there is none, and the round trip says how the database answers
+    (superuser)."""
+    settings: Settings = request.app.state.settings
+    started = time.perf_counter()
+    await (await session.connection()).execute(text("SELECT 1"))
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    figures = DatabaseFigures(pool_mode=settings.db_pool_mode, latency_ms=latency)
+    pool = session.bind.sync_engine.pool if session.bind else None
+    if isinstance(pool, QueuePool):
+        figures.pool = PoolFigures(
+            size=pool.size(),
+            checked_in=pool.checkedin(),
+            checked_out=pool.checkedout(),
+            overflow=pool.overflow(),
+        )
+    return figures

@@ -144,3 +144,5 @@ UNIQUE_FIELDS = {
     "uq_products_name": "name",
 }
 REFERENCES = {"fk_products_category_id_categories": "category_id"}
+# A product on an order is history: the database refuses the delete (RESTRICT).
+IN_USE = {"fk_order_items_product_id_products": "The product is on orders: deactivate it instead."}

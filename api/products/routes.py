@@ -136,10 +136,10 @@ async def update_product(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 409),
 )
 async def delete_product(product_id: ProductId, session: SessionDep) -> None:
-    """Delete a product (superuser)."""
+    """Delete a product; one on an order is a 409: deactivate it instead (superuser)."""
     await service.delete_product(session=session, product_id=product_id)
 
 

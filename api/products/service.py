@@ -15,6 +15,7 @@ from api.core.db import constraint_errors, get_or_404
 from api.core.errors import Conflict, FieldError, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
+    IN_USE,
     REFERENCES,
     UNIQUE_FIELDS,
     CategoryStats,
@@ -148,9 +149,10 @@ async def update_product(
 
 
 async def delete_product(*, session: AsyncSession, product_id: int) -> None:
+    """A product on an order is a 409 (the database decides)."""
     db_product = await get_product(session=session, product_id=product_id)
-    await session.delete(db_product)
-    await session.flush()
+    async with constraint_errors(session, in_use=IN_USE):
+        await session.delete(db_product)
 
 
 async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:

@@ -15,6 +15,8 @@ from api.users import service
 from api.users.models import (
     ActiveCount,
     Deactivated,
+    InactiveDeleted,
+    TopSpender,
     User,
     UserCreate,
     UserMeUpdate,
@@ -124,6 +126,21 @@ async def deactivate_idle(
     return Deactivated(deactivated=await service.deactivate_idle(session=session, days=days))
 
 
+@router.delete("/bulk/inactive", dependencies=admin_only, responses=responses(401, 403, 409))
+async def delete_inactive(session: SessionDep) -> InactiveDeleted:
+    """Delete every inactive user without orders; those with orders are kept and counted
+    (superuser)."""
+    return await service.delete_inactive(session=session)
+
+
+@router.get("/top-spenders", dependencies=admin_only, responses=responses(401, 403))
+async def top_spenders(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> list[TopSpender]:
+    """Users by the total of their orders not cancelled, highest first (superuser)."""
+    return await service.top_spenders(session=session, limit=limit)
+
+
 @router.get(
     "/{user_id}/with-posts", response_model=UserReadWithPosts, responses=responses(401, 404)
 )
@@ -177,8 +194,8 @@ async def update_user(user_id: UserId, user_in: UserUpdate, session: SessionDep)
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 409),
 )
 async def delete_user(user_id: UserId, session: SessionDep) -> None:
-    """Delete a user (superuser)."""
+    """Delete a user and their posts; a user with orders is a 409: soft-delete them (superuser)."""
     await service.delete_user(session=session, user_id=user_id)

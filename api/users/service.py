@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import Integer, delete, exists, func, or_, type_coerce, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,9 +13,13 @@ from api.core.db import constraint_errors, get_or_404
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
+from api.orders.models import Order, OrderStatus
 from api.users.models import (
+    IN_USE,
     UNIQUE_FIELDS,
+    InactiveDeleted,
     PostSummary,
+    TopSpender,
     User,
     UserCreate,
     UserMeUpdate,
@@ -63,9 +68,10 @@ async def update_user(
 
 
 async def delete_user(*, session: AsyncSession, user_id: int) -> None:
+    """Delete a user and their posts; a user with orders is a 409 (the database decides)."""
     db_user = await get_user(session=session, user_id=user_id)
-    await session.delete(db_user)
-    await session.flush()
+    async with constraint_errors(session, in_use=IN_USE):
+        await session.delete(db_user)
 
 
 async def ensure_superuser(
@@ -191,3 +197,36 @@ async def user_with_posts(
     posts = (await session.exec(query)).all()
     summaries = [PostSummary.model_validate(post, from_attributes=True) for post in posts]
     return UserReadWithPosts(**UserRead.model_validate(db_user).model_dump(), posts=summaries)
+
+
+async def delete_inactive(*, session: AsyncSession) -> InactiveDeleted:
+    """Delete the inactive users without orders, in one statement; count those kept."""
+    has_orders = exists().where(col(Order.user_id) == col(User.id))
+    async with constraint_errors(session, in_use=IN_USE):  # an order placed meanwhile
+        deleted = await session.exec(
+            delete(User).where(col(User.is_active).is_(False), ~has_orders).returning(col(User.id))
+        )
+        count = len(deleted.all())
+    kept = select(func.count()).select_from(User).where(col(User.is_active).is_(False))
+    return InactiveDeleted(deleted=count, kept_with_orders=(await session.exec(kept)).one())
+
+
+async def top_spenders(*, session: AsyncSession, limit: int) -> list[TopSpender]:
+    """Users by what their orders not cancelled add up to, highest first."""
+    total = func.sum(col(Order.total_amount))
+    query = (
+        sql_select(
+            type_coerce(col(User.id), Integer).label("user_id"),
+            col(User.username),
+            col(User.email),
+            func.count(col(Order.id)).label("order_count"),
+            total.label("total_spent"),
+        )
+        .join(Order, col(Order.user_id) == col(User.id))
+        .where(col(Order.status) != OrderStatus.cancelled)
+        .group_by(col(User.id))
+        .order_by(total.desc(), col(User.id))
+        .limit(limit)
+    )
+    rows = (await (await session.connection()).execute(query)).all()
+    return [TopSpender.model_validate(row, from_attributes=True) for row in rows]

@@ -1,0 +1,144 @@
+"""The Order family: an order of a user, its items (one per product, at the price of the moment)
+and the status machine. Totals, prices and order numbers are the server's: no request body sets
+them."""
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, Index, Numeric, String, UniqueConstraint
+from sqlmodel import Field, Relationship, SQLModel
+
+from api.core.models import MAX_ID, NO_NUL, created_at_field, updated_at_field
+from api.products.models import ProductRead
+from api.users.models import UserRead
+
+if TYPE_CHECKING:
+    from api.products.models import Product
+    from api.users.models import User
+
+MAX_LINES = 100
+MAX_QUANTITY = 1000
+# 100 lines of at most 1,000 units at most 99,999,999.99 each stays below 10^14.
+MONEY_TOTAL = Numeric(16, 2)
+
+
+class OrderStatus(StrEnum):
+    pending = "pending"
+    confirmed = "confirmed"
+    shipped = "shipped"
+    delivered = "delivered"
+    cancelled = "cancelled"
+
+
+# The only moves an order's status can make; delivered and cancelled are final.
+TRANSITIONS = {
+    OrderStatus.pending: {OrderStatus.confirmed, OrderStatus.cancelled},
+    OrderStatus.confirmed: {OrderStatus.shipped, OrderStatus.cancelled},
+    OrderStatus.shipped: {OrderStatus.delivered},
+}
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'confirmed', 'shipped', 'delivered', 'cancelled')",
+            name="status_known",
+        ),
+        CheckConstraint("total_amount >= 0", name="total_not_negative"),
+        # A user's orders, newest first.
+        Index("ix_orders_user_id_id", "user_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_number: str = Field(sa_type=String(32), unique=True)
+    status: OrderStatus = Field(default=OrderStatus.pending, sa_type=String(20), index=True)
+    total_amount: Decimal = Field(default=Decimal("0.00"), sa_type=MONEY_TOTAL)
+    # RESTRICT: orders are history; a user with orders is soft-deleted, never removed.
+    user_id: int = Field(foreign_key="users.id", ondelete="RESTRICT")
+    shipping_address: str | None = Field(default=None, max_length=500)
+    created_at: datetime = created_at_field()
+    updated_at: datetime = updated_at_field()
+
+    # Never loaded implicitly: every query says what it loads.
+    items: list["OrderItem"] = Relationship(
+        sa_relationship_kwargs={"lazy": "raise", "order_by": "OrderItem.product_id"}
+    )
+    user: "User" = Relationship(sa_relationship_kwargs={"lazy": "raise"})
+
+
+class OrderItem(SQLModel, table=True):
+    __tablename__ = "order_items"
+    __table_args__ = (
+        # Lines of one product are merged, so a product appears once per order.
+        UniqueConstraint("order_id", "product_id"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
+    # RESTRICT: a product on an order is deactivated, never deleted.
+    product_id: int = Field(foreign_key="products.id", ondelete="RESTRICT", index=True)
+    quantity: int
+    unit_price: Decimal = Field(sa_type=Numeric(10, 2))
+    total_price: Decimal = Field(sa_type=MONEY_TOTAL)
+
+    product: "Product" = Relationship(sa_relationship_kwargs={"lazy": "raise"})
+
+
+class OrderLine(SQLModel):
+    product_id: int = Field(gt=0, le=MAX_ID)
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
+
+
+class OrderCreate(SQLModel):
+    """Prices, totals, status and the order number are the server's; anything else sent is
+    ignored. `user_id` defaults to the caller; only a superuser may name another user."""
+
+    user_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+    items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
+    shipping_address: str | None = Field(
+        default=None, min_length=1, max_length=500, schema_extra={"pattern": NO_NUL}
+    )
+
+
+class OrderItemRead(SQLModel):
+    id: int
+    product_id: int
+    quantity: int
+    unit_price: Decimal
+    total_price: Decimal
+    product: ProductRead
+
+
+class OrderSummary(SQLModel):
+    """An order without its items, for lists."""
+
+    id: int
+    order_number: str
+    status: OrderStatus
+    total_amount: Decimal
+    user_id: int
+    shipping_address: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderRead(OrderSummary):
+    items: list[OrderItemRead]
+
+
+class OrderDetails(OrderRead):
+    user: UserRead
+
+
+class OrderStats(SQLModel):
+    total_orders: int
+    total_revenue: Decimal = Field(description="Sum of the totals of orders not cancelled.")
+    orders_by_status: dict[OrderStatus, int]
+
+
+UNIQUE_ORDER_NUMBER = "uq_orders_order_number"
+REFERENCES = {"fk_orders_user_id_users": "user_id"}

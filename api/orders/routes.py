@@ -1,0 +1,100 @@
+"""Orders over HTTP: a user's own orders; a superuser's to move along and to count."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+
+from api.auth.dependencies import CurrentUser, admin_only
+from api.core.db import SessionDep
+from api.core.errors import responses
+from api.core.models import MAX_ID
+from api.core.pagination import Page, PageParamsDep
+from api.orders import service
+from api.orders.models import (
+    Order,
+    OrderCreate,
+    OrderDetails,
+    OrderRead,
+    OrderStats,
+    OrderStatus,
+    OrderSummary,
+)
+from api.users.routes import UserId
+from api.users.service import get_user_for
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+OrderId = Annotated[int, Path(gt=0, le=MAX_ID, description="The order id.")]
+CREATE_ERRORS = responses(401, 403, 404, 409)
+
+
+@router.post(
+    "/", status_code=status.HTTP_201_CREATED, response_model=OrderRead, responses=CREATE_ERRORS
+)
+async def create_order(order_in: OrderCreate, caller: CurrentUser, session: SessionDep) -> Order:
+    """Place an order: all of it or nothing; stock is taken at once and never oversold (409 naming
+    the product and what is left). Writes the owner a notification."""
+    return await service.create_order(session=session, caller=caller, order_in=order_in)
+
+
+@router.post(
+    "/with-notifications",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    responses=CREATE_ERRORS,
+)
+async def create_order_with_notifications(
+    order_in: OrderCreate, caller: CurrentUser, session: SessionDep
+) -> Order:
+    """The seeds' name for placing an order: every order writes its notification (in a
+    savepoint: if that fails, the order still stands)."""
+    return await service.create_order(session=session, caller=caller, order_in=order_in)
+
+
+@router.get("/", response_model=Page[OrderSummary], responses=responses(401))
+async def list_orders(
+    caller: CurrentUser, session: SessionDep, params: PageParamsDep
+) -> Page[Order]:
+    """The caller's orders, newest first (a superuser's: everyone's)."""
+    return await service.list_orders(session=session, params=params, caller=caller)
+
+
+@router.get("/stats/summary", dependencies=admin_only, responses=responses(401, 403))
+async def stats_summary(session: SessionDep) -> OrderStats:
+    """Order count, revenue of the orders not cancelled, and counts by status (superuser)."""
+    return await service.stats(session=session)
+
+
+@router.get("/user/{user_id}", response_model=Page[OrderSummary], responses=responses(401, 404))
+async def list_user_orders(
+    user_id: UserId, caller: CurrentUser, session: SessionDep, params: PageParamsDep
+) -> Page[Order]:
+    """One user's orders, newest first: one's own, or anyone's for a superuser."""
+    await get_user_for(session=session, user_id=user_id, caller=caller)
+    return await service.list_orders(session=session, params=params, caller=caller, user_id=user_id)
+
+
+@router.get("/{order_id}", response_model=OrderRead, responses=responses(401, 404))
+async def get_order(order_id: OrderId, caller: CurrentUser, session: SessionDep) -> Order:
+    """An order with its items and their products; another user's is a 404."""
+    return await service.get_order(session=session, order_id=order_id, caller=caller)
+
+
+@router.get("/{order_id}/details", response_model=OrderDetails, responses=responses(401, 404))
+async def get_order_details(order_id: OrderId, caller: CurrentUser, session: SessionDep) -> Order:
+    """An order with its user and its items with their products, in two statements."""
+    return await service.get_order(session=session, order_id=order_id, caller=caller, details=True)
+
+
+@router.patch(
+    "/{order_id}/status", response_model=OrderRead, responses=responses(401, 403, 404, 409)
+)
+async def change_status(
+    order_id: OrderId, new_status: OrderStatus, caller: CurrentUser, session: SessionDep
+) -> Order:
+    """pending -> confirmed | cancelled, confirmed -> shipped | cancelled, shipped -> delivered;
+    other moves are a 409 naming both states. Owners may cancel; the rest is a superuser's.
+    Cancelling puts the stock back."""
+    return await service.change_status(
+        session=session, order_id=order_id, caller=caller, new_status=new_status
+    )

@@ -1,0 +1,224 @@
+"""Orders: queries and rules. Functions flush, never commit.
+
+Who sees what is part of every query: a user's orders are theirs (and a superuser's); anyone
+else's order is a 404. Products are locked `FOR UPDATE ... ORDER BY id` whenever stock moves, so
+two orders over the same products queue in the same order and cannot deadlock, and stock checked
+under the lock cannot be oversold.
+"""
+
+import secrets
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, true
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload, selectinload
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.core.db import constraint_errors
+from api.core.errors import Conflict, FieldError, Forbidden, NotFound, violated_constraint
+from api.core.pagination import Page, PageParams, apaginate
+from api.notifications.service import notify
+from api.orders.models import (
+    REFERENCES,
+    TRANSITIONS,
+    UNIQUE_ORDER_NUMBER,
+    Order,
+    OrderCreate,
+    OrderItem,
+    OrderStats,
+    OrderStatus,
+)
+from api.products.models import Product
+from api.users.models import User
+
+NUMBER_ATTEMPTS = 5
+
+
+def owned_by(caller: User) -> ColumnElement[bool]:
+    return true() if caller.is_superuser else col(Order.user_id) == caller.id
+
+
+def with_items(query: SelectOfScalar[Order], *, user: bool = False) -> SelectOfScalar[Order]:
+    """Items and their products in one more statement (the user joined in), never one per row."""
+    query = query.options(
+        selectinload(Order.items).joinedload(OrderItem.product)  # type: ignore[arg-type]
+    )
+    if user:
+        query = query.options(joinedload(Order.user))  # type: ignore[arg-type]
+    return query.execution_options(populate_existing=True)
+
+
+async def get_order(
+    *, session: AsyncSession, order_id: int, caller: User, details: bool = False
+) -> Order:
+    query = with_items(select(Order).where(Order.id == order_id, owned_by(caller)), user=details)
+    order = (await session.exec(query)).first()
+    if order is None:
+        raise NotFound("Order", order_id)
+    return order
+
+
+def order_number() -> str:
+    """`ORD-<UTC timestamp>-<6 hex>`; a collision is retried, not answered."""
+    return f"ORD-{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3).upper()}"
+
+
+async def _lock_products(session: AsyncSession, product_ids: list[int]) -> dict[int, Product]:
+    query = (
+        select(Product)
+        .where(col(Product.id).in_(product_ids))
+        .order_by(col(Product.id))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {product.id: product for product in await session.exec(query) if product.id}
+
+
+def _check_line(product: Product, quantity: int) -> None:
+    if not product.is_active:
+        raise Conflict(
+            f"Product {product.id} ({product.name}) is not for sale.",
+            errors=[FieldError(field="items", message=f"product {product.id}: inactive")],
+        )
+    if product.stock_quantity < quantity:
+        raise Conflict(
+            f"Only {product.stock_quantity} of product {product.id} ({product.name}) in stock;"
+            f" {quantity} ordered.",
+            errors=[
+                FieldError(
+                    field="items",
+                    message=f"product {product.id}: available {product.stock_quantity}",
+                )
+            ],
+        )
+
+
+async def create_order(*, session: AsyncSession, caller: User, order_in: OrderCreate) -> Order:
+    """One transaction: lock the products in id order, check them, take the stock, write the
+    order and its items at today's prices, then the owner's notification (in a savepoint)."""
+    user_id = order_in.user_id or caller.id
+    assert user_id is not None
+    if user_id != caller.id and not caller.is_superuser:
+        raise Forbidden("An order is placed for oneself; only a superuser may name another user.")
+    quantities = Counter[int]()
+    for line in order_in.items:  # repeated lines of one product are one item
+        quantities[line.product_id] += line.quantity
+    products = await _lock_products(session, sorted(quantities))
+    lines = []
+    for product_id, quantity in sorted(quantities.items()):
+        product = products.get(product_id)
+        if product is None:
+            raise NotFound("Product", product_id)
+        _check_line(product, quantity)
+        product.stock_quantity -= quantity
+        lines.append((product_id, product.price, quantity))
+    await session.flush()  # the stock, before the savepoints below
+    order = await _insert(
+        session,
+        user_id=user_id,
+        shipping_address=order_in.shipping_address,
+        total_amount=sum((price * quantity for _, price, quantity in lines), Decimal("0.00")),
+    )
+    assert order.id is not None
+    session.add_all(
+        OrderItem(
+            order_id=order.id,
+            product_id=product_id,
+            quantity=quantity,
+            unit_price=price,
+            total_price=price * quantity,
+        )
+        for product_id, price, quantity in lines
+    )
+    await session.flush()
+    await notify(
+        session=session,
+        user_id=user_id,
+        message=f"Order {order.order_number} received: {order.total_amount} in total.",
+        order_id=order.id,
+    )
+    return await get_order(session=session, order_id=order.id, caller=caller)
+
+
+async def _insert(session: AsyncSession, **fields: Any) -> Order:
+    """Insert the order under a fresh number, drawing again on the rare collision (a savepoint
+    each time, so the transaction goes on)."""
+    for attempt in range(NUMBER_ATTEMPTS):
+        order = Order(order_number=order_number(), **fields)
+        try:
+            async with constraint_errors(session, references=REFERENCES):
+                session.add(order)
+            return order
+        except IntegrityError as exc:
+            if violated_constraint(exc)[1] != UNIQUE_ORDER_NUMBER or attempt + 1 == NUMBER_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def list_orders(
+    *, session: AsyncSession, params: PageParams, caller: User, user_id: int | None = None
+) -> Page[Order]:
+    """Newest first: the caller's own orders (a superuser's: everyone's), or one user's."""
+    query = select(Order).where(owned_by(caller))
+    if user_id is not None:
+        query = query.where(Order.user_id == user_id)
+    page: Page[Order] = await apaginate(session, query.order_by(col(Order.id).desc()), params)
+    return page
+
+
+async def change_status(
+    *, session: AsyncSession, order_id: int, caller: User, new_status: OrderStatus
+) -> Order:
+    """Move an order along its status machine under a row lock, so that of two racing moves the
+    second sees the first's result. Cancelling puts the items back in stock."""
+    locked = select(Order).where(Order.id == order_id, owned_by(caller)).with_for_update()
+    order = (await session.exec(locked.execution_options(populate_existing=True))).first()
+    if order is None:
+        raise NotFound("Order", order_id)
+    if new_status != OrderStatus.cancelled and not caller.is_superuser:
+        raise Forbidden(f"Only a superuser can mark an order {new_status}.")
+    current = OrderStatus(order.status)
+    if new_status not in TRANSITIONS.get(current, set()):
+        raise Conflict(f"A {current} order cannot become {new_status}.")
+    if new_status == OrderStatus.cancelled:
+        await _restock(session, order_id)
+    order.status = new_status
+    session.add(order)
+    await session.flush()
+    await notify(
+        session=session,
+        user_id=order.user_id,
+        message=f"Order {order.order_number} is now {new_status}.",
+        order_id=order_id,
+    )
+    return await get_order(session=session, order_id=order_id, caller=caller)
+
+
+async def _restock(session: AsyncSession, order_id: int) -> None:
+    items = list(await session.exec(select(OrderItem).where(OrderItem.order_id == order_id)))
+    products = await _lock_products(session, sorted(item.product_id for item in items))
+    for item in items:
+        products[item.product_id].stock_quantity += item.quantity
+
+
+async def stats(*, session: AsyncSession) -> OrderStats:
+    """Order count and revenue (cancelled orders excluded) with counts by status, in one query."""
+    query = sql_select(
+        col(Order.status), func.count(col(Order.id)), func.sum(col(Order.total_amount))
+    ).group_by(col(Order.status))
+    rows = (await (await session.connection()).execute(query)).all()
+    by_status = dict.fromkeys(OrderStatus, 0)
+    revenue = Decimal("0.00")
+    for status, count, total in rows:
+        by_status[OrderStatus(status)] = count
+        if status != OrderStatus.cancelled:
+            revenue += total
+    return OrderStats(
+        total_orders=sum(by_status.values()), total_revenue=revenue, orders_by_status=by_status
+    )
