@@ -1,0 +1,465 @@
+"""No N+1 anywhere: every list route and every nested read sends as many SQL statements for one
+row as for fifty.
+
+Each case names a route, who calls it and how to arrange rows (with their related rows: products
+with categories, posts with tags, categories with children, users with posts). A paged route is
+called with `?size=1` and `?size=50` over the same 50 arranged rows; a route that answers one
+object with a nested list is called for an object with 1 related row and for one with 50. The two
+statement counts must be equal, and each answer must really hold 1 and 50 items.
+
+Every measurement arranges its rows in a savepoint of the test's transaction and rolls it back
+afterwards, so each one sees exactly its own rows. Rows are bulk-inserted (one statement per
+table), which keeps the whole file to a few seconds.
+
+Lazy loading cannot hide here either: the relationships are `lazy="raise"`, so a route that
+loaded one implicitly would answer a 500, and every case asserts a 200.
+
+To cover a new route (the orders, the notifications), add a `Case` to `CASES` with an arrange
+function; `test_every_list_and_nested_get_has_a_case` fails until there is one. The counts are
+printed and recorded as the `statements` property: `pytest tests/test_statement_counts.py -rP`
+shows them.
+"""
+
+import itertools
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import Table, event, insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import SQLModel
+
+from api.categories.models import Category
+from api.main import create_app
+from api.posts.models import Post, PostStatus, PostTagLink
+from api.products.models import Product
+from api.tags.models import Tag
+from api.users.models import User
+from tests.helpers import client_for, settings_for_tests
+
+Caller = Literal["anonymous", "user", "superuser"]
+Ids = dict[str, int]
+Arrange = Callable[["Arena", int], Awaitable[Ids]]
+T = TypeVar("T")
+
+LARGE = 50  # the "many" of every case; at least this many rows are arranged for a page of 50
+serial = itertools.count(1)
+
+
+def fresh(n: int) -> list[int]:
+    """`n` numbers never handed out before, for unique names, slugs and SKUs."""
+    return [next(serial) for _ in range(n)]
+
+
+def cycle(values: Sequence[T], n: int) -> list[T]:
+    """`n` values taken round-robin from `values`."""
+    return [values[i % len(values)] for i in range(n)]
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+@dataclass
+class Arena:
+    """Bulk inserts on the test's connection: one INSERT per call, whatever the number of rows.
+    New tables (orders and their items, notifications) get a method of their own here."""
+
+    connection: AsyncConnection
+    caller: User | None = None
+
+    async def insert(self, model: type[SQLModel], rows: list[dict[str, Any]]) -> list[int]:
+        """Insert `rows` into `model`'s table; their ids, in the order of `rows`."""
+        table = table_of(model)
+        query = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list((await self.connection.execute(query, rows)).scalars())
+
+    async def sign_in(self, caller: Caller) -> User | None:
+        """The caller of a request: nobody, an active user or a superuser."""
+        if caller == "anonymous":
+            return None
+        self.caller = (await self.users(1, is_superuser=caller == "superuser"))[0]
+        return self.caller
+
+    async def users(
+        self, n: int, *, prefix: str = "shopper", is_superuser: bool = False
+    ) -> list[User]:
+        users = [
+            User(
+                username=f"{prefix}_{k}",
+                email=f"{prefix}_{k}@example.com",
+                # Nobody logs in here: tokens are made from the id (tests.helpers.bearer).
+                hashed_password="not-a-password-hash",
+                is_superuser=is_superuser,
+            )
+            for k in fresh(n)
+        ]
+        ids = await self.insert(User, [user.model_dump(exclude_none=True) for user in users])
+        for user, user_id in zip(users, ids, strict=True):
+            user.id = user_id
+        return users
+
+    async def user_ids(self, n: int, *, prefix: str = "author") -> list[int]:
+        return [user.id for user in await self.users(n, prefix=prefix) if user.id is not None]
+
+    async def categories(self, n: int, *, parent_ids: Sequence[int | None] = (None,)) -> list[int]:
+        rows = [
+            {"name": f"Shelf {k}", "slug": f"shelf-{k}", "parent_id": parent_id}
+            for k, parent_id in zip(fresh(n), cycle(parent_ids, n), strict=True)
+        ]
+        return await self.insert(Category, rows)
+
+    async def products(
+        self, n: int, *, category_ids: Sequence[int | None], stock: int = 5
+    ) -> list[int]:
+        rows = [
+            {
+                "name": f"Widget {k}",
+                "slug": f"widget-{k}",
+                "sku": f"WIDGET-{k}",
+                "price": Decimal(f"{k % 90 + 1}.99"),
+                "stock_quantity": stock,
+                "is_active": True,
+                "category_id": category_id,
+            }
+            for k, category_id in zip(fresh(n), cycle(category_ids, n), strict=True)
+        ]
+        return await self.insert(Product, rows)
+
+    async def tags(self, n: int) -> list[int]:
+        rows = [{"name": f"topic {k}", "slug": f"topic-{k}"} for k in fresh(n)]
+        return await self.insert(Tag, rows)
+
+    async def posts(
+        self,
+        n: int,
+        *,
+        author_ids: Sequence[int],
+        statuses: Sequence[PostStatus] = (PostStatus.published,),
+    ) -> list[int]:
+        rows = [
+            {
+                "title": f"Post {k}",
+                "slug": f"post-{k}",
+                "content": f"About {k}.",
+                "author_id": author_id,
+                "status": status,
+            }
+            for k, author_id, status in zip(
+                fresh(n), cycle(author_ids, n), cycle(statuses, n), strict=True
+            )
+        ]
+        return await self.insert(Post, rows)
+
+    async def tag(self, post_ids: Sequence[int], tag_ids: Sequence[int]) -> None:
+        """Every post gets every tag."""
+        rows = [{"post_id": p, "tag_id": t} for p in post_ids for t in tag_ids]
+        await self.connection.execute(insert(table_of(PostTagLink)), rows)
+
+    def caller_id(self) -> int:
+        assert self.caller is not None, "the case needs a caller"
+        assert self.caller.id is not None
+        return self.caller.id
+
+
+# How to arrange `n` rows, with their related rows, for each case. Each returns the ids that the
+# case's URL names.
+
+
+async def users_with_posts(arena: Arena, n: int) -> Ids:
+    """n users named shopper_*, each the author of two tagged posts."""
+    authors = await arena.user_ids(n, prefix="shopper")
+    posts = await arena.posts(2 * n, author_ids=authors)
+    await arena.tag(posts, await arena.tags(2))
+    return {}
+
+
+async def own_posts(arena: Arena, n: int) -> Ids:
+    """The caller with n posts (drafts and published ones), each with three tags."""
+    author = arena.caller_id()
+    statuses = (PostStatus.draft, PostStatus.published, PostStatus.archived)
+    posts = await arena.posts(n, author_ids=[author], statuses=statuses)
+    await arena.tag(posts, await arena.tags(3))
+    return {"user_id": author}
+
+
+async def someone_elses_posts(arena: Arena, n: int) -> Ids:
+    """Another user (not the caller) with n posts, each with three tags."""
+    [author] = await arena.user_ids(1)
+    posts = await arena.posts(n, author_ids=[author], statuses=(PostStatus.draft,))
+    await arena.tag(posts, await arena.tags(3))
+    return {"user_id": author}
+
+
+async def categories_with_children(arena: Arena, n: int) -> Ids:
+    """n top-level categories, each with a child category and a product."""
+    parents = await arena.categories(n)
+    children = await arena.categories(n, parent_ids=parents)
+    await arena.products(n, category_ids=children)
+    return {}
+
+
+async def a_category_with_children(arena: Arena, n: int) -> Ids:
+    """One category with n children, each with a child and a product of its own."""
+    [parent] = await arena.categories(1)
+    children = await arena.categories(n, parent_ids=[parent])
+    grandchildren = await arena.categories(n, parent_ids=children)
+    await arena.products(n, category_ids=children + grandchildren)
+    return {"category_id": parent}
+
+
+async def a_category_with_products(arena: Arena, n: int) -> Ids:
+    """One category (with a child) holding n products."""
+    [category] = await arena.categories(1)
+    await arena.categories(1, parent_ids=[category])
+    await arena.products(n, category_ids=[category])
+    return {"category_id": category}
+
+
+async def products_in_categories(arena: Arena, n: int) -> Ids:
+    """n products, each in a category of its own (itself under a parent), low on stock."""
+    parents = await arena.categories(n)
+    categories = await arena.categories(n, parent_ids=parents)
+    await arena.products(n, category_ids=categories, stock=3)
+    return {}
+
+
+async def categories_with_products(arena: Arena, n: int) -> Ids:
+    """n categories, each with three active products."""
+    categories = await arena.categories(n)
+    await arena.products(3 * n, category_ids=categories)
+    return {}
+
+
+async def tags_on_posts(arena: Arena, n: int) -> Ids:
+    """n tags, each on two posts."""
+    [author] = await arena.user_ids(1)
+    await arena.tag(await arena.posts(2, author_ids=[author]), await arena.tags(n))
+    return {}
+
+
+async def published_posts_with_tags(arena: Arena, n: int) -> Ids:
+    """n published posts by several authors, each with three tags (one shared by all)."""
+    authors = await arena.user_ids(5)
+    posts = await arena.posts(n, author_ids=authors)
+    tags = await arena.tags(3)
+    await arena.tag(posts, tags)
+    return {"tag_id": tags[0]}
+
+
+async def own_drafts_with_tags(arena: Arena, n: int) -> Ids:
+    """The caller's n drafts, each with three tags, and another user's drafts beside them."""
+    author = arena.caller_id()
+    [other] = await arena.user_ids(1)
+    posts = await arena.posts(n, author_ids=[author], statuses=(PostStatus.draft,))
+    posts += await arena.posts(n, author_ids=[other], statuses=(PostStatus.draft,))
+    await arena.tag(posts, await arena.tags(3))
+    return {"author_id": author}
+
+
+async def a_post_with_tags(arena: Arena, n: int) -> Ids:
+    """One published post with n tags."""
+    [author] = await arena.user_ids(1)
+    [post] = await arena.posts(1, author_ids=[author])
+    await arena.tag([post], await arena.tags(n))
+    return {"post_id": post}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request to measure.
+
+    `url` is the OpenAPI path (same placeholder names) plus any query; its placeholders are
+    filled from the ids `arrange` returns. A paged case (`paged=True`) arranges `LARGE` rows and
+    is called with `size=1` and `size=LARGE`; a nested case is called on an object arranged with
+    1 related row and on one arranged with `LARGE`. `items` is the dotted path of the list in the
+    answer that must hold that many entries ("" for an answer that is itself the list).
+    """
+
+    url: str
+    caller: Caller
+    arrange: Arrange
+    items: str = "items"
+    paged: bool = True
+
+    @property
+    def path(self) -> str:
+        return self.url.split("?", 1)[0]
+
+    @property
+    def id(self) -> str:
+        return f"GET {self.url} as {self.caller}"
+
+
+def nested(url: str, caller: Caller, arrange: Arrange, *, items: str) -> Case:
+    return Case(url, caller, arrange, items=items, paged=False)
+
+
+PRODUCT_FILTERS = "category_id={category_id}&min_price=1&max_price=100&is_active=true&q=widget"
+
+CASES = [
+    Case("/users/", "superuser", users_with_posts),
+    Case("/users/?is_active=true&search=shopper", "superuser", users_with_posts),
+    Case("/users/search?q=shopper", "superuser", users_with_posts),
+    nested("/users/{user_id}/with-posts", "user", own_posts, items="posts"),
+    nested("/users/{user_id}/with-posts", "superuser", someone_elses_posts, items="posts"),
+    Case("/categories/", "anonymous", categories_with_children),
+    nested("/categories/{category_id}", "anonymous", a_category_with_children, items="children"),
+    Case(
+        "/categories/{category_id}/products",
+        "anonymous",
+        a_category_with_products,
+        items="products.items",
+    ),
+    Case("/products/", "anonymous", products_in_categories),
+    Case(f"/products/?{PRODUCT_FILTERS}&sort=-price", "anonymous", a_category_with_products),
+    Case("/products/?sort=-created_at", "anonymous", products_in_categories),
+    Case("/products/with-categories", "anonymous", products_in_categories),
+    Case("/products/low-stock?threshold=10", "superuser", products_in_categories),
+    nested("/products/by-category-stats", "superuser", categories_with_products, items=""),
+    Case("/tags/", "anonymous", tags_on_posts),
+    Case("/posts/", "anonymous", published_posts_with_tags),
+    Case("/posts/", "superuser", published_posts_with_tags),
+    Case("/posts/?tag_id={tag_id}", "anonymous", published_posts_with_tags),
+    Case("/posts/?status=draft&author_id={author_id}", "user", own_drafts_with_tags),
+    nested("/posts/{post_id}", "anonymous", a_post_with_tags, items="tags"),
+]
+
+
+# The test harness runs each request's session in a savepoint of the test's transaction
+# (conftest.savepoint_sessions, join_transaction_mode="create_savepoint"): where production sends
+# BEGIN and COMMIT, which asyncpg issues itself and no cursor event sees, the harness sends
+# "SAVEPOINT sa_savepoint_N" first and "RELEASE SAVEPOINT sa_savepoint_N" (or "ROLLBACK TO
+# SAVEPOINT") last. Those are dropped, by the name of the first savepoint of the request; a
+# savepoint the app itself makes (constraint_errors) has another name and is counted.
+HARNESS_SAVEPOINT = re.compile(r"^\s*(?:RELEASE |ROLLBACK TO )?SAVEPOINT (\w+)\s*$", re.I)
+
+
+def app_statements(statements: list[str]) -> list[str]:
+    first = HARNESS_SAVEPOINT.match(statements[0]) if statements else None
+    if first is None:
+        return statements
+    harness = first.group(1)
+    return [
+        s for s in statements if not ((m := HARNESS_SAVEPOINT.match(s)) and m.group(1) == harness)
+    ]
+
+
+@contextmanager
+def recording(connection: AsyncConnection) -> Iterator[list[str]]:
+    """Every statement sent on `connection` inside the block, in order."""
+    sent: list[str] = []
+    sync = connection.sync_connection
+    assert sync is not None
+
+    def record(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(sync, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(sync, "before_cursor_execute", record)
+
+
+def items_at(body: Any, path: str) -> list[Any]:
+    for key in filter(None, path.split(".")):
+        body = body[key]
+    assert isinstance(body, list), body
+    return body
+
+
+@dataclass
+class Measurement:
+    related: int  # rows arranged (nested) or the page size asked for (paged)
+    statements: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+
+async def measure(
+    app: FastAPI, connection: AsyncConnection, case: Case, *, rows: int, size: int | None
+) -> Measurement:
+    """Arrange `rows` in a savepoint, send the case's request (with `size` when paged), count the
+    statements the app sends, check the answer's items, and roll the rows back."""
+    savepoint = await connection.begin_nested()
+    try:
+        arena = Arena(connection)
+        caller = await arena.sign_in(case.caller)
+        url = case.url.format(**await case.arrange(arena, rows))
+        if size is not None:
+            url += f"{'&' if '?' in url else '?'}size={size}"
+        async with client_for(app, caller) as client:
+            with recording(connection) as sent:
+                response = await client.get(url)
+        assert response.status_code == 200, response.text
+        expected = rows if size is None else size
+        assert len(items_at(response.json(), case.items)) == expected, url
+        return Measurement(expected, app_statements(sent))
+    finally:
+        await savepoint.rollback()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+async def test_one_and_many_send_as_many_statements(
+    app: FastAPI,
+    db_connection: AsyncConnection,
+    case: Case,
+    record_property: Callable[[str, object], None],
+) -> None:
+    if case.paged:
+        one = await measure(app, db_connection, case, rows=LARGE, size=1)
+        many = await measure(app, db_connection, case, rows=LARGE, size=LARGE)
+    else:
+        one = await measure(app, db_connection, case, rows=1, size=None)
+        many = await measure(app, db_connection, case, rows=LARGE, size=None)
+
+    record_property("statements", {one.related: one.count, many.related: many.count})
+    print(f"{case.id}: {one.count} statements for {one.related}, {many.count} for {many.related}")
+    assert one.count == many.count, (
+        f"{case.id} sends {one.count} statements for {one.related} and {many.count} for "
+        f"{many.related}:\n" + "\n".join(many.statements)
+    )
+
+
+def array_in(schema: Any, components: dict[str, Any], seen: frozenset[str] = frozenset()) -> bool:
+    """Whether an OpenAPI schema holds a list anywhere, following its references."""
+    if isinstance(schema, list):
+        return any(array_in(item, components, seen) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("type") == "array":
+        return True
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        return name not in seen and array_in(components[name], components, seen | {name})
+    return any(array_in(value, components, seen) for value in schema.values())
+
+
+def list_and_nested_gets() -> set[str]:
+    """The GET paths whose successful answer holds a list: a page, a list, a nested list."""
+    spec = create_app(settings_for_tests()).openapi()
+    components = spec.get("components", {}).get("schemas", {})
+    return {
+        path
+        for path, operations in spec["paths"].items()
+        for status, answer in operations.get("get", {}).get("responses", {}).items()
+        if status.startswith("2") and array_in(answer.get("content", {}), components)
+    }
+
+
+def test_every_list_and_nested_get_has_a_case() -> None:
+    routes = list_and_nested_gets()
+    covered = {case.path for case in CASES}
+    assert routes - covered == set(), "list or nested GET routes without a statement-count case"
+    assert covered - routes == set(), "cases for paths that are not list or nested GET routes"
