@@ -37,6 +37,8 @@ from sqlmodel import SQLModel
 
 from api.categories.models import Category
 from api.main import create_app
+from api.notifications.models import Notification
+from api.orders.models import Order, OrderItem
 from api.posts.models import Post, PostStatus, PostTagLink
 from api.products.models import Product
 from api.tags.models import Tag
@@ -163,6 +165,36 @@ class Arena:
         rows = [{"post_id": p, "tag_id": t} for p in post_ids for t in tag_ids]
         await self.connection.execute(insert(table_of(PostTagLink)), rows)
 
+    async def orders(
+        self, n: int, *, user_ids: Sequence[int], product_ids: Sequence[int]
+    ) -> list[int]:
+        """n orders round-robin over the users, each with one item of every product."""
+        rows = [
+            {"order_number": f"ORD-COUNT-{k}", "user_id": user_id, "total_amount": Decimal("9.99")}
+            for k, user_id in zip(fresh(n), cycle(user_ids, n), strict=True)
+        ]
+        orders = await self.insert(Order, rows)
+        items = [
+            {
+                "order_id": order,
+                "product_id": product,
+                "quantity": 1,
+                "unit_price": Decimal("9.99"),
+                "total_price": Decimal("9.99"),
+            }
+            for order in orders
+            for product in product_ids
+        ]
+        await self.connection.execute(insert(table_of(OrderItem)), items)
+        return orders
+
+    async def notifications(self, n: int, *, user_id: int, order_ids: Sequence[int | None]) -> None:
+        rows = [
+            {"user_id": user_id, "message": f"Note {k}", "order_id": order}
+            for k, order in zip(fresh(n), cycle(order_ids, n), strict=True)
+        ]
+        await self.insert(Notification, rows)
+
     def caller_id(self) -> int:
         assert self.caller is not None, "the case needs a caller"
         assert self.caller.id is not None
@@ -272,6 +304,48 @@ async def a_post_with_tags(arena: Arena, n: int) -> Ids:
     return {"post_id": post}
 
 
+async def own_orders(arena: Arena, n: int) -> Ids:
+    """The caller's n orders with two items each, and another user's orders beside them."""
+    caller = arena.caller_id()
+    [other] = await arena.user_ids(1)
+    products = await arena.products(2, category_ids=[None])
+    await arena.orders(n, user_ids=[caller], product_ids=products)
+    await arena.orders(n, user_ids=[other], product_ids=products)
+    return {"user_id": caller}
+
+
+async def orders_of_many_users(arena: Arena, n: int) -> Ids:
+    """n orders of five users, two items each."""
+    products = await arena.products(2, category_ids=[None])
+    await arena.orders(n, user_ids=await arena.user_ids(5), product_ids=products)
+    return {}
+
+
+async def an_order_with_items(arena: Arena, n: int) -> Ids:
+    """One order of the caller with n items (products in categories)."""
+    products = await arena.products(n, category_ids=await arena.categories(2))
+    [order] = await arena.orders(1, user_ids=[arena.caller_id()], product_ids=products)
+    return {"order_id": order}
+
+
+async def spenders(arena: Arena, n: int) -> Ids:
+    """n users with two orders each."""
+    products = await arena.products(1, category_ids=[None])
+    await arena.orders(2 * n, user_ids=await arena.user_ids(n), product_ids=products)
+    return {}
+
+
+async def own_notifications(arena: Arena, n: int) -> Ids:
+    """The caller's n notifications about their orders, and another user's beside them."""
+    caller = arena.caller_id()
+    [other] = await arena.user_ids(1)
+    products = await arena.products(1, category_ids=[None])
+    orders = await arena.orders(2, user_ids=[caller], product_ids=products)
+    await arena.notifications(n, user_id=caller, order_ids=orders)
+    await arena.notifications(n, user_id=other, order_ids=[None])
+    return {"user_id": caller}
+
+
 @dataclass(frozen=True)
 class Case:
     """One request to measure.
@@ -330,6 +404,13 @@ CASES = [
     Case("/posts/?tag_id={tag_id}", "anonymous", published_posts_with_tags),
     Case("/posts/?status=draft&author_id={author_id}", "user", own_drafts_with_tags),
     nested("/posts/{post_id}", "anonymous", a_post_with_tags, items="tags"),
+    Case("/orders/", "user", own_orders),
+    Case("/orders/", "superuser", orders_of_many_users),
+    Case("/orders/user/{user_id}", "user", own_orders),
+    nested("/orders/{order_id}", "user", an_order_with_items, items="items"),
+    nested("/orders/{order_id}/details", "user", an_order_with_items, items="items"),
+    nested("/users/top-spenders?limit=100", "superuser", spenders, items=""),
+    Case("/users/{user_id}/notifications", "user", own_notifications),
 ]
 
 

@@ -309,13 +309,14 @@ class TestNotificationFailure:
     ) -> None:
         # Make every notification insert fail inside the database (the test's transaction
         # rolls the trigger back afterwards).
-        await session.exec(
+        connection = await session.connection()
+        await connection.execute(
             text(
                 "CREATE FUNCTION refuse_notifications() RETURNS trigger LANGUAGE plpgsql AS"
                 " $$BEGIN RAISE EXCEPTION 'notifications are down'; END$$"
             )
         )
-        await session.exec(
+        await connection.execute(
             text(
                 "CREATE TRIGGER refuse BEFORE INSERT ON notifications"
                 " FOR EACH ROW EXECUTE FUNCTION refuse_notifications()"
