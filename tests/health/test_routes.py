@@ -54,3 +54,39 @@ async def test_readiness_is_a_503_when_the_database_refuses_the_login(database: 
         response = await client.get("/health/ready")
 
     assert_problem(response, 503, "database_unavailable")
+
+
+async def test_the_root_points_at_docs_and_health(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "Storefront API"
+    assert body["version"]
+    for link in ("docs", "openapi", "health", "ready"):
+        assert (await client.get(body[link])).status_code == 200, link
+
+
+@pytest.mark.parametrize("via", ["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+async def test_database_figures_show_the_pool_or_its_absence(
+    admin_client: httpx.AsyncClient, via: str
+) -> None:
+    response = await admin_client.get("/health/db")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert 0 < body["latency_ms"] < 5_000
+    if via == "pgbouncer":  # NullPool: PgBouncer pools, the app keeps nothing
+        assert body["pool_mode"] == "null"
+        assert body["pool"] is None
+    else:
+        assert body["pool_mode"] == "queue"
+        pool = body["pool"]
+        assert pool["size"] >= 1
+        assert pool["checked_out"] >= 1  # this request's own connection
+        assert pool["checked_in"] >= 0
+        assert pool["overflow"] <= pool["size"]
+
+
+async def test_database_figures_are_a_superusers(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/health/db"), 401, "unauthorized")
