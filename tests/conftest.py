@@ -21,6 +21,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -262,29 +263,32 @@ async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
     )
 
 
-@pytest.fixture(scope="session")
-def live_server(
-    concurrent_database: Database,
+@contextmanager
+def serving(
+    database: "Database",
     pgbouncer: devstack.PgBouncer,
-    tmp_path_factory: pytest.TempPathFactory,
+    log_dir: Path,
+    **env_overrides: str,
 ) -> Iterator[str]:
-    """A real uvicorn process with the production engine settings, through the real PgBouncer."""
+    """A real uvicorn process with the production engine settings, through the real PgBouncer,
+    on `database`; its base URL."""
     port = devstack.free_port()
     env = {
         **os.environ,
         "ENVIRONMENT": "test",
         "SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": pgbouncer.url(concurrent_database.name),
+        "DATABASE_URL": pgbouncer.url(database.name),
         "DB_POOL_MODE": "null",
-        "MIGRATIONS_DATABASE_URL": concurrent_database.url,
+        "MIGRATIONS_DATABASE_URL": database.url,
         "LOG_JSON": "false",
+        **env_overrides,
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # Idle keep-alive connections outlive the test's pauses: with uvicorn's 5 s default, a slow
     # run can reuse a connection at the moment the server closes it (a client-side ReadError).
     command += ["--timeout-keep-alive", "75"]
-    log = tmp_path_factory.mktemp("uvicorn") / "uvicorn.log"
+    log = log_dir / "uvicorn.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
@@ -304,6 +308,17 @@ def live_server(
         yield url
     finally:
         devstack.terminate(process, signal.SIGTERM)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    concurrent_database: Database,
+    pgbouncer: devstack.PgBouncer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """A real uvicorn process through the real PgBouncer, on the concurrent database."""
+    with serving(concurrent_database, pgbouncer, tmp_path_factory.mktemp("uvicorn")) as url:
+        yield url
 
 
 def _answers(url: str) -> bool:
