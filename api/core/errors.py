@@ -288,6 +288,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+# The routes that touch no database, so never answer 503.
+NO_DATABASE = {"/", "/health"}
+
+
 def problem_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with every 4xx/5xx answer described as `application/problem+json`.
 
@@ -306,7 +310,7 @@ def problem_openapi(app: FastAPI) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             answers = operation.setdefault("responses", {})
-            if path != "/health":
+            if path not in NO_DATABASE:
                 answers.setdefault("503", {"description": "Service Unavailable"})
             if "requestBody" in operation:
                 answers.setdefault("400", {"description": "Bad Request: the body is not UTF-8"})
