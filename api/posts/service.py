@@ -86,7 +86,8 @@ async def read_post(*, session: AsyncSession, post_id: int, caller: User | None)
     counted = await session.exec(
         update(Post)
         .where(col(Post.id) == post_id, readable_by(caller))
-        .values(view_count=col(Post.view_count) + 1)
+        # A view is not an edit: updated_at keeps its value (it would take now() otherwise).
+        .values(view_count=col(Post.view_count) + 1, updated_at=col(Post.updated_at))
         .returning(col(Post.id))
     )
     if counted.first() is None:

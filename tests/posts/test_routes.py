@@ -1,12 +1,13 @@
 """Posts over HTTP: who sees which post, who writes it, the status machine, tags, and the
 view count, against real PostgreSQL."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlmodel import func, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.posts.models import Post, PostStatus, PostTagLink
@@ -152,6 +153,21 @@ class TestVisibility:
         db_post = await reload(session, post.id)
         assert db_post is not None
         assert db_post.view_count == 2
+
+    async def test_a_view_is_not_an_edit(
+        self, client: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        post = await make_post(session, author=alice, title="Old News", status=PostStatus.published)
+        edited = datetime(2020, 1, 1, tzinfo=UTC)
+        await session.exec(update(Post).where(col(Post.id) == post.id).values(updated_at=edited))
+
+        response = await client.get(f"/posts/{post.id}")
+
+        assert response.json()["view_count"] == 1
+        assert response.json()["updated_at"].startswith("2020-01-01")
+        db_post = await reload(session, post.id)
+        assert db_post is not None
+        assert db_post.updated_at == edited
 
     async def test_a_hidden_post_is_not_counted(
         self, client: httpx.AsyncClient, alice: User, session: AsyncSession
