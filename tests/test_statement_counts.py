@@ -544,3 +544,28 @@ def test_every_list_and_nested_get_has_a_case() -> None:
     covered = {case.path for case in CASES}
     assert routes - covered == set(), "list or nested GET routes without a statement-count case"
     assert covered - routes == set(), "cases for paths that are not list or nested GET routes"
+
+
+async def test_bulk_sign_up_sends_as_many_statements_for_one_user_as_for_fifty(
+    app: FastAPI, db_connection: AsyncConnection
+) -> None:
+    async def statements_for(n: int) -> int:
+        savepoint = await db_connection.begin_nested()
+        try:
+            caller = await Arena(db_connection).sign_in("superuser")
+            body = [
+                {"username": f"bulk_{k}", "email": f"bulk_{k}@example.com", "password": "x" * 10}
+                for k in fresh(n)
+            ]
+            async with client_for(app, caller) as client:
+                with recording(db_connection) as sent:
+                    response = await client.post("/users/bulk", json=body)
+            assert response.status_code == 201, response.text
+            assert len(response.json()) == n
+            return len(app_statements(sent))
+        finally:
+            await savepoint.rollback()
+
+    one, many = await statements_for(1), await statements_for(LARGE)
+    print(f"POST /users/bulk: {one} statements for 1, {many} for {LARGE}")
+    assert one == many
