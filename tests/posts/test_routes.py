@@ -58,6 +58,27 @@ class TestCreatePost:
         assert body["tags"] == []
         assert body["published_at"] is None
 
+    async def test_the_body_cannot_set_what_the_server_owns(
+        self, as_alice: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        sneaky = {
+            "id": 4242,
+            "status": "published",
+            "view_count": 1000,
+            "published_at": "2000-01-01T00:00:00Z",
+            "created_at": "2000-01-01T00:00:00Z",
+        }
+        created = await as_alice.post("/posts/", json={"title": "Sly", "content": "x"} | sneaky)
+        post_id = created.json()["id"]
+        await as_alice.patch(f"/posts/{post_id}", json=sneaky | {"author_id": 999})
+
+        db_post = await reload(session, post_id)
+        assert db_post is not None
+        assert db_post.id != 4242
+        assert (db_post.status, db_post.view_count, db_post.published_at) == ("draft", 0, None)
+        assert db_post.author_id == alice.id
+        assert db_post.created_at.year > 2000
+
     async def test_duplicate_slug_is_409(
         self, as_alice: httpx.AsyncClient, alice: User, session: AsyncSession
     ) -> None:
