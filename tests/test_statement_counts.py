@@ -569,3 +569,27 @@ async def test_bulk_sign_up_sends_as_many_statements_for_one_user_as_for_fifty(
     one, many = await statements_for(1), await statements_for(LARGE)
     print(f"POST /users/bulk: {one} statements for 1, {many} for {LARGE}")
     assert one == many
+
+
+async def test_an_order_of_ten_lines_sends_as_many_statements_as_one_of_one(
+    app: FastAPI, db_connection: AsyncConnection
+) -> None:
+    async def statements_for(lines: int) -> list[str]:
+        savepoint = await db_connection.begin_nested()
+        try:
+            arena = Arena(db_connection)
+            caller = await arena.sign_in("user")
+            products = await arena.products(lines, category_ids=[None], stock=100)
+            body = {"items": [{"product_id": p, "quantity": 2} for p in products]}
+            async with client_for(app, caller) as client:
+                with recording(db_connection) as sent:
+                    response = await client.post("/orders/", json=body)
+            assert response.status_code == 201, response.text
+            assert len(response.json()["items"]) == lines
+            return app_statements(sent)
+        finally:
+            await savepoint.rollback()
+
+    one, ten = await statements_for(1), await statements_for(10)
+    print(f"POST /orders/: {len(one)} statements for 1 line, {len(ten)} for 10")
+    assert len(one) == len(ten), "\n".join(ten)
