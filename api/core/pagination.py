@@ -1,26 +1,162 @@
-"""The list envelope `{items, total, page, size, pages}`, through fastapi-pagination.
+"""The list envelope `{items, total, page, size, pages, next_cursor}`, through fastapi-pagination
+(offsets) and sqlakeyset (keysets).
 
 Routes take `params: PageParamsDep` and services pass it on to `apaginate`, so the paging
-parameters are visible in every signature. `page` is bounded so that OFFSET stays a sane bigint;
-`size` is 1..100 (default 20).
+parameters are visible in every signature. Two ways through a list, same envelope:
+
+- by page: `?page=N&size=M` answers `total` and `pages` too (an exact count). `page` is bounded so
+  that OFFSET stays a sane bigint, but a deep offset still makes PostgreSQL walk every row before
+  it.
+- by cursor: `?cursor=<next_cursor>&size=M` continues after the last row of an earlier answer
+  (`WHERE (sort key, id) > (...)`), so a page deep in the list costs what the first one does,
+  and rows inserted meanwhile never shift it. It answers no `total`, `page` or `pages` (a count
+  would cost what the cursor saves). `next_cursor` is null on the last page.
+
+A cursor is opaque (base64url of sqlakeyset's bookmark) and only valid for the list and sort that
+made it: a malformed or foreign one is a 422, never a 500. Every list query orders by a unique
+tiebreaker (the id), which keyset paging needs.
 """
 
-from typing import Annotated, ClassVar
+import base64
+import binascii
+from collections.abc import Sequence
+from math import ceil
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from fastapi import Depends, Query
-from fastapi_pagination import Page, Params
-from fastapi_pagination.ext.sqlmodel import apaginate
+from fastapi_pagination.bases import AbstractParams, BasePage, CursorRawParams, RawParams
+from fastapi_pagination.ext.sqlmodel import apaginate as _apaginate
+from pydantic import BaseModel, Field
+from sqlakeyset import BadBookmark, InvalidPage, serialize_bookmark, unserialize_bookmark
+from sqlakeyset.columns import parse_ob_clause
+from sqlalchemy import String
+from sqlalchemy.types import TypeDecorator, TypeEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.core.errors import FieldError, InvalidQuery
 
 MAX_PAGE = 1_000_000
+MAX_CURSOR = 512
+T = TypeVar("T")
 
 
-class PageParams(Params):
-    __page_type__: ClassVar[type[Page]] = Page
-
+class PageParams(BaseModel, AbstractParams):
     page: int = Query(1, ge=1, le=MAX_PAGE, description="Page number, from 1.")
     size: int = Query(20, ge=1, le=100, description="Items per page, 1 to 100.")
+    cursor: str | None = Query(
+        None,
+        min_length=1,
+        max_length=MAX_CURSOR,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="A `next_cursor` from an earlier answer: the page after it (replaces `page`).",
+    )
+
+    def to_raw_params(self) -> RawParams | CursorRawParams:
+        if self.cursor is None:
+            return RawParams(limit=self.size, offset=self.size * (self.page - 1))
+        return CursorRawParams(cursor=_decode(self.cursor), size=self.size, include_total=False)
+
+
+class Page(BasePage[T], Generic[T]):
+    total: int | None = Field(  # type: ignore[assignment]
+        description="Rows in the whole list; null when paging by cursor."
+    )
+    page: int | None = Field(description="This page's number; null when paging by cursor.")
+    size: int
+    pages: int | None = Field(description="Pages in the whole list; null when paging by cursor.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the page after this one; null at the end."
+    )
+
+    __params_type__: ClassVar[type[AbstractParams]] = PageParams
+
+    @classmethod
+    def create(
+        cls,
+        items: Sequence[T],
+        params: AbstractParams,
+        *,
+        total: int | None = None,
+        next_: str | None = None,
+        **_: Any,
+    ) -> "Page[T]":
+        assert isinstance(params, PageParams)
+        if params.cursor is not None:
+            next_cursor = _encode(next_) if next_ else None
+            return cls(
+                items=items,
+                total=None,
+                page=None,
+                size=params.size,
+                pages=None,
+                next_cursor=next_cursor,
+            )
+        pages = ceil(total / params.size) if total is not None else None
+        return cls(items=items, total=total, page=params.page, size=params.size, pages=pages)
 
 
 PageParamsDep = Annotated[PageParams, Depends()]
+
+
+def _encode(bookmark: str) -> str:
+    return base64.urlsafe_b64encode(bookmark.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    try:
+        bookmark = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        unserialize_bookmark(bookmark)
+    except (binascii.Error, UnicodeDecodeError, BadBookmark, ValueError) as exc:
+        raise _bad_cursor() from exc
+    return bookmark
+
+
+def _bad_cursor() -> InvalidQuery:
+    return InvalidQuery(
+        "cursor is not a next_cursor of this list.",
+        errors=[FieldError(field="query.cursor", message="not a cursor of this list")],
+    )
+
+
+def _check_cursor_fits(query: SelectOfScalar[Any], bookmark: str) -> None:
+    """A cursor's values must match the query's sort columns in number and type, or PostgreSQL
+    would be asked to compare, say, a price with a name."""
+    place, _ = unserialize_bookmark(bookmark)
+    columns = parse_ob_clause(query)
+    if place is None or len(place) != len(columns):
+        raise _bad_cursor()
+    for column, value in zip(columns, place, strict=True):
+        if not isinstance(value, _python_type(column.comparable_value.type)):
+            raise _bad_cursor()
+
+
+def _python_type(sql_type: TypeEngine[Any]) -> type:
+    # SQLModel's AutoString (a TypeDecorator over String) says `object`; strings hold str.
+    if isinstance(sql_type, TypeDecorator):
+        sql_type = sql_type.impl_instance
+    return str if isinstance(sql_type, String) else sql_type.python_type
+
+
+def _next_bookmark(query: SelectOfScalar[Any], last: Any) -> str:
+    """The bookmark of the page after `last` (an ORM row of the query's entity)."""
+    values = tuple(getattr(last, column.comparable_value.key) for column in parse_ob_clause(query))
+    return serialize_bookmark((values, False))
+
+
+async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: PageParams) -> Page[T]:
+    """One page of `query` by page or by cursor (see the module's docstring)."""
+    raw = params.to_raw_params()
+    if isinstance(raw, CursorRawParams):
+        _check_cursor_fits(query, str(raw.cursor))
+    try:
+        page: Page[T] = await _apaginate(session, query, params)
+    except InvalidPage as exc:
+        raise _bad_cursor() from exc
+    more = page.pages is not None and (page.page or 0) < page.pages
+    if params.cursor is None and more and page.items:
+        page.next_cursor = _encode(_next_bookmark(query, page.items[-1]))
+    return page
+
 
 __all__ = ["Page", "PageParams", "PageParamsDep", "apaginate"]

@@ -215,7 +215,8 @@ class TestListUsers:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"items", "total", "page", "size", "pages"}
+        assert set(body) == {"items", "total", "page", "size", "pages", "next_cursor"}
+        assert isinstance(body["next_cursor"], str)  # page 1 of 2
         assert body["total"] == 4  # the three and the superuser asking
         assert body["page"] == 1
         assert body["size"] == 2
@@ -232,6 +233,7 @@ class TestListUsers:
         past = (await admin_client.get("/users/", params={"page": 5, "size": 2})).json()
 
         assert [u["id"] for u in last["items"]] == [users[3].id]
+        assert last["next_cursor"] is None
         assert past["items"] == []
         assert past["total"] == 5
 

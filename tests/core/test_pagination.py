@@ -1,0 +1,138 @@
+"""Paging by page and by cursor: the same envelope, cursors that walk a whole list once in its
+sort order whatever is inserted meanwhile, and foreign or forged cursors refused with a 422."""
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.products.models import Product
+from api.users.models import User
+from tests.factories import make_order, make_product, make_user
+from tests.helpers import assert_problem, error_fields
+
+PRICES = ["5.00", "1.00", "5.00", "3.00", "1.00", "9.00", "5.00"]
+
+
+@pytest.fixture
+async def products(session: AsyncSession) -> list[Product]:
+    return [
+        await make_product(session, name=f"Item {n}", price=price) for n, price in enumerate(PRICES)
+    ]
+
+
+async def walk(client: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every page of `path` by cursor, starting from page 1; each page checked on the way."""
+    first = (await client.get(path, params=params)).json()
+    pages = [first]
+    while pages[-1]["next_cursor"]:
+        response = await client.get(path, params=params | {"cursor": pages[-1]["next_cursor"]})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert (page["total"], page["page"], page["pages"]) == (None, None, None)
+        assert len(page["items"]) <= params["size"]
+        pages.append(page)
+    return [item for page in pages for item in page["items"]]
+
+
+@pytest.mark.parametrize("sort", ["id", "price", "-price", "name", "-created_at"])
+async def test_a_cursor_walk_matches_the_page_walk(
+    client: httpx.AsyncClient, products: list[Product], sort: str
+) -> None:
+    by_cursor = await walk(client, "/products/", size=2, sort=sort)
+    by_page = (await client.get("/products/", params={"size": 100, "sort": sort})).json()
+
+    assert [p["id"] for p in by_cursor] == [p["id"] for p in by_page["items"]]
+    assert len(by_cursor) == len(PRICES)
+
+
+async def test_the_last_page_has_no_next_cursor(
+    client: httpx.AsyncClient, products: list[Product]
+) -> None:
+    whole = (await client.get("/products/", params={"size": 100})).json()
+    assert whole["next_cursor"] is None
+    first = (await client.get("/products/", params={"size": 3})).json()
+    assert first["next_cursor"]
+    assert (first["total"], first["page"], first["pages"]) == (7, 1, 3)
+
+
+async def test_a_cursor_is_not_shifted_by_rows_inserted_before_it(
+    client: httpx.AsyncClient, session: AsyncSession, products: list[Product]
+) -> None:
+    first = (await client.get("/products/", params={"size": 3, "sort": "price"})).json()
+    cursor = first["next_cursor"]
+    expected = await client.get("/products/", params={"size": 3, "sort": "price", "page": 2})
+    await make_product(session, name="Cheapest", price="0.50")  # lands on page 1
+
+    by_cursor = await client.get(
+        "/products/", params={"size": 3, "sort": "price", "cursor": cursor}
+    )
+    by_offset = await client.get("/products/", params={"size": 3, "sort": "price", "page": 2})
+
+    assert [p["id"] for p in by_cursor.json()["items"]] == [
+        p["id"] for p in expected.json()["items"]
+    ]
+    assert by_offset.json()["items"][0]["id"] == first["items"][-1]["id"]  # shifted by one
+
+
+async def test_orders_newest_first_by_cursor(
+    session: AsyncSession, admin_client: httpx.AsyncClient, admin: User
+) -> None:
+    product = await make_product(session, name="Gadget", price="2.00")
+    orders = [await make_order(session, user=admin, products=[product]) for _ in range(5)]
+
+    walked = await walk(admin_client, "/orders/", size=2)
+
+    assert [o["id"] for o in walked] == [o.id for o in reversed(orders)]
+
+
+async def test_users_by_cursor(
+    session: AsyncSession, admin_client: httpx.AsyncClient, admin: User
+) -> None:
+    users = [await make_user(session) for _ in range(4)]
+    walked = await walk(admin_client, "/users/", size=3)
+    assert [u["id"] for u in walked] == [admin.id] + [u.id for u in users]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "!!!",  # not base64url
+        "x" * 513,  # too long
+        "aGVsbG8",  # base64 of "hello": no direction marker
+        "Pmk6YWJj",  # ">i:abc": an integer that is not one
+    ],
+)
+async def test_malformed_cursors_are_422(
+    client: httpx.AsyncClient, products: list[Product], cursor: str
+) -> None:
+    response = await client.get("/products/", params={"cursor": cursor})
+
+    body = assert_problem(response, 422, "validation_error")
+    assert "query.cursor" in error_fields(body)
+
+
+async def test_a_cursor_of_another_sort_or_list_is_422(
+    client: httpx.AsyncClient,
+    admin_client: httpx.AsyncClient,
+    products: list[Product],
+    session: AsyncSession,
+) -> None:
+    by_price = (await client.get("/products/", params={"size": 2, "sort": "price"})).json()
+    by_id = (await client.get("/products/", params={"size": 2})).json()
+    for _ in range(3):
+        await make_user(session)
+    users = (await admin_client.get("/users/", params={"size": 1})).json()
+
+    wrong_type = await client.get(
+        "/products/", params={"sort": "name", "cursor": by_price["next_cursor"]}
+    )
+    wrong_length = await client.get(
+        "/products/", params={"sort": "price", "cursor": by_id["next_cursor"]}
+    )
+
+    assert_problem(wrong_type, 422, "validation_error")
+    assert_problem(wrong_length, 422, "validation_error")
+    reused = await client.get("/products/", params={"cursor": users["next_cursor"]})
+    assert_problem(reused, 422, "validation_error")
