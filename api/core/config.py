@@ -11,7 +11,8 @@ PLACEHOLDER_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value (`FIRST_SUPERUSER_EMAIL=` in a copy of .env.example) means "not set".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     # Fails closed: a deployment that forgets ENVIRONMENT is production and needs a real key.
     environment: Literal["development", "test", "production"] = "production"

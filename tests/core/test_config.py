@@ -47,6 +47,15 @@ def test_env_example_shows_every_default() -> None:
         assert documented[name.upper()] == as_env(field.default), name
 
 
+def test_a_copy_of_env_example_loads_as_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cp .env.example .env` is the documented start: its empty values mean "unset"."""
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    from_example = Settings(_env_file=ROOT / ".env.example")
+    defaults = Settings(_env_file=None)
+
+    assert from_example.model_dump() == defaults.model_dump()
+
+
 def test_environment_defaults_to_production_and_refuses_the_placeholder() -> None:
     with pytest.raises(ValidationError, match="SECRET_KEY must be set"):
         Settings(_env_file=None)
