@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
+from pydantic import EmailStr, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_command_timeout: float = Field(default=15.0, gt=0)
     db_echo: bool = False
+    # TLS to the database (or PgBouncer): off on a private network; the context is built once.
+    db_tls: Literal["disable", "require", "verify-full"] = "disable"
+    db_tls_ca_file: FilePath | None = None
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET_KEY)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True

@@ -8,6 +8,7 @@ the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and l
 behind on the server (measured: tests/core/test_pgbouncer.py).
 """
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
@@ -32,10 +33,23 @@ from api.core.errors import (
 )
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | bool:
+    """What asyncpg's `ssl` gets: False, or one context for every connection (asyncpg would
+    otherwise build one, loading certificates, on each connect)."""
+    if settings.db_tls == "disable":
+        return False
+    context = ssl.create_default_context(cafile=settings.db_tls_ca_file)
+    if settings.db_tls == "require":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     connect_args: dict[str, Any] = {
         "timeout": settings.db_connect_timeout,
         "command_timeout": settings.db_command_timeout,
+        "ssl": tls_context(settings),
     }
     pool: dict[str, Any]
     if settings.db_pool_mode == "null":

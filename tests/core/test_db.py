@@ -1,6 +1,9 @@
 """The one transaction boundary and the engine's life, against real PostgreSQL."""
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -10,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import func, select
 
-from api.core.db import SessionDep, build_engine, build_sessionmaker
-from api.core.errors import Conflict
+from api.core.db import SessionDep, build_engine, build_sessionmaker, tls_context
+from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
 from api.users.models import User
 from tests.conftest import Database, savepoint_sessions
@@ -156,3 +159,63 @@ async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) ->
         assert engine.pool.checkedin() == 1
 
     assert engine.pool.checkedin() == 0
+
+
+SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
+async def first_bytes_sent(settings_overrides: dict[str, Any]) -> bytes:
+    """The first 8 bytes the engine sends to a server that answers nothing and hangs up."""
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not received.done():
+            received.set_result(await reader.read(8))
+        writer.close()
+
+    server = await asyncio.start_server(listen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = settings_for_tests(
+        database_url=f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/db",
+        db_connect_timeout=2,
+        **settings_overrides,
+    )
+    engine = build_engine(settings)
+    try:
+        with pytest.raises(DATABASE_ERRORS):  # the fake server hangs up
+            async with engine.connect():
+                pass
+        return await asyncio.wait_for(received, 5)
+    finally:
+        await engine.dispose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tls_is_off_by_default_so_no_ssl_request_is_sent() -> None:
+    assert settings_for_tests().db_tls == "disable"
+    assert await first_bytes_sent({}) != SSL_REQUEST
+
+
+async def test_tls_require_asks_for_tls_first() -> None:
+    assert await first_bytes_sent({"db_tls": "require"}) == SSL_REQUEST
+
+
+def test_the_tls_context_is_built_once_per_setting() -> None:
+    assert tls_context(settings_for_tests()) is False
+    required = tls_context(settings_for_tests(db_tls="require"))
+    assert isinstance(required, ssl.SSLContext)
+    assert (required.verify_mode, required.check_hostname) == (ssl.CERT_NONE, False)
+    verified = tls_context(settings_for_tests(db_tls="verify-full"))
+    assert isinstance(verified, ssl.SSLContext)
+    assert (verified.verify_mode, verified.check_hostname) == (ssl.CERT_REQUIRED, True)
+
+
+async def test_tls_required_from_a_server_without_it_is_a_503(database: Database) -> None:
+    app = create_app(settings_for_tests(database_url=database.url, db_tls="require"))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/health/ready")
+
+    assert_problem(response, 503, "database_unavailable")
