@@ -80,6 +80,7 @@ class TestCreateOrder:
         assert items[mouse.id]["unit_price"] == "79.99"
         assert items[mouse.id]["total_price"] == "159.98"
         assert items[mouse.id]["product"]["name"] == "Wireless Mouse"
+        assert items[mouse.id]["product"]["stock_quantity"] == 8  # as the order left it
         assert items[cable.id]["total_price"] == "13.50"
         assert await stock_of(session, mouse) == 8
         assert await stock_of(session, cable) == 0
@@ -349,6 +350,22 @@ class TestOrderNumber:
         assert first.json()["order_number"] == "ORD-20260101000000-AAAAAA"
         assert second.status_code == 201
         assert second.json()["order_number"] == "ORD-20260101000000-BBBBBB"
+
+    async def test_no_free_number_is_a_409_and_leaves_nothing(
+        self,
+        customer_client: httpx.AsyncClient,
+        session: AsyncSession,
+        mouse: Product,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(service, "order_number", lambda: "ORD-20260101000000-CCCCCC")
+        await customer_client.post("/orders/", json=order_body((mouse, 1)))
+
+        response = await customer_client.post("/orders/", json=order_body((mouse, 1)))
+
+        assert_problem(response, 409, "conflict")
+        assert await count(session, Order) == 1
+        assert await stock_of(session, mouse) == 9
 
 
 class TestReadOrders:
