@@ -106,13 +106,13 @@ def write_for_container(
     max_client_conn: int,
 ) -> Path:
     """The configuration of a PgBouncer container in front of the server at `server_url` (the
-    direct URL the migrations use, credentials included): listening on every address, logging
-    to standard error, no pid file."""
+    direct URL the migrations use, credentials included): listening on every IPv4 address,
+    logging to standard error, no pid file."""
     url = make_url(server_url)
     if not url.host or not url.username or url.password is None:
         raise ValueError("the server URL needs a host, a user and a password")
     config = PgBouncerConfig(
-        listen_addr="*",
+        listen_addr="0.0.0.0",
         listen_port=listen_port,
         server_host=url.host,
         server_port=url.port or 5432,

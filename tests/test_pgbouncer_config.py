@@ -102,7 +102,7 @@ class TestContainerConfig:
         assert main(argv) == 0
 
         values = settings_of((tmp_path / "pgbouncer.ini").read_text())
-        assert values["listen_addr"] == "*"
+        assert values["listen_addr"] == "0.0.0.0"
         assert values["listen_port"] == "6432"
         assert values["auth_file"] == "/etc/pgbouncer/userlist.txt"
         assert values["max_prepared_statements"] == "200"

@@ -181,7 +181,15 @@ def test_pgbouncer_reads_the_template_rendered_by_the_job(
     settings = parser["pgbouncer"]
 
     bouncer = service("pgbouncer")
-    assert bouncer["volumes"] == ["pgbouncer-config:/etc/pgbouncer:ro"]
+    assert bouncer["volumes"] == [
+        {
+            "type": "volume",
+            "source": "pgbouncer-config",
+            "target": "/etc/pgbouncer",
+            "read_only": True,
+            "volume": {"nocopy": True},
+        }
+    ]
     assert bouncer["entrypoint"] == ["/usr/bin/pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]
     assert Path(settings["auth_file"]).parent == Path("/etc/pgbouncer")
     assert parser["databases"]["*"] == "host=db port=5432"
