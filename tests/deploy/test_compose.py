@@ -93,7 +93,7 @@ def test_the_api_goes_through_pgbouncer_on_nullpool_with_its_statement_cache() -
     assert env["DB_POOL_MODE"] == "null"
     assert env["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
     assert "MIGRATIONS_DATABASE_URL" not in env  # the API knows only PgBouncer
-    assert service("api")["ports"] == ["${API_PORT:-8000}:8000"]
+    assert service("api")["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
 
 def test_migrations_go_straight_to_the_database() -> None:
