@@ -4,22 +4,19 @@ goes with each (PGBOUNCER_PREPARED_STATEMENTS)."""
 
 import asyncio
 import configparser
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from api import devstack, pgbouncer
 from api.__main__ import main
 from api.core.db import build_engine
 from tests.conftest import Database, serving
-from tests.helpers import live_admin, settings_for_tests
+from tests.helpers import live_admin, running_pgbouncer, settings_for_tests
 
 COMPOSE_LIKE_URL = "postgresql+asyncpg://storefront:s3cret@db:5432/storefront"
 
@@ -168,22 +165,9 @@ def tracking_pgbouncer(
     if not pgbouncer.tracks_prepared_statements(installed_version):
         yield None
         return
-    url = make_url(postgres_server)
-    workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-tracking-"))
-    bouncer = devstack.PgBouncer(
-        workdir,
-        server_host=url.host or "127.0.0.1",
-        server_port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or "",
-        default_pool_size=2,
-        max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
-    )
-    try:
-        yield bouncer.start()
-    finally:
-        bouncer.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    tracking = pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS
+    with running_pgbouncer(postgres_server, max_prepared_statements=tracking) as bouncer:
+        yield bouncer
 
 
 @pytest.mark.pgbouncer
