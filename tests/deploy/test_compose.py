@@ -73,8 +73,9 @@ def test_the_api_is_healthy_only_when_ready() -> None:
 
 
 @pytest.mark.parametrize("name", ["pgbouncer-config", "migrate"])
-def test_one_shot_jobs_are_not_restarted(name: str) -> None:
+def test_one_shot_jobs_are_not_restarted_nor_health_checked(name: str) -> None:
     assert service(name)["restart"] == "no"
+    assert service(name)["healthcheck"] == {"disable": True}
 
 
 def test_postgres_18_keeps_its_data_in_a_named_volume_at_the_18_mount_point() -> None:
