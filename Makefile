@@ -1,12 +1,15 @@
 # The project's verbs. Each one does its own set-up on a fresh machine.
 #   make test   environment from the lock file, PgBouncer if missing, lint, type check, tests
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
+#   make image  the production image (deploy/Dockerfile); needs a Docker engine
+#   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
 
-.PHONY: env pgbouncer lint format typecheck test run hash-benchmark clean
+.PHONY: env pgbouncer lint format typecheck test run image compose-test hash-benchmark clean
+IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
 env:
@@ -43,6 +46,12 @@ test: env pgbouncer lint typecheck
 
 run: env
 	@$(UV) run --frozen python -m api serve-local
+
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+compose-test: env
+	STOREFRONT_COMPOSE_TEST=1 $(UV) run --frozen pytest tests/deploy/test_compose_stack.py $(PYTEST_ARGS)
 
 hash-benchmark: env
 	@$(UV) run --frozen python -m api hash-benchmark

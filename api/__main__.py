@@ -4,6 +4,8 @@ serve-local       the no-Docker stack behind `make run`: embedded PostgreSQL kep
                   PgBouncer in front when installed, migrations, then uvicorn in the foreground.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
+pgbouncer-config  render deploy/pgbouncer's template for a PgBouncer container (compose.yaml's
+                  pgbouncer-config job), in front of the server at MIGRATIONS_DATABASE_URL.
 hash-benchmark    what one password verify costs here with the configured argon2id parameters.
 """
 
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from api import devstack
+from api import devstack, pgbouncer
 
 DATABASE = "storefront"
 
@@ -50,12 +52,20 @@ def serve_local(host: str, port: int, data: Path) -> int:
         env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
         env.setdefault("ENVIRONMENT", "development")
         env.setdefault("LOG_JSON", "false")
-        if devstack.pgbouncer_binary():
+        binary = devstack.pgbouncer_binary()
+        if binary:
+            # As compose does when this PgBouncer can: prepared statements tracked, cache kept.
+            tracks = pgbouncer.tracks_prepared_statements(devstack.pgbouncer_version(binary))
             bouncer = devstack.PgBouncer(
-                data / "pgbouncer", server_port=postgres.port, password=postgres.password
+                data / "pgbouncer",
+                server_port=postgres.port,
+                password=postgres.password,
+                max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS if tracks else 0,
             ).start()
             env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
-            say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; the API uses NullPool")
+            env.update(PGBOUNCER_PREPARED_STATEMENTS=str(tracks).lower())
+            cache = "statement cache on" if tracks else "statement cache off (PgBouncer < 1.21)"
+            say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; NullPool, {cache}")
         else:
             env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
             say("PgBouncer is not installed: the API connects directly with a pool. To run as in")
@@ -120,6 +130,24 @@ def create_superuser(email: str, username: str) -> int:
     return 0
 
 
+def pgbouncer_config(args: argparse.Namespace) -> int:
+    try:
+        ini = pgbouncer.write_for_container(
+            args.out,
+            server_url=pgbouncer.server_url_from_environment(),
+            listen_port=args.listen_port,
+            auth_file=args.auth_file,
+            max_prepared_statements=args.max_prepared_statements,
+            default_pool_size=args.default_pool_size,
+            max_client_conn=args.max_client_conn,
+        )
+    except ValueError as exc:
+        print(f"pgbouncer-config: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {ini} and {ini.parent / 'userlist.txt'}")
+    return 0
+
+
 def hash_benchmark(rounds: int) -> int:
     from api.core import security
 
@@ -143,6 +171,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     superuser = commands.add_parser("create-superuser", help="create or promote a superuser")
     superuser.add_argument("--email", required=True)
     superuser.add_argument("--username", default="admin")
+    config = commands.add_parser("pgbouncer-config", help="render PgBouncer's configuration")
+    config.add_argument("--out", type=Path, required=True, help="directory to write into")
+    config.add_argument("--listen-port", type=int, default=6432)
+    config.add_argument(
+        "--auth-file",
+        type=Path,
+        default=Path("/etc/pgbouncer/userlist.txt"),
+        help="where PgBouncer will find userlist.txt",
+    )
+    config.add_argument(
+        "--max-prepared-statements",
+        type=int,
+        default=None,
+        help="tracked prepared statements (PgBouncer >= 1.21; omit for an older PgBouncer)",
+    )
+    config.add_argument("--default-pool-size", type=int, default=20)
+    config.add_argument("--max-client-conn", type=int, default=500)
     bench = commands.add_parser("hash-benchmark", help="time one password verify")
     bench.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
@@ -150,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_local(args.host, args.port, args.data_dir.resolve())
     if args.command == "create-superuser":
         return create_superuser(args.email, args.username)
+    if args.command == "pgbouncer-config":
+        return pgbouncer_config(args)
     return hash_benchmark(args.rounds)
 
 

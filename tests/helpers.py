@@ -114,8 +114,11 @@ PGBOUNCER_POOL_SIZE = 2  # small, so a check of the server connections sees thos
 
 
 @contextlib.contextmanager
-def running_pgbouncer(server_url: str) -> Iterator[devstack.PgBouncer]:
-    """A real PgBouncer in transaction mode in front of the server at `server_url`."""
+def running_pgbouncer(
+    server_url: str, *, max_prepared_statements: int = 0
+) -> Iterator[devstack.PgBouncer]:
+    """A real PgBouncer in transaction mode in front of the server at `server_url` (tracking
+    prepared statements when `max_prepared_statements` is set: PgBouncer >= 1.21 only)."""
     url = make_url(server_url)
     workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-"))
     bouncer = devstack.PgBouncer(
@@ -125,6 +128,7 @@ def running_pgbouncer(server_url: str) -> Iterator[devstack.PgBouncer]:
         user=url.username or "postgres",
         password=url.password or "",
         default_pool_size=PGBOUNCER_POOL_SIZE,
+        max_prepared_statements=max_prepared_statements,
     )
     try:
         yield bouncer.start()

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/storefront"
     migrations_database_url: str | None = None
     db_pool_mode: Literal["null", "queue"] = "queue"
+    # The PgBouncer in front (DB_POOL_MODE=null) tracks prepared statements (>= 1.21 with
+    # max_prepared_statements > 0): asyncpg may then keep its statement cache.
+    pgbouncer_prepared_statements: bool = False
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)

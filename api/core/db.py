@@ -2,10 +2,16 @@
 handling.
 
 Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no connections of its own
-(NullPool) and asyncpg keeps no prepared statements: PgBouncer 1.18 hands each transaction to any
-server connection, so a named statement prepared on one would be missing (or already exist) on
-the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
-behind on the server (measured: tests/core/test_pgbouncer.py).
+(NullPool). Whether asyncpg may keep prepared statements depends on the PgBouncer:
+
+- 1.18 (Debian 12; the default, `PGBOUNCER_PREPARED_STATEMENTS=false`) hands each transaction to
+  any server connection, so a named statement prepared on one would be missing (or already exist)
+  on the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
+  behind on the server (measured: tests/core/test_pgbouncer.py).
+- 1.21 and later with `max_prepared_statements` > 0 (`PGBOUNCER_PREPARED_STATEMENTS=true`; what
+  compose.yaml and deploy/k8s run) track protocol-level prepared statements per client and
+  prepare them on whichever server connection runs them, so asyncpg keeps its statement cache:
+  a statement repeated on one connection is parsed and planned once.
 """
 
 import ssl
@@ -53,7 +59,8 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     }
     pool: dict[str, Any]
     if settings.db_pool_mode == "null":
-        connect_args["statement_cache_size"] = 0
+        if not settings.pgbouncer_prepared_statements:
+            connect_args["statement_cache_size"] = 0
         pool = {"poolclass": NullPool}
     else:
         pool = {

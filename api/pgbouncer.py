@@ -1,0 +1,132 @@
+"""The one PgBouncer configuration, rendered from deploy/pgbouncer/pgbouncer.ini.template for
+every path that runs PgBouncer: `make run` and the tests (api/devstack.py) and Docker Compose (its
+`pgbouncer-config` job runs `python -m api pgbouncer-config`). Kubernetes runs CloudNativePG's
+Pooler, whose parameters a test holds to the same values.
+
+Prepared statements: PgBouncer >= 1.21 tracks protocol-level prepared statements in transaction
+mode (`max_prepared_statements`, on by default from 1.24); older versions, such as Debian 12's
+1.18, refuse to start on the unknown key. So the key is written only for a PgBouncer that has it,
+always with an explicit value (0 turns tracking off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini.template"
+TRACKS_PREPARED_STATEMENTS_FROM = (1, 21)
+# What the app's statement cache needs room for; PgBouncer's own default from 1.24 on.
+DEFAULT_MAX_PREPARED_STATEMENTS = 200
+
+
+@dataclass(frozen=True)
+class PgBouncerConfig:
+    """What differs between the places PgBouncer runs; the template holds the rest."""
+
+    listen_addr: str
+    listen_port: int
+    server_host: str
+    server_port: int
+    auth_file: Path
+    pidfile: str = ""  # empty: none (a container's PgBouncer runs in the foreground)
+    logfile: str = ""  # empty: standard error only
+    default_pool_size: int = 20
+    max_client_conn: int = 500
+    # None: a PgBouncer older than 1.21, which does not know the key; 0: tracking off.
+    max_prepared_statements: int | None = None
+    extra: str = ""
+
+
+def tracks_prepared_statements(version: tuple[int, ...]) -> bool:
+    return version[:2] >= TRACKS_PREPARED_STATEMENTS_FROM
+
+
+def parse_version(output: str) -> tuple[int, ...]:
+    """(1, 18, 0) from `pgbouncer --version`'s first line, "PgBouncer 1.18.0"."""
+    match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", output)
+    if match is None:
+        raise ValueError(f"not a PgBouncer version: {output[:80]!r}")
+    return tuple(int(part) for part in match.groups(default="0"))
+
+
+def render(config: PgBouncerConfig) -> str:
+    """The pgbouncer.ini text for `config`."""
+    prepared = config.max_prepared_statements
+    if prepared is not None and prepared < 0:
+        raise ValueError("max_prepared_statements must be 0 (off) or more")
+    return string.Template(TEMPLATE.read_text()).substitute(
+        listen_addr=config.listen_addr,
+        listen_port=config.listen_port,
+        server_host=config.server_host,
+        server_port=config.server_port,
+        auth_file=config.auth_file,
+        pidfile=config.pidfile,
+        logfile=config.logfile,
+        default_pool_size=config.default_pool_size,
+        max_client_conn=config.max_client_conn,
+        prepared_statements="" if prepared is None else f"max_prepared_statements = {prepared}",
+        extra=config.extra,
+    )
+
+
+def userlist(user: str, password: str) -> str:
+    """PgBouncer's auth_file line: both quoted, a double quote inside doubled."""
+    return '"{}" "{}"\n'.format(user.replace('"', '""'), password.replace('"', '""'))
+
+
+def write(directory: Path, config: PgBouncerConfig, *, user: str, password: str) -> Path:
+    """Write pgbouncer.ini (0644) and userlist.txt (0600, the password) into `directory`;
+    returns the ini's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(render(config))
+    ini.chmod(0o644)
+    users = directory / "userlist.txt"
+    users.touch(mode=0o600)
+    users.chmod(0o600)
+    users.write_text(userlist(user, password))
+    return ini
+
+
+def write_for_container(
+    directory: Path,
+    *,
+    server_url: str,
+    listen_port: int,
+    auth_file: Path,
+    max_prepared_statements: int | None,
+    default_pool_size: int,
+    max_client_conn: int,
+) -> Path:
+    """The configuration of a PgBouncer container in front of the server at `server_url` (the
+    direct URL the migrations use, credentials included): listening on every IPv4 address,
+    logging to standard error, no pid file."""
+    url = make_url(server_url)
+    if not url.host or not url.username or url.password is None:
+        raise ValueError("the server URL needs a host, a user and a password")
+    config = PgBouncerConfig(
+        listen_addr="0.0.0.0",
+        listen_port=listen_port,
+        server_host=url.host,
+        server_port=url.port or 5432,
+        auth_file=auth_file,
+        default_pool_size=default_pool_size,
+        max_client_conn=max_client_conn,
+        max_prepared_statements=max_prepared_statements,
+    )
+    return write(directory, config, user=url.username, password=str(url.password))
+
+
+def server_url_from_environment() -> str:
+    """MIGRATIONS_DATABASE_URL: the direct URL, the same setting the migrations read."""
+    url = os.environ.get("MIGRATIONS_DATABASE_URL")
+    if not url:
+        raise ValueError("MIGRATIONS_DATABASE_URL (the direct URL to PostgreSQL) is not set")
+    return url

