@@ -7,6 +7,7 @@ import configparser
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -147,6 +148,27 @@ async def test_the_statement_cache_is_off_by_default_and_on_with_tracking(
 ) -> None:
     assert await named_statements_after_repeats(database.url, tracking=False) == 0
     assert await named_statements_after_repeats(database.url, tracking=True) > 0
+
+
+@pytest.mark.parametrize(
+    ("pool_mode", "through_pgbouncer", "tracking", "cache"),
+    [
+        ("queue", False, False, True),  # straight to PostgreSQL
+        ("null", False, False, False),  # NullPool means PgBouncer
+        ("queue", True, False, False),  # a small pool in front of PgBouncer 1.18
+        ("queue", True, True, True),  # ... of a PgBouncer that tracks them
+        ("null", False, True, True),
+    ],
+)
+def test_the_statement_cache_follows_where_the_url_leads(
+    pool_mode: Literal["null", "queue"], through_pgbouncer: bool, tracking: bool, cache: bool
+) -> None:
+    settings = settings_for_tests(
+        db_pool_mode=pool_mode,
+        db_through_pgbouncer=through_pgbouncer,
+        pgbouncer_prepared_statements=tracking,
+    )
+    assert settings.statement_cache is cache
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     db_pool_mode: Literal["null", "queue"] = "queue"
     # The PgBouncer in front (DB_POOL_MODE=null) tracks prepared statements (>= 1.21 with
     # max_prepared_statements > 0): asyncpg may then keep its statement cache.
+    db_through_pgbouncer: bool = False
     pgbouncer_prepared_statements: bool = False
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -75,6 +76,15 @@ class Settings(BaseSettings):
         ):
             raise ValueError("FIRST_SUPERUSER_PASSWORD (8+ characters) goes with the email")
         return self
+
+    @property
+    def statement_cache(self) -> bool:
+        """Whether asyncpg may keep named prepared statements on its connections: straight to
+        PostgreSQL, or behind a PgBouncer that tracks them. PgBouncer 1.18 in transaction mode
+        hands each transaction to any server connection, where a named statement is missing or
+        already exists."""
+        behind_pgbouncer = self.db_pool_mode == "null" or self.db_through_pgbouncer
+        return not behind_pgbouncer or self.pgbouncer_prepared_statements
 
     @property
     def direct_database_url(self) -> str:

@@ -12,6 +12,10 @@ Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no conn
   compose.yaml and deploy/k8s run) track protocol-level prepared statements per client and
   prepare them on whichever server connection runs them, so asyncpg keeps its statement cache:
   a statement repeated on one connection is parsed and planned once.
+
+A small app-side pool in front of PgBouncer (`DB_POOL_MODE=queue`, `DB_THROUGH_PGBOUNCER=true`)
+follows the same rule. It is safe in transaction mode because nothing crosses a transaction: the
+app sets no session state, and named statements only exist where PgBouncer tracks them.
 """
 
 import ssl
@@ -58,9 +62,9 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         "ssl": tls_context(settings),
     }
     pool: dict[str, Any]
+    if not settings.statement_cache:
+        connect_args["statement_cache_size"] = 0
     if settings.db_pool_mode == "null":
-        if not settings.pgbouncer_prepared_statements:
-            connect_args["statement_cache_size"] = 0
         pool = {"poolclass": NullPool}
     else:
         pool = {

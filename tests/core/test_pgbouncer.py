@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from api import devstack
-from tests.conftest import Database
+from tests.conftest import Database, serving
 from tests.helpers import (
     PGBOUNCER_POOL_SIZE,
     error_fields,
@@ -59,11 +59,32 @@ async def server_connection_statements(
             await connection.close()
 
 
+@pytest.fixture(scope="module")
+def pooled_server(
+    concurrent_database: Database,
+    pgbouncer: devstack.PgBouncer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """uvicorn with a small app-side pool in front of the same PgBouncer (1.18, no tracking)."""
+    log_dir = tmp_path_factory.mktemp("pooled")
+    pool = {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
+    with serving(concurrent_database, pgbouncer, log_dir, **pool) as url:
+        yield url
+
+
+@pytest.fixture(params=["nullpool", "app-side pool"])
+def server(request: pytest.FixtureRequest) -> str:
+    """The API behind PgBouncer, on NullPool (the default) or with a small pool of its own."""
+    fixture = "live_server" if request.param == "nullpool" else "pooled_server"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
 async def test_a_burst_of_requests_leaves_no_statement_behind(
-    live_server: str, pgbouncer: devstack.PgBouncer, committed: Database
+    server: str, pgbouncer: devstack.PgBouncer, committed: Database
 ) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=live_server, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=server, limits=limits, timeout=60) as client:
         creates = await asyncio.gather(
             *(
                 client.post(
