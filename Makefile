@@ -1,12 +1,14 @@
 # The project's verbs. Each one does its own set-up on a fresh machine.
 #   make test   environment from the lock file, PgBouncer if missing, lint, type check, tests
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
+#   make bench  the API's speed on the make-run stack, as one table (BENCH_ARGS="--help" lists options)
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
+BENCH_ARGS ?=
 
-.PHONY: env pgbouncer lint format typecheck test run hash-benchmark clean
+.PHONY: env pgbouncer wrk lint format typecheck test run bench hash-benchmark clean
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
 env:
@@ -27,6 +29,18 @@ pgbouncer:
 	echo "The project starts its own PgBouncer; disabling the package's system service (port 6432)."; \
 	$$sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
 
+# wrk (the HTTP load generator of make bench) from the distribution's packages, as PgBouncer.
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "wrk is missing and this is not a Debian-like machine: install wrk with your package manager."; exit 1; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "wrk is missing. Install it with: sudo apt-get update && sudo apt-get install -y wrk"; exit 1; fi; \
+	echo "Installing wrk (apt-get)..."; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null
+
 lint: env
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
@@ -43,6 +57,9 @@ test: env pgbouncer lint typecheck
 
 run: env
 	@$(UV) run --frozen python -m api serve-local
+
+bench: env pgbouncer wrk
+	@$(UV) run --frozen python -m tests.bench $(BENCH_ARGS)
 
 hash-benchmark: env
 	@$(UV) run --frozen python -m api hash-benchmark
