@@ -147,7 +147,7 @@ class Row:
     statement_kinds: dict[str, float] | None = None
     statement_queries: list[dict[str, Any]] | None = None
     rss_mb: list[float] | None = None  # each uvicorn worker, after this row's run
-    other_cpu_pct: float | None = None  # CPU used by processes not ours during the run
+    other_cpu_pct: float | None = None  # CPU used by processes not ours (and steal) in the run
     cpu_ms: dict[str, float] | None = None  # CPU per request: app, pgbouncer, postgres, client
 
     @property
@@ -207,13 +207,17 @@ def running_postgres(data_dir: Path) -> Iterator[devstack.EmbeddedPostgres]:
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "plain"
+    data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "plain", extra: str = ""
 ) -> Iterator[devstack.PgBouncer]:
     """PgBouncer as `make run` starts it. With `userlist="scram"` its auth file holds the
     server's SCRAM secret instead of the password (an experiment: PgBouncer 1.18 then checks a
-    client's proof without deriving a secret from the password at every login)."""
+    client's proof without deriving a secret from the password at every login); `extra` is
+    configuration appended to the template's (a later setting wins)."""
     bouncer = devstack.PgBouncer(
-        data_dir / "pgbouncer", server_port=postgres.port, password=postgres.password
+        data_dir / "pgbouncer",
+        server_port=postgres.port,
+        password=postgres.password,
+        extra=extra,
     )
     try:
         bouncer.start()
@@ -289,8 +293,15 @@ class Meter:
     def __init__(self, groups: dict[str, int]) -> None:
         self.groups = groups  # name -> root pid
         self.started = time.monotonic()
+        self.steal = self._steal_ticks()
         self.children = self._children_seconds()
         self.before = self._ticks()
+
+    @staticmethod
+    def _steal_ticks() -> int:
+        """CPU time the hypervisor gave to other machines (a virtual machine's "steal")."""
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) if len(fields) > 8 else 0
 
     @staticmethod
     def _children_seconds() -> float:
@@ -315,6 +326,7 @@ class Meter:
         }
         seconds[client] = self._children_seconds() - self.children
         elapsed = (time.monotonic() - self.started) * (os.cpu_count() or 1)
+        seconds["others"] += (self._steal_ticks() - self.steal) / hz
         others = round(100 * seconds.pop("others") / elapsed, 1) if elapsed else 0.0
         per_request = {k: round(1000 * v / max(requests, 1), 3) for k, v in seconds.items()}
         return others, per_request
@@ -333,8 +345,11 @@ def serving(
 ) -> Iterator[Server]:
     port = devstack.free_port()
     label = f"{workers} worker{'s' if workers > 1 else ''}"
-    # As the Docker image runs it (deploy/Dockerfile), with the worker count and a loopback port.
-    command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+    # As the Docker image runs it (deploy/Dockerfile), with the worker count and a loopback port;
+    # through serve.py when an experiment layers engine arguments over api/core/db.py's.
+    experiment = env.get("BENCH_CONNECT_ARGS") or env.get("BENCH_ENGINE_ARGS")
+    runner = "tests.bench.serve" if experiment else "uvicorn"
+    command = [sys.executable, "-m", runner, "--factory", "api.main:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
     with log.open("wb") as out:
@@ -784,10 +799,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="appended to the app's DATABASE_URL, e.g. ssl=disable (asyncpg connect arguments)",
     )
     parser.add_argument(
+        "--connect-args",
+        default="",
+        metavar="JSON",
+        help="an experiment: asyncpg connect arguments merged over api/core/db.py's (serve.py)",
+    )
+    parser.add_argument(
+        "--engine-args",
+        default="",
+        metavar="JSON",
+        help="an experiment: create_async_engine arguments merged over api/core/db.py's",
+    )
+    parser.add_argument(
         "--userlist",
         choices=("plain", "scram"),
         default="plain",
         help="PgBouncer's auth file: the password as make run writes it, or the SCRAM secret",
+    )
+    parser.add_argument(
+        "--pgbouncer",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="a PgBouncer setting appended to the template's, e.g. 'auth_type = md5' (repeatable)",
     )
     parser.add_argument("--label", default="", help="a note recorded with the results")
     parser.add_argument(
@@ -822,6 +856,13 @@ def run(args: argparse.Namespace) -> int:
     only = {key.strip() for key in args.only.split(",") if key.strip()}
     load = Load(args.connections, args.threads, args.warmup, args.duration, args.timeout)
     extra = dict(item.split("=", 1) for item in args.env)
+    for name, value in (
+        ("BENCH_CONNECT_ARGS", args.connect_args),
+        ("BENCH_ENGINE_ARGS", args.engine_args),
+    ):
+        if value:
+            json.loads(value)  # fail now, not in the server
+            extra[name] = value
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(18)
@@ -829,7 +870,9 @@ def run(args: argparse.Namespace) -> int:
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         postgres = stack.enter_context(running_postgres(data_dir))
-        bouncer = stack.enter_context(running_pgbouncer(data_dir, postgres, args.userlist))
+        bouncer = stack.enter_context(
+            running_pgbouncer(data_dir, postgres, args.userlist, "\n".join(args.pgbouncer))
+        )
         say(f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}")
         url = bouncer.url(DATABASE) + (f"?{args.url_query}" if args.url_query else "")
         env = {
@@ -899,6 +942,7 @@ def run(args: argparse.Namespace) -> int:
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
         "pgbouncer_userlist": args.userlist,
+        "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
         "env": extra,
         "connections": load.connections,
@@ -943,6 +987,7 @@ def report(
     )
     print(
         f"PgBouncer auth file: {config['pgbouncer_userlist']}"
+        + (f"; PgBouncer: {config['pgbouncer_settings']}" if config["pgbouncer_settings"] else "")
         + (f"; DATABASE_URL query: {config['url_query']}" if config["url_query"] else "")
         + (f"; env: {config['env']}" if config["env"] else "")
     )
