@@ -260,7 +260,7 @@ class Server:
 
 
 def processes() -> dict[int, tuple[int, int, bytes]]:
-    """Every process: pid -> (parent pid, CPU ticks used so far, command line)."""
+    """Every process: pid -> (parent pid, CPU ticks so far with its reaped children's, command)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -268,7 +268,10 @@ def processes() -> dict[int, tuple[int, int, bytes]]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             cmdline = (entry / "cmdline").read_bytes()
-            found[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), cmdline)
+            # utime + stime, and cutime + cstime: a child it reaped (a PostgreSQL backend
+            # whose client left) still counts, in its parent.
+            ticks = sum(int(f) for f in fields[11:15])
+            found[int(entry.name)] = (int(fields[1]), ticks, cmdline)
     return found
 
 
@@ -998,12 +1001,14 @@ def report(
     print()
     print(table(rows))
     print()
-    print("SQL/req: statements the database executed per request (pg_stat_statements): app and")
-    print("driver (+ BEGIN/COMMIT/SAVEPOINT). x /health: to /health of the same server (pgbench:")
-    print("of the first). RSS: each worker after its row. other CPU: what processes not started by")
-    print(
-        "the bench used during the row, in % of the machine (a shared machine skews the figures)."
-    )
+    for line in (
+        "SQL/req: statements the database executed per request (pg_stat_statements): app and",
+        "driver (+ BEGIN/COMMIT/SAVEPOINT). x /health: to /health of the same server (pgbench:",
+        "of the first). CPU ms/req: CPU time of the app's workers, PgBouncer and PostgreSQL per",
+        "request. RSS: each worker after its row. other CPU: what processes not started by the",
+        "bench (and the hypervisor's steal) took during the row, in % of the machine.",
+    ):
+        print(line)
     print()
     for target in found:
         print(f"  {'met   ' if target.met else 'MISSED'}  {target.name}: {target.value}")
