@@ -3,12 +3,14 @@
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
 #   make image  the production image (deploy/Dockerfile); needs a Docker engine
 #   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
+#   make bench  the API's speed on the make-run stack, as one table (BENCH_ARGS="--help" lists options)
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
+BENCH_ARGS ?=
 
-.PHONY: env pgbouncer lint format typecheck test run image compose-test hash-benchmark clean
+.PHONY: env pgbouncer wrk lint format typecheck test run image compose-test bench hash-benchmark clean
 IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
@@ -29,6 +31,18 @@ pgbouncer:
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq pgbouncer >/dev/null; \
 	echo "The project starts its own PgBouncer; disabling the package's system service (port 6432)."; \
 	$$sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+
+# wrk (the HTTP load generator of make bench) from the distribution's packages, as PgBouncer.
+wrk:
+	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "wrk is missing and this is not a Debian-like machine: install wrk with your package manager."; exit 1; \
+	fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "wrk is missing. Install it with: sudo apt-get update && sudo apt-get install -y wrk"; exit 1; fi; \
+	echo "Installing wrk (apt-get)..."; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null
 
 lint: env
 	$(UV) run --frozen ruff format --check .
@@ -52,6 +66,9 @@ image:
 
 compose-test: env
 	STOREFRONT_COMPOSE_TEST=1 $(UV) run --frozen pytest tests/deploy/test_compose_stack.py $(PYTEST_ARGS)
+
+bench: env pgbouncer wrk
+	@$(UV) run --frozen python -m tests.bench $(BENCH_ARGS)
 
 hash-benchmark: env
 	@$(UV) run --frozen python -m api hash-benchmark
