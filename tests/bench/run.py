@@ -964,11 +964,11 @@ def env_pool_mode(extra: dict[str, str]) -> str:
 
 
 def tls_mode(url_query: str, extra: dict[str, str]) -> str:
+    """What the app negotiates: a URL `ssl=` wins, else the DB_TLS setting (default disable)."""
     match = re.search(r"(?:^|&)ssl=([^&]+)", url_query)
-    mode = match.group(1) if match else extra.get("PGSSLMODE") or os.environ.get("PGSSLMODE")
-    if mode:
-        return mode
-    return "prefer (asyncpg's default; PgBouncer here refuses TLS, so plaintext)"
+    if match:
+        return match.group(1)
+    return f"DB_TLS={extra.get('DB_TLS') or os.environ.get('DB_TLS') or 'disable'}"
 
 
 def report(
