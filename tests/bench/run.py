@@ -207,12 +207,12 @@ def running_postgres(data_dir: Path) -> Iterator[devstack.EmbeddedPostgres]:
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "plain", extra: str = ""
+    data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "scram", extra: str = ""
 ) -> Iterator[devstack.PgBouncer]:
-    """PgBouncer as `make run` starts it. With `userlist="scram"` its auth file holds the
-    server's SCRAM secret instead of the password (an experiment: PgBouncer 1.18 then checks a
-    client's proof without deriving a secret from the password at every login); `extra` is
-    configuration appended to the template's (a later setting wins)."""
+    """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret.
+    `userlist="plain"` writes the password instead (the old way, to measure it: PgBouncer 1.18
+    then derives a secret from the password at every login); `extra` is configuration appended
+    to the template's (a later setting wins)."""
     bouncer = devstack.PgBouncer(
         data_dir / "pgbouncer",
         server_port=postgres.port,
@@ -221,10 +221,9 @@ def running_pgbouncer(
     )
     try:
         bouncer.start()
-        if userlist == "scram":
-            query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{devstack.SUPERUSER}'"
-            secret = postgres.psql(query).stdout.strip()
-            (bouncer.run_dir / "userlist.txt").write_text(f'"{bouncer.user}" "{secret}"\n')
+        if userlist == "plain":
+            password = bouncer.password
+            (bouncer.run_dir / "userlist.txt").write_text(f'"{bouncer.user}" "{password}"\n')
             assert bouncer.process is not None
             bouncer.process.send_signal(signal.SIGHUP)  # PgBouncer rereads its auth file
             time.sleep(0.5)
@@ -816,8 +815,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--userlist",
         choices=("plain", "scram"),
-        default="plain",
-        help="PgBouncer's auth file: the password as make run writes it, or the SCRAM secret",
+        default="scram",
+        help="PgBouncer's auth file: the server's SCRAM secret (as make run) or the password",
     )
     parser.add_argument(
         "--pgbouncer",
