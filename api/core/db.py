@@ -35,6 +35,7 @@ from api.core.errors import (
     FOREIGN_KEY_VIOLATION,
     RESTRICT_VIOLATION,
     UNIQUE_VIOLATION,
+    AppError,
     Conflict,
     FieldError,
     InvalidReference,
@@ -127,23 +128,38 @@ async def constraint_errors(
         async with session.begin_nested():
             yield
     except IntegrityError as exc:
-        sqlstate, constraint = violated_constraint(exc)
-        unique, references, in_use = unique or {}, references or {}, in_use or {}
-        if sqlstate == UNIQUE_VIOLATION and constraint in unique:
-            field = unique[constraint or ""]
-            raise Conflict(
-                f"{field} is already taken.",
-                errors=[FieldError(field=field, message="already taken")],
-            ) from exc
-        if sqlstate == FOREIGN_KEY_VIOLATION and constraint in references:
-            field = references[constraint or ""]
-            raise InvalidReference(
-                f"{field} does not name an existing row.",
-                errors=[FieldError(field=field, message="does not exist")],
-            ) from exc
-        if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
-            raise Conflict(in_use[constraint or ""]) from exc
-        raise
+        error = constraint_error(exc, unique=unique, references=references, in_use=in_use)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def constraint_error(
+    exc: IntegrityError,
+    *,
+    unique: Mapping[str, str] | None = None,
+    references: Mapping[str, str] | None = None,
+    in_use: Mapping[str, str] | None = None,
+) -> AppError | None:
+    """The answer for a broken constraint named in the maps (see `constraint_errors`), or None
+    for one they do not name."""
+    sqlstate, constraint = violated_constraint(exc)
+    unique, references, in_use = unique or {}, references or {}, in_use or {}
+    if sqlstate == UNIQUE_VIOLATION and constraint in unique:
+        field = unique[constraint or ""]
+        return Conflict(
+            f"{field} is already taken.",
+            errors=[FieldError(field=field, message="already taken")],
+        )
+    if sqlstate == FOREIGN_KEY_VIOLATION and constraint in references:
+        field = references[constraint or ""]
+        return InvalidReference(
+            f"{field} does not name an existing row.",
+            errors=[FieldError(field=field, message="does not exist")],
+        )
+    if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
+        return Conflict(in_use[constraint or ""])
+    return None
 
 
 M = TypeVar("M", bound=SQLModel)

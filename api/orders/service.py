@@ -23,13 +23,12 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core.db import constraint_error
 from api.core.errors import (
     Conflict,
     FieldError,
     Forbidden,
-    InvalidReference,
     NotFound,
-    violated_constraint,
 )
 from api.core.pagination import Page, PageParams, apaginate
 from api.notifications.service import notify
@@ -188,13 +187,10 @@ async def _insert(session: AsyncSession, **fields: Any) -> Order:
         try:
             order: Order | None = (await session.exec(statement)).scalars().first()
         except IntegrityError as exc:
-            field = REFERENCES.get(violated_constraint(exc)[1] or "")
-            if field is None:
+            error = constraint_error(exc, references=REFERENCES)
+            if error is None:
                 raise
-            raise InvalidReference(
-                f"{field} does not name an existing row.",
-                errors=[FieldError(field=field, message="does not exist")],
-            ) from exc
+            raise error from exc
         if order is not None:
             return order
     raise Conflict("Could not draw a free order number; try again.")
