@@ -161,7 +161,8 @@ async def create_order(*, session: AsyncSession, caller: User, order_in: OrderCr
 
 
 async def _take_stock(session: AsyncSession, quantities: Mapping[int, int]) -> None:
-    """One UPDATE for every line (rows already locked and checked); the products come back."""
+    """One UPDATE for every line (rows already locked and checked; a negative quantity puts
+    stock back); the products come back."""
     lines = values(column("id", Integer), column("quantity", Integer), name="lines").data(
         list(quantities.items())
     )
@@ -236,10 +237,10 @@ async def change_status(
 
 
 async def _restock(session: AsyncSession, order_id: int) -> None:
+    """Put a cancelled order's items back, under locks taken in id order like an order's."""
     items = list(await session.exec(select(OrderItem).where(OrderItem.order_id == order_id)))
-    products = await _lock_products(session, sorted(item.product_id for item in items))
-    for item in items:
-        products[item.product_id].stock_quantity += item.quantity
+    await _lock_products(session, sorted(item.product_id for item in items))
+    await _take_stock(session, {item.product_id: -item.quantity for item in items})
 
 
 async def stats(*, session: AsyncSession) -> OrderStats:
