@@ -38,6 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(app.state.settings)
     engine = build_engine(app.state.settings)
     app.state.sessionmaker = build_sessionmaker(engine)
+    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
     await create_first_superuser(app.state.settings, app.state.sessionmaker)
     settle_garbage_collector()
     try:

@@ -221,7 +221,7 @@ async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]
 def app(db_connection: AsyncConnection, via: str) -> FastAPI:
     """The app in-process; its request sessions run inside the test's transaction."""
     app = create_app(settings_for_tests(db_pool_mode="null" if via == "pgbouncer" else "queue"))
-    app.state.sessionmaker = savepoint_sessions(db_connection)
+    app.state.sessionmaker = app.state.read_sessionmaker = savepoint_sessions(db_connection)
     return app
 
 

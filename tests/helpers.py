@@ -106,7 +106,9 @@ def app_without_database(database_url: str) -> FastAPI:
     app = create_app(
         settings_for_tests(database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1)
     )
-    app.state.sessionmaker = build_sessionmaker(build_engine(app.state.settings))
+    engine = build_engine(app.state.settings)
+    app.state.sessionmaker = build_sessionmaker(engine)
+    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
     return app
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from api.auth.dependencies import admin_only
-from api.core.db import SessionDep
+from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
@@ -97,7 +97,7 @@ async def by_category_stats(session: SessionDep) -> list[CategoryStats]:
 
 @router.get("/by-sku/{sku}", response_model=ProductRead, responses=responses(404))
 async def get_by_sku(
-    sku: Annotated[str, Path(max_length=50, pattern=r"^[A-Za-z0-9-]+$")], session: SessionDep
+    sku: Annotated[str, Path(max_length=50, pattern=r"^[A-Za-z0-9-]+$")], session: ReadSessionDep
 ) -> Product:
     """Read one product by SKU (any case)."""
     return await service.get_product_by(session=session, field="sku", value=sku)
@@ -105,14 +105,15 @@ async def get_by_sku(
 
 @router.get("/by-slug/{slug}", response_model=ProductRead, responses=responses(404))
 async def get_by_slug(
-    slug: Annotated[str, Path(max_length=200, pattern=r"^[a-z0-9-]+$")], session: SessionDep
+    slug: Annotated[str, Path(max_length=200, pattern=r"^[a-z0-9-]+$")],
+    session: ReadSessionDep,
 ) -> Product:
     """Read one product by slug."""
     return await service.get_product_by(session=session, field="slug", value=slug)
 
 
 @router.get("/{product_id}", response_model=ProductRead, responses=responses(404))
-async def get_product(product_id: ProductId, session: SessionDep) -> Product:
+async def get_product(product_id: ProductId, session: ReadSessionDep) -> Product:
     """Read one product."""
     return await service.get_product(session=session, product_id=product_id)
 

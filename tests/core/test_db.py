@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -30,6 +31,7 @@ async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, 
     app = create_app(settings_for_tests(database_url=committed.url))
     engine = build_engine(app.state.settings)
     app.state.sessionmaker = build_sessionmaker(engine)
+    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
     yield app, engine
     await engine.dispose()
 
@@ -164,6 +166,47 @@ async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) ->
         assert gc.get_threshold()[0] == 20_000
 
     assert engine.pool.checkedin() == 0
+
+
+@pytest.mark.concurrent
+async def test_a_one_statement_read_sends_no_begin_and_no_commit(
+    app_on_committed: tuple[FastAPI, AsyncEngine],
+    committed: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GET /products/{id} reads through ReadSessionDep, in autocommit; a list (two statements
+    that must agree) still runs in one transaction, which shows that the spy sees them. On
+    NullPool, the production default: a queue pool's pre-ping adds its own BEGIN/ROLLBACK."""
+    app, _ = app_on_committed
+    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool_mode": "null"}))
+    app.state.sessionmaker = build_sessionmaker(null_engine)
+    app.state.read_sessionmaker = build_sessionmaker(null_engine, autocommit=True)
+    product_id = await scalar(
+        committed.url,
+        "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"
+        " VALUES ('Lamp', 'lamp', 12.50, 'LAMP-1', 3, true) RETURNING id",
+    )
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.split()[0].rstrip(";").upper())
+        return await execute(self, query, *args, **kwargs)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        # The engine's first connection runs the dialect's own queries in a transaction.
+        assert (await client.get(f"/products/{product_id}")).status_code == 200
+        monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+        one = await client.get(f"/products/{product_id}")
+        assert one.status_code == 200, one.text
+        assert one.json()["sku"] == "LAMP-1"
+        assert sent == []
+        page = await client.get("/products/")
+        assert page.status_code == 200, page.text
+        assert sent == ["BEGIN", "COMMIT"]
+    await null_engine.dispose()
 
 
 def test_the_garbage_collector_is_settled_once_per_process() -> None:
