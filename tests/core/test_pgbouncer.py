@@ -213,7 +213,7 @@ async def test_a_pgbouncer_restart_under_an_app_side_pool(
             db_pool_pre_ping=pre_ping,
         )
         app = create_app(settings)
-        async with LifespanManager(app) as manager, client_for(manager.app) as client:
+        async with LifespanManager(app), client_for(app) as client:
             assert (await client.get("/products/999999")).status_code == 404
             bouncer.stop()
             bouncer.start()  # on the same port
