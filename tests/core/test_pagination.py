@@ -5,8 +5,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.core import pagination
 from api.products.models import Product
 from api.users.models import User
 from tests.factories import make_order, make_product, make_user
@@ -136,3 +138,33 @@ async def test_a_cursor_of_another_sort_or_list_is_422(
     assert_problem(wrong_length, 422, "validation_error")
     reused = await client.get("/products/", params={"cursor": users["next_cursor"]})
     assert_problem(reused, 422, "validation_error")
+
+
+async def test_a_list_longer_than_the_count_cap_is_not_counted(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    products: list[Product],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past COUNT_CAP rows `total` and `pages` are null and `total_capped` true; the database
+    counts no more than the cap and one row, and paging by page and by cursor go on."""
+    monkeypatch.setattr(pagination, "COUNT_CAP", 5)
+    assert await session.scalar(pagination._capped_count(select(Product))) == 6
+
+    first = (await client.get("/products/", params={"size": 3})).json()
+    assert (first["total"], first["total_capped"], first["page"], first["pages"]) == (
+        None,
+        True,
+        1,
+        None,
+    )
+    assert first["next_cursor"]
+    last = (await client.get("/products/", params={"size": 3, "page": 3})).json()
+    assert len(last["items"]) == 1
+    assert last["next_cursor"] is None
+    by_cursor = await walk(client, "/products/", size=3)
+    assert [p["id"] for p in by_cursor] == [p.id for p in products]
+
+    monkeypatch.setattr(pagination, "COUNT_CAP", len(PRICES))
+    exact = (await client.get("/products/", params={"size": 3})).json()
+    assert (exact["total"], exact["total_capped"], exact["pages"]) == (7, False, 3)

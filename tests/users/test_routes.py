@@ -215,9 +215,18 @@ class TestListUsers:
 
         assert response.status_code == 200
         body = response.json()
-        assert set(body) == {"items", "total", "page", "size", "pages", "next_cursor"}
+        assert set(body) == {
+            "items",
+            "total",
+            "total_capped",
+            "page",
+            "size",
+            "pages",
+            "next_cursor",
+        }
         assert isinstance(body["next_cursor"], str)  # page 1 of 2
         assert body["total"] == 4  # the three and the superuser asking
+        assert body["total_capped"] is False
         assert body["page"] == 1
         assert body["size"] == 2
         assert body["pages"] == 2
