@@ -13,7 +13,7 @@ from api.categories.models import (
     CategoryReadWithChildren,
     CategoryUpdate,
 )
-from api.core.db import SessionDep
+from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
@@ -38,20 +38,20 @@ async def create_category(category_in: CategoryCreate, session: SessionDep) -> C
 
 
 @router.get("/", response_model=Page[CategoryRead])
-async def list_categories(session: SessionDep, params: PageParamsDep) -> Page[Category]:
+async def list_categories(session: ReadSessionDep, params: PageParamsDep) -> Page[Category]:
     """List categories, oldest first."""
     return await service.list_categories(session=session, params=params)
 
 
 @router.get("/{category_id}", response_model=CategoryReadWithChildren, responses=responses(404))
-async def get_category(category_id: CategoryId, session: SessionDep) -> Category:
+async def get_category(category_id: CategoryId, session: ReadSessionDep) -> Category:
     """Read one category with its children."""
     return await service.get_category(session=session, category_id=category_id)
 
 
 @router.get("/{category_id}/products", response_model=CategoryProducts, responses=responses(404))
 async def category_products(
-    category_id: CategoryId, session: SessionDep, params: PageParamsDep
+    category_id: CategoryId, session: ReadSessionDep, params: PageParamsDep
 ) -> CategoryProducts:
     """A category and a page of its products (two statements and a count, whatever the page)."""
     category = await service.get_category(session=session, category_id=category_id)

@@ -114,11 +114,12 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A read that is one statement, run in autocommit: the statement is its own transaction,
-    so the driver sends no BEGIN before it and no COMMIT after it, two of the four round trips
-    of a single-row read (make bench: about 5 % of a NullPool GET /products/{id}'s CPU).
-    Only for a route whose one SELECT is the whole answer: two statements here would each see
-    their own snapshot, and a write would commit at once."""
+    """The session of a route that only reads, in autocommit: the driver sends no BEGIN before
+    its statements and no COMMIT after them, two round trips of the four a single-row read made
+    (make bench: about 5 % of a NullPool GET /products/{id}'s CPU). The route loses nothing: at
+    READ COMMITTED, PostgreSQL's default and ours, each statement of a transaction takes its own
+    snapshot anyway. Not for a route that writes or locks, nor for one that also depends on
+    SessionDep (the current user's lookup does): two sessions would be two connections."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
     async with sessionmaker() as session:
         yield session

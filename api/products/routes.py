@@ -42,7 +42,7 @@ async def create_product(product_in: ProductCreate, session: SessionDep) -> Prod
 
 @router.get("/", response_model=Page[ProductRead])
 async def list_products(
-    session: SessionDep,
+    session: ReadSessionDep,
     params: PageParamsDep,
     category_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
     min_price: Price = None,
@@ -69,7 +69,7 @@ async def list_products(
 
 
 @router.get("/with-categories", response_model=Page[ProductReadWithCategory])
-async def list_with_categories(session: SessionDep, params: PageParamsDep) -> Page[Product]:
+async def list_with_categories(session: ReadSessionDep, params: PageParamsDep) -> Page[Product]:
     """Active products, each with its category."""
     return await service.list_with_categories(session=session, params=params)
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from api.auth.dependencies import admin_only
-from api.core.db import SessionDep
+from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
@@ -30,13 +30,13 @@ async def create_tag(tag_in: TagCreate, session: SessionDep) -> Tag:
 
 
 @router.get("/", response_model=Page[TagRead])
-async def list_tags(session: SessionDep, params: PageParamsDep) -> Page[Tag]:
+async def list_tags(session: ReadSessionDep, params: PageParamsDep) -> Page[Tag]:
     """List tags, oldest first."""
     return await service.list_tags(session=session, params=params)
 
 
 @router.get("/{tag_id}", response_model=TagRead, responses=responses(404))
-async def get_tag(tag_id: TagId, session: SessionDep) -> Tag:
+async def get_tag(tag_id: TagId, session: ReadSessionDep) -> Tag:
     """Read one tag."""
     return await service.get_tag(session=session, tag_id=tag_id)
 

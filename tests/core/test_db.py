@@ -5,7 +5,7 @@ import gc
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -13,11 +13,21 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import func, select
+from starlette.routing import BaseRoute
 
-from api.core.db import SessionDep, build_engine, build_sessionmaker, tls_context
+from api.core.db import (
+    SessionDep,
+    build_engine,
+    build_sessionmaker,
+    get_read_session,
+    get_session,
+    tls_context,
+)
 from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
 from api.users.models import User
@@ -174,9 +184,9 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     committed: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """GET /products/{id} reads through ReadSessionDep, in autocommit; a list (two statements
-    that must agree) still runs in one transaction, which shows that the spy sees them. On
-    NullPool, the production default: a queue pool's pre-ping adds its own BEGIN/ROLLBACK."""
+    """GET /products/{id} reads through ReadSessionDep, in autocommit; GET /posts/ (which looks
+    the caller up through SessionDep) still runs in a transaction, which shows that the spy sees
+    them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
     app, _ = app_on_committed
     null_engine = build_engine(app.state.settings.model_copy(update={"db_pool_mode": "null"}))
     app.state.sessionmaker = build_sessionmaker(null_engine)
@@ -203,7 +213,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
         assert one.status_code == 200, one.text
         assert one.json()["sku"] == "LAMP-1"
         assert sent == []
-        page = await client.get("/products/")
+        page = await client.get("/posts/")
         assert page.status_code == 200, page.text
         assert sent == ["BEGIN", "COMMIT"]
     await null_engine.dispose()
@@ -305,3 +315,40 @@ async def test_tls_required_from_a_server_without_it_is_a_503(database: Database
             response = await client.get("/health/ready")
 
     assert_problem(response, 503, "database_unavailable")
+
+
+def dependency_calls(dependant: Dependant) -> set[Any]:
+    """Every function a route's dependency tree calls."""
+    calls = {dependant.call}
+    for sub in dependant.dependencies:
+        calls |= dependency_calls(sub)
+    return calls
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    """The app's routes, inside included routers too (FastAPI keeps those as their own
+    objects, with the router they include)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from api_routes(route.original_router.routes)
+
+
+def test_read_sessions_serve_only_reads_that_need_no_other_session() -> None:
+    """ReadSessionDep (autocommit) only on GET routes, and never next to SessionDep: the
+    current user's lookup takes SessionDep, and two sessions would be two connections."""
+    app = create_app(settings_for_tests())
+    routes = list(api_routes(app.routes))
+    operations = sum(len(item) for item in app.openapi()["paths"].values())
+    assert sum(len(route.methods or ()) for route in routes) == operations  # none missed
+    readers = []
+    for route in routes:
+        calls = dependency_calls(route.dependant)
+        if get_read_session in calls:
+            readers.append(route.path)
+            assert route.methods == {"GET"}, route.path
+            assert get_session not in calls, route.path
+    assert {"/products/{product_id}", "/products/", "/categories/{category_id}/products"} <= set(
+        readers
+    )
