@@ -22,6 +22,7 @@ tiebreaker (the id), which keyset paging needs.
 import base64
 import binascii
 from collections.abc import Sequence
+from functools import cached_property
 from math import ceil
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -56,10 +57,16 @@ class PageParams(BaseModel, AbstractParams):
         description="A `next_cursor` from an earlier answer: the page after it (replaces `page`).",
     )
 
+    @cached_property
+    def bookmark(self) -> str | None:
+        """The cursor's sqlakeyset bookmark, decoded and checked once per request (both
+        fastapi-pagination and apaginate ask for the raw parameters)."""
+        return None if self.cursor is None else _decode(self.cursor)
+
     def to_raw_params(self) -> RawParams | CursorRawParams:
-        if self.cursor is None:
+        if self.bookmark is None:
             return RawParams(limit=self.size, offset=self.size * (self.page - 1))
-        return CursorRawParams(cursor=_decode(self.cursor), size=self.size, include_total=False)
+        return CursorRawParams(cursor=self.bookmark, size=self.size, include_total=False)
 
 
 class Page(BasePage[T], Generic[T]):
@@ -173,9 +180,8 @@ def _next_bookmark(query: SelectOfScalar[Any], last: Any) -> str:
 
 async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: PageParams) -> Page[T]:
     """One page of `query` by page or by cursor (see the module's docstring)."""
-    raw = params.to_raw_params()
-    if isinstance(raw, CursorRawParams):
-        _check_cursor_fits(query, str(raw.cursor))
+    if params.bookmark is not None:
+        _check_cursor_fits(query, params.bookmark)
     try:
         count: Any = _capped_count(query)  # typed by fastapi-pagination as if it were the items
         page: Page[T] = await _apaginate(session, query, params, count_query=count)
