@@ -7,7 +7,6 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
-PGBOUNCER_HINT := sudo apt-get update && sudo apt-get install -y pgbouncer
 BENCH_ARGS ?=
 
 .PHONY: env pgbouncer wrk lint format typecheck test run image compose-test bench hash-benchmark clean
@@ -19,30 +18,32 @@ env:
 	  || $(PYTHON) -m pip install --quiet --disable-pip-version-check --user --break-system-packages uv
 	@$(UV) sync --frozen --quiet
 
-pgbouncer:
-	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "PgBouncer is missing and this is not a Debian-like machine: install pgbouncer with your package manager."; exit 1; \
-	fi; \
-	if [ "$$(id -u)" = 0 ]; then sudo=""; \
-	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	else echo "PgBouncer is missing. Install it with: $(PGBOUNCER_HINT)"; exit 1; fi; \
-	echo "Installing PgBouncer (apt-get)..."; \
-	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq pgbouncer >/dev/null; \
-	echo "The project starts its own PgBouncer; disabling the package's system service (port 6432)."; \
-	$$sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+# A tool from the distribution's packages when it is missing: as root, or through password-less
+# sudo, else the command to run. $(1) the package, $(2) its name in messages, $(3) the shell test
+# that finds it installed, $(4) anything to run after installing it.
+define apt_install
+if $(3); then exit 0; fi; \
+if ! command -v apt-get >/dev/null 2>&1; then \
+  echo "$(2) is missing and this is not a Debian-like machine: install $(1) with your package manager."; exit 1; \
+fi; \
+if [ "$$(id -u)" = 0 ]; then sudo=""; \
+elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+else echo "$(2) is missing. Install it with: sudo apt-get update && sudo apt-get install -y $(1)"; exit 1; fi; \
+echo "Installing $(2) (apt-get)..."; \
+$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(1) >/dev/null$(if $(4),; \
+$(4))
+endef
 
-# wrk (the HTTP load generator of make bench) from the distribution's packages, as PgBouncer.
+PGBOUNCER_FOUND := command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]
+PGBOUNCER_SERVICE_OFF := echo "The project starts its own PgBouncer; disabling the package's system service (port 6432)."; \
+  $$sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+
+pgbouncer:
+	@$(call apt_install,pgbouncer,PgBouncer,$(PGBOUNCER_FOUND),$(PGBOUNCER_SERVICE_OFF))
+
+# wrk: the HTTP load generator of make bench.
 wrk:
-	@if command -v wrk >/dev/null 2>&1; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "wrk is missing and this is not a Debian-like machine: install wrk with your package manager."; exit 1; \
-	fi; \
-	if [ "$$(id -u)" = 0 ]; then sudo=""; \
-	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-	else echo "wrk is missing. Install it with: sudo apt-get update && sudo apt-get install -y wrk"; exit 1; fi; \
-	echo "Installing wrk (apt-get)..."; \
-	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null
+	@$(call apt_install,wrk,wrk,command -v wrk >/dev/null 2>&1)
 
 lint: env
 	$(UV) run --frozen ruff format --check .

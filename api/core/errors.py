@@ -163,6 +163,13 @@ def validation_errors(raw: Sequence[Any]) -> list[FieldError]:
     ]
 
 
+def database_cause(exc: DBAPIError) -> tuple[BaseException | None, str | None]:
+    """The driver's own error behind a DBAPIError (asyncpg's, which names the constraint, table
+    and column) and its SQLSTATE: what identifies a database error without PostgreSQL's message."""
+    cause = getattr(exc.orig, "__cause__", None) or exc.orig
+    return cause, getattr(cause, "sqlstate", None)
+
+
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 RESTRICT_VIOLATION = "23001"  # a delete refused by an ON DELETE RESTRICT foreign key
@@ -192,12 +199,12 @@ def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        cause, sqlstate = database_cause(exc)
         if cause is not exc and isinstance(cause, (OSError, TimeoutError)):
             return is_connection_error(cause)
         # SQLSTATE classes: 08 connection exception, 53 insufficient resources (too many
         # connections), 57 operator intervention (shutdown, statement cancelled).
-        return str(getattr(cause, "sqlstate", None) or "").startswith(("08", "53", "57"))
+        return str(sqlstate or "").startswith(("08", "53", "57"))
     return False
 
 
@@ -252,13 +259,13 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, DBAPIError):
         # PostgreSQL's message may quote the row ("Failing row contains (..., <hash>, ...)"):
         # log what identifies the error and where it happened, never the message itself.
-        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        cause, sqlstate = database_cause(exc)
         logger.error(
             "database error on %s %s: %s sqlstate=%s constraint=%s table=%s\nstatement: %s\n%s",
             request.method,
             request.url.path,
             type(cause).__name__,
-            getattr(cause, "sqlstate", None),
+            sqlstate,
             getattr(cause, "constraint_name", None),
             getattr(cause, "table_name", None),
             exc.statement,

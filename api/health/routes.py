@@ -43,6 +43,11 @@ class Readiness(BaseModel):
     pool_mode: Literal["null", "queue"]
 
 
+def _ms_since(started: float) -> float:
+    """The milliseconds since `started` (a `time.perf_counter()` reading), to two decimals."""
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
 @router.get("")
 async def health() -> Liveness:
     """Liveness: the process answers. Touches no database."""
@@ -60,8 +65,7 @@ async def ready(request: Request) -> Readiness:
     except DATABASE_ERRORS as exc:
         # Not ready whatever the reason: unreachable, wrong password, missing database.
         raise DatabaseUnavailable from exc
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    return Readiness(latency_ms=latency, pool_mode=settings.db_pool_mode)
+    return Readiness(latency_ms=_ms_since(started), pool_mode=settings.db_pool_mode)
 
 
 class PoolFigures(BaseModel):
@@ -85,8 +89,7 @@ async def database(request: Request, session: SessionDep) -> DatabaseFigures:
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
     await (await session.connection()).execute(text("SELECT 1"))
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    figures = DatabaseFigures(pool_mode=settings.db_pool_mode, latency_ms=latency)
+    figures = DatabaseFigures(pool_mode=settings.db_pool_mode, latency_ms=_ms_since(started))
     pool = session.bind.sync_engine.pool if session.bind else None
     if isinstance(pool, QueuePool):
         figures.pool = PoolFigures(

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.core.errors import NotFound, is_connection_error
+from api.core.errors import NotFound, database_cause, is_connection_error
 from api.core.pagination import Page, PageParams, apaginate
 from api.notifications.models import MESSAGE_MAX, Notification
 from api.users.models import User
@@ -31,14 +31,14 @@ async def notify(
     except DBAPIError as exc:
         if is_connection_error(exc):
             raise
-        cause = getattr(exc.orig, "__cause__", None) or exc.orig
+        cause, sqlstate = database_cause(exc)
         # Like every database error here: by SQLSTATE and name, never PostgreSQL's message.
         logger.warning(
             "notification for user %s (order %s) not written: %s sqlstate=%s",
             user_id,
             order_id,
             type(cause).__name__,
-            getattr(cause, "sqlstate", None),
+            sqlstate,
         )
         return False
     return True
