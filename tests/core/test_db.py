@@ -219,6 +219,14 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     await null_engine.dispose()
 
 
+def in_fresh_interpreter(script: str) -> str:
+    """What `script` prints, run by a new Python process (so no test has touched its state)."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout
+
+
 def test_a_password_hash_leaves_no_memory_resident() -> None:
     """In a fresh interpreter, hashes in worker threads as the login route runs them: without
     return_large_blocks the second one left its 19 MiB resident."""
@@ -231,10 +239,8 @@ def test_a_password_hash_leaves_no_memory_resident() -> None:
         "    for _ in range(3): await anyio.to_thread.run_sync(password_hash.hash, 'pw')\n"
         "return_large_blocks(); before = rss(); asyncio.run(hashes()); print(rss() - before)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert int(result.stdout) < 8 * 1024, f"{result.stdout} KiB more resident"
+    grown = int(in_fresh_interpreter(script))
+    assert grown < 8 * 1024, f"{grown} KiB more resident"
 
 
 def test_the_garbage_collector_is_settled_once_per_process() -> None:
@@ -248,10 +254,7 @@ def test_the_garbage_collector_is_settled_once_per_process() -> None:
         "settle_garbage_collector()\n"
         "print(first, gc.get_freeze_count(), gc.get_threshold()[0])\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
-    )
-    first, second, threshold = map(int, result.stdout.split())
+    first, second, threshold = map(int, in_fresh_interpreter(script).split())
     assert first > 10_000  # the modules' objects
     assert second == first
     assert threshold == 20_000
