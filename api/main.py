@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth.routes import router as auth_router
 from api.categories.routes import router as categories_router
 from api.core.config import Settings, get_settings
-from api.core.db import build_engine, build_sessionmaker
+from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
@@ -38,8 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # tests do, many times) leaves the process's handlers alone.
     configure_logging(app.state.settings)
     engine = build_engine(app.state.settings)
-    app.state.sessionmaker = build_sessionmaker(engine)
-    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
+    use_engine(app, engine)
     await create_first_superuser(app.state.settings, app.state.sessionmaker)
     settle_garbage_collector()
     return_large_blocks()

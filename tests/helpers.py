@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from api import devstack
 from api.auth.service import create_access_token
 from api.core.config import Settings
-from api.core.db import build_engine, build_sessionmaker
+from api.core.db import build_engine, use_engine
 from api.core.security import password_hash
 from api.main import create_app
 from api.users.models import User
@@ -106,9 +106,7 @@ def app_without_database(database_url: str) -> FastAPI:
     app = create_app(
         settings_for_tests(database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1)
     )
-    engine = build_engine(app.state.settings)
-    app.state.sessionmaker = build_sessionmaker(engine)
-    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
+    use_engine(app, build_engine(app.state.settings))
     return app
 
 

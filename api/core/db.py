@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -94,6 +94,12 @@ def build_sessionmaker(
     """Sessions on `engine`; `autocommit=True` for ReadSessionDep's (no BEGIN, no COMMIT)."""
     bind = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
     return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
+
+
+def use_engine(app: FastAPI, engine: AsyncEngine) -> None:
+    """The app's requests get their sessions from `engine`: SessionDep's and ReadSessionDep's."""
+    app.state.sessionmaker = build_sessionmaker(engine)
+    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.core.db import build_engine, build_sessionmaker
+from api.core.db import build_engine, build_sessionmaker, use_engine
 from api.core.security import password_hash
 from api.main import create_app, create_first_superuser
 from tests.conftest import Database
@@ -25,7 +25,7 @@ async def two_processes(committed: Database) -> AsyncIterator[list[FastAPI]]:
     for _ in range(2):
         app = create_app(settings_for_tests(database_url=committed.url, login_max_failures=3))
         app.state.engine = build_engine(app.state.settings)
-        app.state.sessionmaker = build_sessionmaker(app.state.engine)
+        use_engine(app, app.state.engine)
         apps.append(app)
     await query(
         committed.url,

@@ -23,10 +23,10 @@ from starlette.routing import BaseRoute
 from api.core.db import (
     SessionDep,
     build_engine,
-    build_sessionmaker,
     get_read_session,
     get_session,
     tls_context,
+    use_engine,
 )
 from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
@@ -40,8 +40,7 @@ async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, 
     """The app with a real engine on the committed database: its transactions really commit."""
     app = create_app(settings_for_tests(database_url=committed.url))
     engine = build_engine(app.state.settings)
-    app.state.sessionmaker = build_sessionmaker(engine)
-    app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
+    use_engine(app, engine)
     yield app, engine
     await engine.dispose()
 
@@ -147,7 +146,7 @@ async def test_an_exhausted_pool_is_a_prompt_503(database: Database) -> None:
     )
     app = create_app(settings)
     engine = build_engine(settings)
-    app.state.sessionmaker = build_sessionmaker(engine)
+    use_engine(app, engine)
     try:
         transport = httpx.ASGITransport(app=app)
         async with (
@@ -189,8 +188,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
     app, _ = app_on_committed
     null_engine = build_engine(app.state.settings.model_copy(update={"db_pool_mode": "null"}))
-    app.state.sessionmaker = build_sessionmaker(null_engine)
-    app.state.read_sessionmaker = build_sessionmaker(null_engine, autocommit=True)
+    use_engine(app, null_engine)
     product_id = await scalar(
         committed.url,
         "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"

@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import func, select
 from starlette.types import Message
 
-from api.core.db import SessionDep, build_engine, build_sessionmaker
+from api.core.db import SessionDep, build_engine, use_engine
 from api.core.errors import PROBLEM_MEDIA_TYPE
 from api.main import create_app
 from tests.conftest import Database
@@ -82,7 +82,7 @@ async def test_unresponsive_database_is_a_prompt_503(silent_database: str) -> No
 async def test_a_statement_past_the_command_timeout_is_a_prompt_503(database: Database) -> None:
     app = create_app(settings_for_tests(db_command_timeout=0.5))
     engine = build_engine(app.state.settings, url=database.url)
-    app.state.sessionmaker = build_sessionmaker(engine)
+    use_engine(app, engine)
 
     @app.get("/slow")
     async def slow(session: SessionDep) -> None:
