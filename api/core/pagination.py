@@ -41,6 +41,7 @@ from sqlakeyset import (
 )
 from sqlakeyset.columns import parse_ob_clause
 from sqlalchemy import String
+from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import func, select
@@ -154,9 +155,7 @@ async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: Pag
     """One page of `query` by page or by cursor (see the module's docstring)."""
     if params.bookmark is not None:
         return await _by_cursor(session, query, params.size, params.bookmark)
-    offset = params.size * (params.page - 1)
-    items = (await session.exec(query.limit(params.size).offset(offset))).unique().all()
-    total = (await session.exec(_capped_count(query))).one()
+    items, total = await _page_and_total(session, query, params)
     if total > COUNT_CAP:  # past the count, a full page is taken to have one after it
         page = Page.model_construct(
             items=items,
@@ -176,6 +175,25 @@ async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: Pag
     if more and items:
         page.next_cursor = _encode(_next_bookmark(query, items[-1]))
     return page
+
+
+async def _page_and_total(
+    session: AsyncSession, query: SelectOfScalar[T], params: PageParams
+) -> tuple[list[T], int]:
+    """The page's rows and the list's capped count, in one statement: the count rides on every
+    row as an uncorrelated subquery, which PostgreSQL runs once. One round trip instead of two,
+    and the count and the rows share one snapshot. Only a page with no rows (past the end, or
+    an empty list) has nothing to carry it and counts on its own."""
+    total_column = _capped_count(query).scalar_subquery()
+    statement = (
+        query.add_columns(total_column).limit(params.size).offset(params.size * (params.page - 1))
+    )
+    # SQLAlchemy's execute, not sqlmodel's exec: exec would answer a select whose first column
+    # is an entity with that column alone, dropping the count.
+    rows = (await SQLAlchemyAsyncSession.execute(session, statement)).unique().all()
+    if rows:
+        return [item for item, _ in rows], rows[0][1]
+    return [], (await session.exec(_capped_count(query))).one()
 
 
 async def _by_cursor(
