@@ -19,8 +19,8 @@ made it: a malformed or foreign one is a 422, never a 500. Every list query orde
 tiebreaker (the id), which keyset paging needs.
 
 The page is built without validating its rows: the route's response model validates them once,
-on the way out (make bench: fastapi-pagination's generic flow and its validation of every page
-before FastAPI's own cost about a millisecond a page, a sixth of it).
+on the way out (fastapi-pagination, used before, validated each page twice, its own way and
+FastAPI's).
 """
 
 import base64
@@ -181,9 +181,9 @@ async def _page_and_total(
     session: AsyncSession, query: SelectOfScalar[T], params: PageParams
 ) -> tuple[list[T], int]:
     """The page's rows and the list's capped count, in one statement: the count rides on every
-    row as an uncorrelated subquery, which PostgreSQL runs once. One round trip instead of two,
-    and the count and the rows share one snapshot. Only a page with no rows (past the end, or
-    an empty list) has nothing to carry it and counts on its own."""
+    row as an uncorrelated subquery, which PostgreSQL runs once. One statement instead of two
+    (two fewer round trips through PgBouncer), and the count and the rows share one snapshot.
+    Only a page with no rows (past the end, or an empty list) counts on its own."""
     total_column = _capped_count(query).scalar_subquery()
     statement = (
         query.add_columns(total_column).limit(params.size).offset(params.size * (params.page - 1))
