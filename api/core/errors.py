@@ -177,8 +177,8 @@ RESTRICT_VIOLATION = "23001"  # a delete refused by an ON DELETE RESTRICT foreig
 
 def violated_constraint(exc: IntegrityError) -> tuple[str | None, str | None]:
     """The SQLSTATE and the constraint name of an IntegrityError (from asyncpg's error)."""
-    cause = getattr(exc.orig, "__cause__", None)
-    return getattr(cause, "sqlstate", None), getattr(cause, "constraint_name", None)
+    cause, sqlstate = database_cause(exc)
+    return sqlstate, getattr(cause, "constraint_name", None)
 
 
 # What a database outage can raise: handled by class (never as a bare 500), and what readiness
