@@ -115,6 +115,28 @@ async def test_malformed_cursors_are_422(
     assert "query.cursor" in error_fields(body)
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"page": 0}, "query.page"),
+        ({"page": 1_000_001}, "query.page"),
+        ({"page": "x"}, "query.page"),
+        ({"size": 0}, "query.size"),
+        ({"size": 101}, "query.size"),
+        ({"cursor": "a" * 513}, "query.cursor"),
+        ({"cursor": "not/base64"}, "query.cursor"),
+    ],
+)
+async def test_out_of_range_paging_names_its_parameter(
+    client: httpx.AsyncClient, params: dict[str, Any], field: str
+) -> None:
+    """The paging parameters are one query model; a bad one is still reported by its own name,
+    alone, with the other parameters' values valid."""
+    for path in ("/products/", "/tags/", "/categories/"):
+        body = assert_problem(await client.get(path, params=params), 422, "validation_error")
+        assert error_fields(body) == {field}, path
+
+
 async def test_a_cursor_of_another_sort_or_list_is_422(
     client: httpx.AsyncClient,
     admin_client: httpx.AsyncClient,
