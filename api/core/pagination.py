@@ -163,25 +163,19 @@ async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: Pag
     if params.bookmark is not None:
         return await _by_cursor(session, query, params.size, params.bookmark)
     items, total = await _page_and_total(session, query, params)
-    if total > COUNT_CAP:  # past the count, a full page is taken to have one after it
-        page = Page.model_construct(
-            items=items,
-            total=None,
-            total_capped=True,
-            page=params.page,
-            size=params.size,
-            pages=None,
-        )
-        more = len(items) == params.size
-    else:
-        pages = ceil(total / params.size)
-        page = Page.model_construct(
-            items=items, total=total, page=params.page, size=params.size, pages=pages
-        )
-        more = params.page < pages
-    if more and items:
-        page.next_cursor = _encode(_next_bookmark(query, items[-1]))
-    return page
+    capped = total > COUNT_CAP
+    pages = None if capped else ceil(total / params.size)
+    # Past the count, a full page is taken to have one after it.
+    more = len(items) == params.size if pages is None else params.page < pages
+    return Page.model_construct(
+        items=items,
+        total=None if capped else total,
+        total_capped=capped,
+        page=params.page,
+        size=params.size,
+        pages=pages,
+        next_cursor=_encode(_next_bookmark(query, items[-1])) if more and items else None,
+    )
 
 
 async def _page_and_total(
@@ -191,16 +185,18 @@ async def _page_and_total(
     row as an uncorrelated subquery, which PostgreSQL runs once. One statement instead of two
     (two fewer round trips through PgBouncer), and the count and the rows share one snapshot.
     Only a page with no rows (past the end, or an empty list) counts on its own."""
-    total_column = _capped_count(query).scalar_subquery()
+    count = _capped_count(query)
     statement = (
-        query.add_columns(total_column).limit(params.size).offset(params.size * (params.page - 1))
+        query.add_columns(count.scalar_subquery())
+        .limit(params.size)
+        .offset(params.size * (params.page - 1))
     )
     # SQLAlchemy's execute, not sqlmodel's exec: exec would answer a select whose first column
     # is an entity with that column alone, dropping the count.
     rows = (await SQLAlchemyAsyncSession.execute(session, statement)).unique().all()
     if rows:
         return [item for item, _ in rows], rows[0][1]
-    return [], (await session.exec(_capped_count(query))).one()
+    return [], (await session.exec(count)).one()
 
 
 async def _by_cursor(
