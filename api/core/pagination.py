@@ -115,9 +115,11 @@ def _encode(bookmark: str) -> str:
 def _decode(cursor: str) -> str:
     try:
         bookmark = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        unserialize_bookmark(bookmark)
+        backwards = unserialize_bookmark(bookmark).backwards
     except (binascii.Error, UnicodeDecodeError, BadBookmark, ValueError) as exc:
         raise _bad_cursor() from exc
+    if backwards:  # every next_cursor points forwards; a backwards one was made by hand
+        raise _bad_cursor()
     return bookmark
 
 

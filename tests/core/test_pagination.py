@@ -104,6 +104,7 @@ async def test_users_by_cursor(
         "x" * 513,  # too long
         "aGVsbG8",  # base64 of "hello": no direction marker
         "Pmk6YWJj",  # ">i:abc": an integer that is not one
+        "PGk6M35pOjM",  # "<i:3~i:3": fits the list, but backwards, which no answer hands out
     ],
 )
 async def test_malformed_cursors_are_422(
