@@ -1,0 +1,95 @@
+"""A bare asyncpg handler for `GET /products/{id}`: make bench's yardstick for what SQLAlchemy and
+our code cost on top of the driver. Issue 6 sets its 0.12x target as "close to what a bare driver
+handler reaches, so the ORM and our code cost at most about a quarter on top"; this measures that
+handler on the same machine, in the same run, instead of assuming the ratio.
+
+FastAPI and uvicorn with uvicorn's defaults, the API's response model and path parameter, the
+API's query (compiled from the model by SQLAlchemy's asyncpg dialect, as the API sends it) and
+the API's connect arguments (`tls_context`, `client_encoding`, a statement cache only where
+PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no logging set-up of ours.
+One connection per request on DB_POOL_MODE=null (as NullPool), an asyncpg pool otherwise.
+Served by make bench only: `uvicorn --factory tests.bench.bare:create_app`.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import FastAPI, HTTPException, Path
+from sqlalchemy import bindparam
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.engine import make_url
+from sqlmodel import select
+
+from api.core.config import Settings
+from api.core.db import tls_context
+from api.core.models import MAX_ID
+from api.products.models import Product, ProductRead
+
+
+def product_sql() -> str:
+    """`GET /products/{id}`'s statement as the API's engine sends it (`$1::INTEGER`)."""
+    query = select(Product).where(Product.id == bindparam("id"))
+    return str(query.compile(dialect=asyncpg_dialect.dialect()))  # type: ignore[no-untyped-call]
+
+
+async def keep_as_is(connection: asyncpg.Connection) -> None:
+    """A pooled connection goes back as it is."""
+
+
+def create_app() -> FastAPI:
+    settings = Settings()
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    connect_args: dict[str, Any] = {
+        "dsn": dsn.render_as_string(hide_password=False),
+        "ssl": tls_context(settings),
+        "server_settings": {"client_encoding": "UTF8"},
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_command_timeout,
+    }
+    if not settings.statement_cache:
+        connect_args["statement_cache_size"] = 0
+    sql = product_sql()
+    pool: asyncpg.Pool | None = None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal pool
+        if settings.db_pool_mode != "null":
+            size = settings.db_pool_size + settings.db_max_overflow
+            # No reset on release (asyncpg's default sends four statements, RESET ALL among
+            # them): like the API's pool, which sets no session state and sends none.
+            pool = await asyncpg.create_pool(
+                min_size=0, max_size=size, reset=keep_as_is, **connect_args
+            )
+        try:
+            yield
+        finally:
+            if pool is not None:
+                await pool.close()
+
+    async def fetchrow(query: str, *args: Any) -> asyncpg.Record | None:
+        if pool is not None:
+            return await pool.fetchrow(query, *args)
+        connection = await asyncpg.connect(**connect_args)
+        try:
+            return await connection.fetchrow(query, *args)
+        finally:
+            await connection.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/health/ready")
+    async def ready() -> dict[str, str]:
+        await fetchrow("SELECT 1")
+        return {"status": "ok"}
+
+    @app.get("/products/{product_id}", response_model=ProductRead)
+    async def get_product(product_id: Annotated[int, Path(gt=0, le=MAX_ID)]) -> Any:
+        row = await fetchrow(sql, product_id)
+        if row is None:
+            raise HTTPException(404)
+        return dict(row)
+
+    return app
