@@ -56,8 +56,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
     return context
 
 
-def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
-    connect_args: dict[str, Any] = {
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments: the engine's, and make bench's bare handler's."""
+    arguments: dict[str, Any] = {
         "timeout": settings.db_connect_timeout,
         "command_timeout": settings.db_command_timeout,
         "ssl": tls_context(settings),
@@ -65,9 +66,13 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         # prefixes every transaction with SET client_encoding (measured: make bench).
         "server_settings": {"client_encoding": "UTF8"},
     }
-    pool: dict[str, Any]
     if not settings.statement_cache:
-        connect_args["statement_cache_size"] = 0
+        arguments["statement_cache_size"] = 0
+    return arguments
+
+
+def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    pool: dict[str, Any]
     if settings.db_pool_mode == "null":
         pool = {"poolclass": NullPool}
     else:
@@ -83,7 +88,7 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         echo=settings.db_echo,
         # Statement parameters (password hashes, emails) never reach an error message or a log.
         hide_parameters=True,
-        connect_args=connect_args,
+        connect_args=connect_args(settings),
         **pool,
     )
 

@@ -21,17 +21,23 @@ from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlmodel import select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.config import Settings
-from api.core.db import tls_context
+from api.core.db import connect_args
 from api.core.models import MAX_ID
 from api.products.models import Product, ProductRead
 
 
+def product_query() -> SelectOfScalar[Product]:
+    """`GET /products/{id}`'s statement, the id a bound parameter (here and in pgbench's script)."""
+    return select(Product).where(Product.id == bindparam("id"))
+
+
 def product_sql() -> str:
     """`GET /products/{id}`'s statement as the API's engine sends it (`$1::INTEGER`)."""
-    query = select(Product).where(Product.id == bindparam("id"))
-    return str(query.compile(dialect=asyncpg_dialect.dialect()))  # type: ignore[no-untyped-call]
+    dialect = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+    return str(product_query().compile(dialect=dialect))
 
 
 async def keep_as_is(connection: asyncpg.Connection) -> None:
@@ -41,15 +47,7 @@ async def keep_as_is(connection: asyncpg.Connection) -> None:
 def create_app() -> FastAPI:
     settings = Settings()
     dsn = make_url(settings.database_url).set(drivername="postgresql")
-    connect_args: dict[str, Any] = {
-        "dsn": dsn.render_as_string(hide_password=False),
-        "ssl": tls_context(settings),
-        "server_settings": {"client_encoding": "UTF8"},
-        "timeout": settings.db_connect_timeout,
-        "command_timeout": settings.db_command_timeout,
-    }
-    if not settings.statement_cache:
-        connect_args["statement_cache_size"] = 0
+    arguments = {"dsn": dsn.render_as_string(hide_password=False), **connect_args(settings)}
     sql = product_sql()
     pool: asyncpg.Pool | None = None
 
@@ -61,7 +59,7 @@ def create_app() -> FastAPI:
             # No reset on release (asyncpg's default sends four statements, RESET ALL among
             # them): like the API's pool, which sets no session state and sends none.
             pool = await asyncpg.create_pool(
-                min_size=0, max_size=size, reset=keep_as_is, **connect_args
+                min_size=0, max_size=size, reset=keep_as_is, **arguments
             )
         try:
             yield
@@ -72,7 +70,7 @@ def create_app() -> FastAPI:
     async def fetchrow(query: str, *args: Any) -> asyncpg.Record | None:
         if pool is not None:
             return await pool.fetchrow(query, *args)
-        connection = await asyncpg.connect(**connect_args)
+        connection = await asyncpg.connect(**arguments)
         try:
             return await connection.fetchrow(query, *args)
         finally:

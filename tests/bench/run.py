@@ -581,15 +581,12 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
 
 def pgbench_script(directory: Path) -> Path:
     """`GET /products/{id}`'s query, compiled from the ORM model, with a random id."""
-    from sqlalchemy import bindparam
     from sqlalchemy.dialects import postgresql
-    from sqlmodel import select
 
-    from api.products.models import Product
+    from tests.bench.bare import product_query
 
-    query = select(Product).where(Product.id == bindparam("id"))
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    sql = str(query.compile(dialect=dialect)).replace("%(id)s", ":id")
+    sql = str(product_query().compile(dialect=dialect)).replace("%(id)s", ":id")
     script = directory / "product.sql"
     script.write_text(f"\\set id random(1, {PRODUCTS})\n{' '.join(sql.split())};\n")
     return script
