@@ -161,6 +161,7 @@ class Row:
     rss_mb: list[float] | None = None  # each uvicorn worker, after this row's run
     other_cpu_pct: float | None = None  # CPU used by processes not ours (and steal) in the run
     cpu_ms: dict[str, float] | None = None  # CPU per request: app, pgbouncer, postgres, client
+    round_rps: list[float] | None = None  # with --rounds N: each round's rps (this is the median)
 
     @property
     def failed(self) -> bool:
@@ -654,6 +655,18 @@ def percentile(sorted_values: list[int], pct: float) -> float:
 # --- the table -----------------------------------------------------------------------------
 
 
+def median_row(runs: list[Row]) -> Row:
+    """The round with the median rate (the lower middle of an even count), all rounds' rates
+    kept in it; a run with errors in any round is reported as failed, with the most errors."""
+    row = sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2]
+    if len(runs) > 1:
+        row.round_rps = [r.rps for r in runs]
+        worst = max(runs, key=lambda r: r.errors)
+        if worst.errors > row.errors:
+            row.errors, row.error_kinds = worst.errors, worst.error_kinds
+    return row
+
+
 def fill_ratios(rows: list[Row]) -> None:
     health = {row.server: row.rps for row in rows if row.key == "health"}
     floor = next(iter(health.values()), None)
@@ -672,6 +685,9 @@ def cpu_cell(cpu: dict[str, float] | None) -> str:
 def table(rows: list[Row]) -> str:
     head = ["server", "request", "rps", "p50 ms", "p99 ms", "errors", "x /health", "SQL/req"]
     head += ["CPU ms/req app+pgb+pg", "RSS MB", "other CPU"]
+    rounds = any(row.round_rps for row in rows)
+    if rounds:
+        head.append("rps by round")
     lines = [head]
     for row in rows:
         statements = "" if row.statements is None else f"{row.statements:g}"
@@ -692,6 +708,7 @@ def table(rows: list[Row]) -> str:
                 "" if not row.rss_mb else "/".join(f"{mb:.0f}" for mb in row.rss_mb),
                 "" if row.other_cpu_pct is None else f"{row.other_cpu_pct:.0f}%",
             ]
+            + ([" ".join(f"{rps:,.0f}" for rps in row.round_rps or [])] if rounds else [])
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     right = {2, 3, 4, 5, 6, 9, 10}
@@ -801,6 +818,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts (default 1,2)")
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per row")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up per row")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each row N times, in rotation, and report the median round: a ratio to"
+        " /health then compares medians, not one /health run against later rows",
+    )
     parser.add_argument(
         "--connections", type=int, default=50, help="wrk connections, pgbench clients"
     )
@@ -955,9 +979,19 @@ def run(args: argparse.Namespace) -> int:
                                 postgres, server, shape, args.count
                             )
                         track_statements(postgres, on=False)
+                    runs: dict[str, list[Row]] = {}
+                    for round_ in range(1, args.rounds + 1):
+                        for shape in mine:
+                            of = f", round {round_} of {args.rounds}" if args.rounds > 1 else ""
+                            say(
+                                f"{server.label}: {shape.label}"
+                                f" ({load.warmup} s + {load.duration} s{of})"
+                            )
+                            runs.setdefault(shape.key, []).append(
+                                measure(wrk, server, shape, load, groups)
+                            )
                     for shape in mine:
-                        say(f"{server.label}: {shape.label} ({load.warmup} s + {load.duration} s)")
-                        row = measure(wrk, server, shape, load, groups)
+                        row = median_row(runs[shape.key])
                         counted = counts[shape.key]
                         row.statements, row.statement_kinds = counted.total, counted.kinds
                         row.statement_queries = counted.queries
@@ -992,6 +1026,7 @@ def run(args: argparse.Namespace) -> int:
         "threads": load.threads,
         "warmup_s": load.warmup,
         "duration_s": load.duration,
+        "rounds": args.rounds,
         "deep_page": args.deep_page,
         "label": args.label,
     }
@@ -1037,6 +1072,7 @@ def report(
     print(
         f"load: wrk, {config['connections']} connections, {config['threads']} threads,"
         f" {config['warmup_s']} s warm-up + {config['duration_s']} s per row"
+        + (f", the median of {config['rounds']} rounds" if config["rounds"] > 1 else "")
     )
     print()
     print(table(rows))
