@@ -25,7 +25,6 @@ FastAPI's).
 
 import base64
 import binascii
-from collections.abc import Sequence
 from functools import cached_property
 from math import ceil
 from typing import Annotated, Any, Generic, TypeVar
@@ -76,7 +75,7 @@ class Page(BaseModel, Generic[T]):
     # from_attributes: the rows are ORM objects until the response model validates them.
     model_config = ConfigDict(from_attributes=True)
 
-    items: Sequence[T]
+    items: list[T]
     total: int | None = Field(
         description=(
             f"Rows in the whole list, counted exactly up to {COUNT_CAP:,}; null when there are "
