@@ -74,6 +74,8 @@ class TestDirectory:
         assert_problem(
             await admin_client.get("/users/by-email/nobody@example.com"), 404, "not_found"
         )
+        # Also a path of notifications' /users/{user_id}/notifications: the lookup answers.
+        assert_problem(await admin_client.get("/users/by-email/notifications"), 404, "not_found")
         assert_problem(await admin_client.get("/users/search"), 422, "validation_error")
 
 
