@@ -11,6 +11,8 @@ One connection per request on DB_POOL_MODE=null (as NullPool), an asyncpg pool o
 Served by make bench only: `uvicorn --factory tests.bench.bare:create_app`.
 """
 
+import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -48,6 +50,8 @@ def create_app() -> FastAPI:
     settings = Settings()
     dsn = make_url(settings.database_url).set(drivername="postgresql")
     arguments = {"dsn": dsn.render_as_string(hide_password=False), **connect_args(settings)}
+    # make bench --connect-args: the experiment's arguments here too, as serve.py gives the API.
+    arguments.update(json.loads(os.environ.get("BENCH_CONNECT_ARGS") or "{}"))
     sql = product_sql()
     pool: asyncpg.Pool | None = None
 
