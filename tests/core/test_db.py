@@ -15,12 +15,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import func, select
 from starlette.routing import BaseRoute
 
 from api.core.db import (
+    ReadSessionDep,
     SessionDep,
     build_engine,
     get_read_session,
@@ -115,6 +116,37 @@ async def test_a_failed_commit_is_never_a_2xx(
 
     assert_problem(response, 503, "database_unavailable")
     assert await scalar(committed.url, "SELECT count(*) FROM users") == 0
+
+
+@pytest.mark.concurrent
+async def test_a_read_session_gives_its_connection_back_before_the_answer_is_sent(
+    app_on_committed: tuple[FastAPI, AsyncEngine],
+) -> None:
+    """ReadSessionDep's scope="function": the connection is back in the pool once the response
+    is built, not after it has gone out (a keep-alive client's next request would otherwise
+    find the pool short of it)."""
+    app, engine = app_on_committed
+    events: list[str] = []
+    event.listen(engine.sync_engine, "checkin", lambda *_: events.append("checkin"))
+
+    @app.get("/read")
+    async def read(session: ReadSessionDep) -> dict[str, int]:
+        return {"one": (await session.exec(select(1))).one()}
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def send_and_record(message: Any) -> None:
+            events.append(message["type"])
+            await send(message)
+
+        await app(scope, receive, send_and_record)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=recording), base_url="http://test"
+    ) as client:
+        response = await client.get("/read")
+
+    assert response.json() == {"one": 1}
+    assert events == ["checkin", "http.response.start", "http.response.body"]
 
 
 async def test_a_database_error_logs_no_row_values(
