@@ -1017,14 +1017,12 @@ def run(args: argparse.Namespace) -> int:
                         runs.setdefault(shape.key, []).append(
                             measure(wrk, server, shape, load, groups)
                         )
-            measured: dict[str, Row] = {}
             for shape in todo:
                 row = median_row(runs[shape.key])
                 counted = counts[shape.key]
                 row.statements, row.statement_kinds = counted.total, counted.kinds
                 row.statement_queries = counted.queries
-                measured[shape.key] = row
-            rows += [measured[shape.key] for shape in todo if shape.key in measured]
+                rows.append(row)
         if not args.no_pgbench:
             for port, label, key, reconnect in (
                 (postgres.port, "pgbench, the same query, direct", "pgbench_direct", False),
