@@ -13,9 +13,11 @@ What it does, from a clean clone:
    that user and the first superuser, then measures every request shape with wrk (`wrk.lua`):
    a warm-up run, then a measured run at 50 connections; then, with the same settings and
    worker count, the bare asyncpg handler of `bare.py` (`GET /products/{id}` without
-   SQLAlchemy): the yardstick of what SQLAlchemy and our code add to the driver;
+   SQLAlchemy): the yardstick of what SQLAlchemy and our code add to the driver; both through
+   `serve.py` (uvicorn's command line, with each worker's event-loop lag sampled);
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
-   `count_statements`) and reads the workers' RSS from /proc after each run;
+   `count_statements`), reads the workers' RSS from /proc after each run and their loop lag
+   during it;
 5. runs pgbench on the same database with the same single-row query as `GET /products/{id}`,
    directly and through PgBouncer;
 6. prints one table, checks it against the targets of issue 6, and writes it as JSON to
@@ -163,6 +165,12 @@ class Row:
     cpu_ms: dict[str, float] | None = None  # CPU per request: app, pgbouncer, postgres, client
     round_rps: list[float] | None = None  # with --rounds N: each round's rps (this is the median)
     worst_tail: float | None = None  # with --rounds N: the highest p99/p50 of any round
+    # How late each worker's loop woke a sleeping task during the run (serve.py), in ms:
+    # p50, p99, max and the number of wakes. See loop_lag.
+    loop_lag_ms: dict[str, float] | None = None
+    # The share of the run the busiest-waiting worker was ready to run but not running: the
+    # kernel's run-queue wait (/proc/<pid>/schedstat), in %. High: the machine was oversubscribed.
+    run_queue_pct: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -261,6 +269,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     workers: int
+    lag_dir: Path  # where serve.py writes each worker's loop lag, <pid>.lag
     tokens: dict[str, str] = field(default_factory=dict)
 
     def worker_pids(self) -> list[int]:
@@ -367,11 +376,14 @@ def serving(
 ) -> Iterator[Server]:
     port = devstack.free_port()
     label = f"{workers} worker{'s' if workers > 1 else ''}"
-    # As the Docker image runs it (deploy/Dockerfile), with the worker count and a loopback port;
-    # through serve.py when an experiment layers engine arguments over api/core/db.py's.
-    experiment = env.get("BENCH_CONNECT_ARGS") or env.get("BENCH_ENGINE_ARGS")
-    runner = "tests.bench.serve" if experiment and factory == API else "uvicorn"
-    command = [sys.executable, "-m", runner, "--factory", factory]
+    # As the Docker image runs uvicorn (deploy/Dockerfile), with the worker count and a loopback
+    # port, through serve.py: the same command line, plus the loop-lag sampler and any
+    # experiment's engine arguments.
+    lag_dir = log.with_suffix(".lag")
+    shutil.rmtree(lag_dir, ignore_errors=True)
+    lag_dir.mkdir(parents=True)
+    env = {**env, "BENCH_LOOP_LAG_DIR": str(lag_dir)}
+    command = [sys.executable, "-m", "tests.bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
     with log.open("wb") as out:
@@ -383,7 +395,7 @@ def serving(
             stderr=subprocess.STDOUT,
             preexec_fn=devstack.child_setup(None, signal.SIGTERM),
         )
-    server = Server(label, f"http://127.0.0.1:{port}", process, workers)
+    server = Server(label, f"http://127.0.0.1:{port}", process, workers, lag_dir)
     try:
         wait_until_ready(server, log)
         if factory == API:
@@ -563,7 +575,11 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
     if load.warmup:
         run_wrk(wrk, server, shape, load, load.warmup)
     meter = Meter({"app": server.process.pid, **groups})
+    waited = run_queue_ns(server)
+    started = time.time()
     figures = run_wrk(wrk, server, shape, load, load.duration)
+    ended = time.time()
+    waited = {pid: ns - waited.get(pid, ns) for pid, ns in run_queue_ns(server).items()}
     others, cpu = meter.read(figures["requests"], "wrk")
     kinds = {k: figures[k] for k in ("connect", "read", "write", "timeout", "status") if figures[k]}
     return Row(
@@ -579,7 +595,53 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
         rss_mb=server.rss_mb(),
         other_cpu_pct=others,
         cpu_ms=cpu,
+        loop_lag_ms=loop_lag(server, started, ended),
+        run_queue_pct=round(max(waited.values(), default=0) / ((ended - started) * 1e7), 1),
     )
+
+
+def run_queue_ns(server: Server) -> dict[int, int]:
+    """Each worker's time so far ready to run but waiting for a CPU, in ns (its main thread's,
+    the one running the event loop)."""
+    found = {}
+    for pid in server.worker_pids():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            found[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    return found
+
+
+def loop_lag(server: Server, started: float, ended: float) -> dict[str, float] | None:
+    """The workers' loop lag between two wall times, from serve.py's files: p50, p99 and max
+    in ms, and the wakes counted. Waits up to two flushes for the last wakes to be written.
+
+    Under load a wake is late by a whole turn of the loop: every request's callbacks that were
+    ready when it began. A max near what a few requests cost in CPU is a busy loop; far above
+    it, with the worker not saturated, something blocked it or the kernel did not run it."""
+    files = [server.lag_dir / f"{pid}.lag" for pid in server.worker_pids()]
+    lags: list[float] = []
+    deadline = time.monotonic() + 1.5
+    while True:
+        lags.clear()
+        newest = 0.0
+        for path in files:
+            with contextlib.suppress(OSError):
+                for line in path.read_text().splitlines():
+                    at, lag = (float(v) for v in line.split())
+                    newest = max(newest, at)
+                    if started <= at <= ended:
+                        lags.append(lag)
+        if newest >= ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not lags:
+        return None
+    lags.sort()
+    return {
+        "p50": round(lags[len(lags) // 2], 1),
+        "p99": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1),
+        "max": round(lags[-1], 1),
+        "wakes": len(lags),
+    }
 
 
 def pgbench_script(directory: Path) -> Path:
@@ -686,9 +748,18 @@ def cpu_cell(cpu: dict[str, float] | None) -> str:
     return "+".join("-" if v is None else f"{v:.2f}" for v in parts)
 
 
+def lag_cell(row: Row) -> str:
+    cells = []
+    if row.loop_lag_ms:
+        cells.append(f"{row.loop_lag_ms['p99']:.0f}/{row.loop_lag_ms['max']:.0f}")
+    if row.run_queue_pct is not None:
+        cells.append(f"{row.run_queue_pct:.0f}%")
+    return ", ".join(cells)
+
+
 def table(rows: list[Row]) -> str:
     head = ["server", "request", "rps", "p50 ms", "p99 ms", "errors", "x /health", "SQL/req"]
-    head += ["CPU ms/req app+pgb+pg", "RSS MB", "other CPU"]
+    head += ["CPU ms/req app+pgb+pg", "RSS MB", "other CPU", "loop lag p99/max ms, run queue"]
     rounds = any(row.round_rps for row in rows)
     if rounds:
         head.append("rps by round")
@@ -711,11 +782,12 @@ def table(rows: list[Row]) -> str:
                 cpu_cell(row.cpu_ms),
                 "" if not row.rss_mb else "/".join(f"{mb:.0f}" for mb in row.rss_mb),
                 "" if row.other_cpu_pct is None else f"{row.other_cpu_pct:.0f}%",
+                lag_cell(row),
             ]
             + ([" ".join(f"{rps:,.0f}" for rps in row.round_rps or [])] if rounds else [])
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {2, 3, 4, 5, 6, 9, 10}
+    right = {2, 3, 4, 5, 6, 9, 10, 11}
     out = []
     for n, line in enumerate(lines):
         cells = [
@@ -1110,7 +1182,10 @@ def report(
         "driver (+ BEGIN/COMMIT/SAVEPOINT). x /health: to /health of the same server (pgbench:",
         "of the first). CPU ms/req: CPU time of the app's workers, PgBouncer and PostgreSQL per",
         "request. RSS: each worker after its row. other CPU: what processes not started by the",
-        "bench (and the hypervisor's steal) took during the row, in % of the machine.",
+        "bench (and the hypervisor's steal) took during the row, in % of the machine. loop lag:",
+        "how late the workers' event loops woke a task sleeping 5 ms, p99 and max over the row",
+        "(a turn of a busy loop, a blocked loop, or a worker the kernel did not run), and the",
+        "share of the row a worker waited in the kernel's run queue (the machine oversubscribed).",
     ):
         print(line)
     print()
