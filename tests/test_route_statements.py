@@ -1,0 +1,263 @@
+"""Every route sends a fixed number of SQL statements, written down here: a route that starts
+sending one more (a lookup added, a check split from its write, a reload after a write) fails
+until its number is changed on purpose.
+
+One successful call per route of the OpenAPI document, on rows arranged for it in a savepoint of
+the test's transaction. The count is what the app sends on its connection, the current user's
+lookup included (see tests.test_statement_counts.app_statements for what is left out: the
+harness's own savepoints, and BEGIN/COMMIT, which asyncpg sends outside any cursor). That the
+list and nested routes send as many for fifty rows as for one, and an order of ten lines as
+many as one of one line, is tests/test_statement_counts.py's part.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.core.security import password_hash
+from api.notifications.models import Notification
+from api.posts.models import PostStatus
+from api.products.models import Product
+from api.users.models import User
+from tests.helpers import client_for
+from tests.test_access import openapi_routes
+from tests.test_statement_counts import Arena, Caller, app_statements, recording, table_of
+
+PASSWORD = "statement-count-password"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: `url` is the OpenAPI path (same placeholder names) plus any query, its
+    placeholders filled from the rows `arrange` makes."""
+
+    method: str
+    url: str
+    statements: int
+    caller: Caller = "superuser"
+    json: Any = None
+    form: dict[str, str] | None = None
+    # The caller's real password hash, for the routes that verify it (hashing costs time).
+    password: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.url.split("?", 1)[0]
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.url} as {self.caller}"
+
+
+async def arrange(arena: Arena, connection: AsyncConnection, call: Call) -> dict[str, Any]:
+    """Rows every call can name, the caller's ids among them: the caller (or, for an anonymous
+    call, an owner) writes the post, places the order and gets its notification."""
+    caller = arena.caller_id() if arena.caller else (await arena.user_ids(1, prefix="owner"))[0]
+    [category, empty_category] = await arena.categories(2)
+    [product, spare_product] = await arena.products(2, category_ids=[category], stock=100)
+    [tag, loose_tag] = await arena.tags(2)
+    [post, published] = await arena.posts(
+        2, author_ids=[caller], statuses=(PostStatus.draft, PostStatus.published)
+    )
+    await arena.tag([post, published], [tag])
+    [order] = await arena.orders(1, user_ids=[caller], product_ids=[product])
+    [notification] = await arena.insert(
+        Notification, [{"user_id": caller, "message": "Shipped", "order_id": order}]
+    )
+    [member] = await arena.users(1, prefix="member")
+    products, users = table_of(Product), table_of(User)
+    sku, slug = (
+        await connection.execute(
+            select(products.c.sku, products.c.slug).where(products.c.id == product)
+        )
+    ).one()
+    if call.password:
+        hashed = password_hash.hash(PASSWORD)
+        await connection.execute(
+            update(users).where(users.c.id == caller).values(hashed_password=hashed)
+        )
+    return {
+        "category_id": category,
+        "empty_category_id": empty_category,
+        "product_id": product,
+        "spare_product_id": spare_product,
+        "sku": sku,
+        "slug": slug,
+        "tag_id": tag,
+        "loose_tag_id": loose_tag,
+        "post_id": post,
+        "order_id": order,
+        "notification_id": notification,
+        "user_id": member.id,
+        "email": member.email,
+        "caller_id": caller,
+        "caller_name": arena.caller.username if arena.caller else "",
+    }
+
+
+def filled(value: Any, ids: dict[str, Any]) -> Any:
+    """`value` (a URL or a JSON body) with its `{placeholder}` strings filled from `ids`; a
+    string that is just one placeholder takes the id's own type."""
+    if isinstance(value, str):
+        if value.startswith("{") and value.endswith("}") and value[1:-1] in ids:
+            return ids[value[1:-1]]
+        return value.format(**ids)
+    if isinstance(value, dict):
+        return {k: filled(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [filled(v, ids) for v in value]
+    return value
+
+
+def order_of(product: str) -> dict[str, Any]:
+    return {"items": [{"product_id": product, "quantity": 2}]}
+
+
+CALLS = [
+    Call("GET", "/", 0, "anonymous"),
+    Call("GET", "/health", 0, "anonymous"),
+    Call("GET", "/health/ready", 1, "anonymous"),
+    Call("GET", "/health/db", 2),
+    # products
+    Call("POST", "/products/", 5, json={"name": "Lamp", "price": "12.50", "sku": "lamp-1"}),
+    Call("GET", "/products/", 1, "anonymous"),
+    Call("GET", "/products/?size=1&cursor={cursor}", 1, "anonymous"),
+    Call("GET", "/products/with-categories", 1, "anonymous"),
+    Call("GET", "/products/low-stock?threshold=1000", 2),
+    Call("GET", "/products/by-category-stats", 2),
+    Call("GET", "/products/by-sku/{sku}", 1, "anonymous"),
+    Call("GET", "/products/by-slug/{slug}", 1, "anonymous"),
+    Call("GET", "/products/{product_id}", 1, "anonymous"),
+    Call("PATCH", "/products/{product_id}", 6, json={"price": "9.99"}),
+    Call("DELETE", "/products/{spare_product_id}", 5),
+    Call("POST", "/products/{product_id}/stock", 4, json={"change": 3}),
+    # categories
+    Call("POST", "/categories/", 4, json={"name": "Lamps"}),
+    Call("GET", "/categories/", 1, "anonymous"),
+    Call("GET", "/categories/{category_id}", 2, "anonymous"),
+    Call("PATCH", "/categories/{category_id}", 8, json={"name": "Lights"}),
+    Call("DELETE", "/categories/{empty_category_id}", 7),
+    Call("GET", "/categories/{category_id}/products", 3, "anonymous"),
+    # tags
+    Call("POST", "/tags/", 4, json={"name": "Lighting"}),
+    Call("GET", "/tags/", 1, "anonymous"),
+    Call("GET", "/tags/{tag_id}", 1, "anonymous"),
+    Call("PATCH", "/tags/{tag_id}", 5, json={"name": "Lighting"}),
+    Call("DELETE", "/tags/{loose_tag_id}", 3),
+    # posts
+    Call("POST", "/posts/", 6, json={"title": "On lamps", "content": "Light."}),
+    Call("GET", "/posts/", 2, "anonymous"),
+    Call("GET", "/posts/{post_id}", 4),
+    Call("PATCH", "/posts/{post_id}", 8, json={"title": "On lights"}),
+    Call("DELETE", "/posts/{post_id}", 5),
+    Call("PATCH", "/posts/{post_id}/status?new_status=published", 5),
+    Call("PUT", "/posts/{post_id}/tags/{loose_tag_id}", 7),
+    Call("DELETE", "/posts/{post_id}/tags/{tag_id}", 6),
+    # orders
+    Call("POST", "/orders/", 8, json=order_of("{product_id}")),
+    Call("GET", "/orders/", 2),
+    Call("POST", "/orders/with-notifications", 8, json=order_of("{product_id}")),
+    Call("GET", "/orders/stats/summary", 2),
+    Call("GET", "/orders/user/{caller_id}", 2),
+    Call("GET", "/orders/{order_id}", 3),
+    Call("GET", "/orders/{order_id}/details", 3),
+    Call("PATCH", "/orders/{order_id}/status?new_status=cancelled", 11),
+    # auth and users
+    Call(
+        "POST",
+        "/auth/token",
+        2,
+        "user",  # the one whose password is set; the route reads no bearer token
+        form={"username": "{caller_name}", "password": PASSWORD},
+        password=True,
+    ),
+    Call(
+        "POST",
+        "/users/",
+        4,
+        "anonymous",
+        json={"username": "newcomer", "email": "newcomer@example.com", "password": PASSWORD},
+    ),
+    Call("GET", "/users/", 2),
+    Call("GET", "/users/me", 1, "user"),
+    Call("PATCH", "/users/me", 5, "user", json={"bio": "Lamps."}),
+    Call(
+        "POST",
+        "/users/me/password",
+        2,
+        "user",
+        json={"current_password": PASSWORD, "new_password": "another-password"},
+        password=True,
+    ),
+    Call(
+        "POST",
+        "/users/bulk",
+        5,
+        json=[{"username": "bulk_one", "email": "bulk_one@example.com", "password": PASSWORD}],
+    ),
+    Call("GET", "/users/search?q=member", 2),
+    Call("GET", "/users/by-email/{email}", 2),
+    Call("GET", "/users/stats/active-count", 2),
+    Call("PATCH", "/users/bulk/deactivate?days=30", 2),
+    Call("DELETE", "/users/bulk/inactive", 5),
+    Call("GET", "/users/top-spenders", 2),
+    Call("GET", "/users/{user_id}/with-posts", 3),
+    Call(
+        "PUT",
+        "/users/{user_id}",
+        6,
+        json={"username": "renamed", "email": "renamed@example.com", "is_active": True},
+    ),
+    Call("GET", "/users/{user_id}", 2),
+    Call("PATCH", "/users/{user_id}", 6, json={"bio": "Lamps."}),
+    Call("DELETE", "/users/{user_id}", 5),
+    Call("DELETE", "/users/{user_id}/soft", 4),
+    Call("GET", "/users/{caller_id}/notifications", 2),
+    Call("POST", "/notifications/{notification_id}/read", 3),
+]
+
+
+def test_every_route_has_a_call() -> None:
+    def shape(path: str) -> str:  # placeholders unnamed: calls name the rows they need
+        return re.sub(r"\{[^}]+\}", "{}", path)
+
+    routes = {(method, shape(path)) for method, path in openapi_routes()}
+    covered = {(call.method, shape(call.path)) for call in CALLS}
+    assert routes - covered == set(), "routes without a statement count"
+    assert covered - routes == set(), "calls to paths that are not routes"
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[call.id for call in CALLS])
+async def test_route_sends_its_fixed_number_of_statements(
+    app: FastAPI, db_connection: AsyncConnection, call: Call
+) -> None:
+    savepoint = await db_connection.begin_nested()
+    try:
+        arena = Arena(db_connection)
+        caller = await arena.sign_in(call.caller)
+        ids = await arrange(arena, db_connection, call)
+        request: dict[str, Any] = {}
+        if call.json is not None:
+            request["json"] = filled(call.json, ids)
+        if call.form is not None:
+            request["data"] = filled(call.form, ids)
+        async with client_for(app, caller) as client:
+            if "{cursor}" in call.url:  # the second page of products, by cursor
+                first = await client.get("/products/?size=1")
+                ids["cursor"] = first.json()["next_cursor"]
+            with recording(db_connection) as sent:
+                response = await client.request(call.method, filled(call.url, ids), **request)
+        assert response.is_success, response.text
+        # A page with no rows counts the list on its own: one statement more (apaginate).
+        if isinstance(body := response.json() if response.content else None, dict):
+            assert body.get("items", [None]), f"an empty page: {response.text}"
+        statements = app_statements(sent)
+        print(f"{call.id}: {len(statements)}")
+        assert len(statements) == call.statements, "\n".join(statements)
+    finally:
+        await savepoint.rollback()
