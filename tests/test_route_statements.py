@@ -135,7 +135,7 @@ CALLS = [
     Call("GET", "/products/{product_id}", 1, "anonymous"),
     Call("PATCH", "/products/{product_id}", 6, json={"price": "9.99"}),
     Call("DELETE", "/products/{spare_product_id}", 5),
-    Call("POST", "/products/{product_id}/stock", 4, json={"change": 3}),
+    Call("POST", "/products/{product_id}/stock", 2, json={"change": 3}),
     # categories
     Call("POST", "/categories/", 4, json={"name": "Lamps"}),
     Call("GET", "/categories/", 1, "anonymous"),

@@ -156,7 +156,8 @@ async def delete_product(*, session: AsyncSession, product_id: int) -> None:
 
 
 async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:
-    """Add `change` to the stock in one statement, never below zero (no read-modify-write)."""
+    """Add `change` to the stock in one statement that answers the updated row, never below
+    zero (no read-modify-write). Only a refusal reads the row again, to say why."""
     result = await session.exec(
         update(Product)
         .where(
@@ -164,14 +165,13 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
             col(Product.stock_quantity) + change >= 0,
         )
         .values(stock_quantity=col(Product.stock_quantity) + change)
-        .returning(col(Product.id))
+        .returning(Product)
     )
-    if result.first() is None:
+    updated: Product | None = result.scalars().one_or_none()
+    if updated is None:
         db_product = await get_product(session=session, product_id=product_id)
         raise Conflict(
             f"Only {db_product.stock_quantity} in stock; cannot take {-change}.",
             errors=[FieldError(field="change", message=f"available: {db_product.stock_quantity}")],
         )
-    db_product = await get_product(session=session, product_id=product_id)
-    await session.refresh(db_product)
-    return db_product
+    return updated
