@@ -597,7 +597,9 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
         other_cpu_pct=others,
         cpu_ms=cpu,
         loop_lag_ms=loop_lag(server, started, ended),
-        run_queue_pct=round(max(waited.values(), default=0) / ((ended - started) * 1e7), 1),
+        run_queue_pct=(
+            round(max(waited.values()) / ((ended - started) * 1e7), 1) if waited else None
+        ),
     )
 
 
@@ -613,25 +615,29 @@ def run_queue_ns(server: Server) -> dict[int, int]:
 
 def loop_lag(server: Server, started: float, ended: float) -> dict[str, float] | None:
     """The workers' loop lag between two wall times, from serve.py's files: p50, p99 and max
-    in ms, and the wakes counted. Waits up to two flushes for the last wakes to be written.
+    in ms, and the wakes counted. Waits up to 1.5 s (three flushes) for every worker to have
+    written its wakes past the end.
 
     Under load a wake is late by a whole turn of the loop: every request's callbacks that were
     ready when it began. A max near what a few requests cost in CPU is a busy loop; far above
-    it, with the worker not saturated, something blocked it or the kernel did not run it."""
+    it, with the worker not saturated, something blocked it or the kernel did not run it. A
+    saturated row has a few hundred wakes, so its p99 is one of its latest few."""
     files = [server.lag_dir / f"{pid}.lag" for pid in server.worker_pids()]
     lags: list[float] = []
     deadline = time.monotonic() + 1.5
     while True:
         lags.clear()
-        newest = 0.0
+        newest = dict.fromkeys(files, 0.0)
         for path in files:
             with contextlib.suppress(OSError):
-                for line in path.read_text().splitlines():
+                text = path.read_text()
+                # Only whole lines: a flush may be read while it is being written.
+                for line in text[: text.rfind("\n") + 1].splitlines():
                     at, lag = (float(v) for v in line.split())
-                    newest = max(newest, at)
+                    newest[path] = max(newest[path], at)
                     if started <= at <= ended:
                         lags.append(lag)
-        if newest >= ended or time.monotonic() > deadline:
+        if min(newest.values(), default=ended) >= ended or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     if not lags:

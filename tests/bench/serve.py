@@ -18,6 +18,7 @@ up at import, so that uvicorn's spawned workers (which import this module again)
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import sys
@@ -65,11 +66,19 @@ async def sample_loop_lag(path: Path) -> None:
 _samplers: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
 
+def sampler_ended(task: asyncio.Task[None]) -> None:
+    """A sampler that fails says so in the server's log (make bench's rows would only lack it)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logging.getLogger(__name__).error("loop-lag sampler failed", exc_info=error)
+
+
 async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
     await _startup(self, sockets)
     if LOOP_LAG_DIR:
         path = Path(LOOP_LAG_DIR) / f"{os.getpid()}.lag"
-        _samplers.add(asyncio.get_running_loop().create_task(sample_loop_lag(path)))
+        task = asyncio.get_running_loop().create_task(sample_loop_lag(path))
+        task.add_done_callback(sampler_ended)
+        _samplers.add(task)
 
 
 api.core.db.create_async_engine = create_async_engine  # type: ignore[attr-defined]

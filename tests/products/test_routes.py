@@ -255,6 +255,8 @@ class TestStock:
 
         assert added.json()["stock_quantity"] == 8
         assert taken.json()["stock_quantity"] == 0
+        # The answer is the whole row as stored, as a read of it answers.
+        assert taken.json() == (await admin_client.get(f"/products/{product.id}")).json()
 
     async def test_never_below_zero(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
