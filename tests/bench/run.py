@@ -10,11 +10,12 @@ What it does, from a clean clone:
 3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
    (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL_MODE=null through PgBouncer, JSON
    logs with uvicorn's access log, as the Docker image runs it), signs up a user and logs in
-   that user and the first superuser, then measures every request shape with wrk (`wrk.lua`):
-   a warm-up run, then a measured run at 50 connections; then, with the same settings and
-   worker count, the bare asyncpg handler of `bare.py` (`GET /products/{id}` without
-   SQLAlchemy): the yardstick of what SQLAlchemy and our code add to the driver; both through
-   `serve.py` (uvicorn's command line, with each worker's event-loop lag sampled);
+   that user and the first superuser, then measures every request shape with wrk (`wrk.lua`,
+   one thread, on the machine's last CPU): a warm-up run, then a measured run at 50
+   connections; then, with the same settings and worker count, the bare asyncpg handler of
+   `bare.py` (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and
+   our code add to the driver; both through `serve.py` (uvicorn's command line, with each
+   worker's event-loop lag sampled);
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `count_statements`), reads the workers' RSS from /proc after each run and their loop lag
    during it;
