@@ -11,6 +11,7 @@ from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.posts.models import Post, PostStatus, PostTagLink
+from api.tags.models import Tag
 from api.users.models import User
 from tests.factories import make_post, make_tag, make_user
 from tests.helpers import assert_problem, client_for, error_fields
@@ -227,6 +228,21 @@ class TestWrites:
         post = await make_post(session, author=alice, title="Gone")
         assert (await admin_client.delete(f"/posts/{post.id}")).status_code == 204
         assert await reload(session, post.id) is None
+
+    async def test_deleting_a_tagged_post_unlinks_its_tags_and_keeps_them(
+        self, as_alice: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        post = await make_post(session, author=alice, title="Tagged")
+        tag = await make_tag(session, name="Kept")
+        session.add(PostTagLink(post_id=post.id, tag_id=tag.id))  # type: ignore[arg-type]
+        await session.flush()
+
+        assert (await as_alice.delete(f"/posts/{post.id}")).status_code == 204
+
+        assert await reload(session, post.id) is None
+        links = select(func.count()).select_from(PostTagLink).where(PostTagLink.post_id == post.id)
+        assert (await session.exec(links)).one() == 0
+        assert (await session.exec(select(Tag).where(Tag.id == tag.id))).first() is not None
 
     async def test_null_title_is_422(
         self, as_alice: httpx.AsyncClient, alice: User, session: AsyncSession
