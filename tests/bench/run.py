@@ -11,7 +11,7 @@ What it does, from a clean clone:
    (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL_MODE=null through PgBouncer, JSON
    logs with uvicorn's access log, as the Docker image runs it), signs up a user and logs in
    that user and the first superuser, then measures every request shape with wrk (`wrk.lua`,
-   one thread, on the machine's last CPU): a warm-up run, then a measured run at 50
+   one thread by default, on the last CPU it may use): a warm-up run, then a measured run at 50
    connections; then, with the same settings and worker count, the bare asyncpg handler of
    `bare.py` (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and
    our code add to the driver; both through `serve.py` (uvicorn's command line, with each
@@ -948,11 +948,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--wrk-cpus",
-        default=str(cpus - 1) if (cpus := os.cpu_count() or 1) > 1 else "",
+        default=str(max(cpus)) if len(cpus := os.sched_getaffinity(0)) > 1 else "",
         help="run wrk on these CPUs only (taskset's list; '' lets the kernel place it). Default:"
-        " the last CPU. Placed by the kernel, wrk and a one-worker server took turns on the same"
-        " core: p99 up to 7.7x p50 for /health, 3.0x-5.6x for database rows; with wrk on CPU 1,"
-        " 1.3x-2.6x, every row within 3x",
+        " the last CPU this process may use. Placed by the kernel, wrk and a one-worker server"
+        " took turns on the same core: at 19:51 (NullPool, worst of three rounds) p99 was 7.7x"
+        " p50 for /health, 3.0x-3.4x for the product and page rows; with wrk on CPU 1 (20:26,"
+        " two rounds) every round of those rows held within 3x (1.3x-2.6x)",
     )
     parser.add_argument(
         "--app-cpus",
