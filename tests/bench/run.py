@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -653,8 +653,8 @@ def loop_lag(server: Server, started: float, ended: float) -> dict[str, float] |
         return None
     lags.sort()
     return {
-        "p50": round(lags[len(lags) // 2], 1),
-        "p99": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1),
+        "p50": round(percentile(lags, 50), 1),
+        "p99": round(percentile(lags, 99), 1),
         "max": round(lags[-1], 1),
         "wakes": len(lags),
     }
@@ -726,7 +726,7 @@ def run_pgbench(
     )
 
 
-def percentile(sorted_values: list[int], pct: float) -> float:
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
     if not sorted_values:
         return 0.0
     return float(sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * pct / 100))])
