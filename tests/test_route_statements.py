@@ -20,7 +20,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.core.security import password_hash
-from api.notifications.models import Notification
 from api.posts.models import PostStatus
 from api.products.models import Product
 from api.users.models import User
@@ -66,9 +65,7 @@ async def arrange(arena: Arena, connection: AsyncConnection, call: Call) -> dict
     )
     await arena.tag([post, published], [tag])
     [order] = await arena.orders(1, user_ids=[caller], product_ids=[product])
-    [notification] = await arena.insert(
-        Notification, [{"user_id": caller, "message": "Shipped", "order_id": order}]
-    )
+    [notification] = await arena.notifications(1, user_id=caller, order_ids=[order])
     [member] = await arena.users(1, prefix="member")
     products, users = table_of(Product), table_of(User)
     sku, slug = (

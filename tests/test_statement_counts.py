@@ -188,12 +188,14 @@ class Arena:
         await self.connection.execute(insert(table_of(OrderItem)), items)
         return orders
 
-    async def notifications(self, n: int, *, user_id: int, order_ids: Sequence[int | None]) -> None:
+    async def notifications(
+        self, n: int, *, user_id: int, order_ids: Sequence[int | None]
+    ) -> list[int]:
         rows = [
             {"user_id": user_id, "message": f"Note {k}", "order_id": order}
             for k, order in zip(fresh(n), cycle(order_ids, n), strict=True)
         ]
-        await self.insert(Notification, rows)
+        return await self.insert(Notification, rows)
 
     def caller_id(self) -> int:
         assert self.caller is not None, "the case needs a caller"
