@@ -14,9 +14,10 @@ parameters are visible in every signature. Two ways through a list, same envelop
   the first one does, and rows inserted meanwhile never shift it. It answers no `total`, `page`
   or `pages` (a count would cost what the cursor saves). `next_cursor` is null on the last page.
 
-A cursor is opaque (base64url of sqlakeyset's bookmark) and only valid for the list and sort that
-made it: a malformed or foreign one is a 422, never a 500. Every list query orders by a unique
-tiebreaker (the id), which keyset paging needs.
+A cursor is opaque (base64url of a checksum of the list's ORDER BY, then sqlakeyset's bookmark)
+and only valid for a list in the order that made it: a malformed or foreign one is a 422, never a
+500, even where its values would fit the list (one integer id, say, for users as for tags). Every
+list query ends its ORDER BY with a unique column (the id), which keyset paging needs.
 
 The page is built without validating its rows: the route's response model validates them once,
 on the way out (fastapi-pagination, used before, validated each page twice, its own way and
@@ -25,6 +26,7 @@ FastAPI's).
 
 import base64
 import binascii
+import zlib
 from functools import cached_property
 from math import ceil
 from typing import Annotated, Any, Generic, TypeVar
@@ -37,7 +39,7 @@ from sqlakeyset import (
     serialize_bookmark,
     unserialize_bookmark,
 )
-from sqlakeyset.columns import parse_ob_clause
+from sqlakeyset.columns import OC, parse_ob_clause
 from sqlalchemy import String
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import Session
@@ -51,6 +53,7 @@ from api.core.errors import FieldError, InvalidQuery
 MAX_PAGE = 1_000_000
 COUNT_CAP = 10_000  # rows counted for `total`; a longer list is not counted further
 MAX_CURSOR = 512
+SCOPE = 8  # hex digits of the ORDER BY's checksum that open a cursor
 T = TypeVar("T")
 
 
@@ -66,8 +69,9 @@ class PageParams(BaseModel):
     )
 
     @cached_property
-    def bookmark(self) -> str | None:
-        """The cursor's sqlakeyset bookmark, decoded and checked once per request."""
+    def marker(self) -> tuple[str, str] | None:
+        """The cursor's order checksum and sqlakeyset bookmark, decoded and checked once per
+        request."""
         return None if self.cursor is None else _decode(self.cursor)
 
 
@@ -107,19 +111,28 @@ async def page_params(params: Annotated[PageParams, Query()]) -> PageParams:
 PageParamsDep = Annotated[PageParams, Depends(page_params)]
 
 
-def _encode(bookmark: str) -> str:
-    return base64.urlsafe_b64encode(bookmark.encode()).decode().rstrip("=")
+def _scope(columns: list[OC]) -> str:
+    """The checksum of a list's order ("products.price asc, products.id asc") that opens its
+    cursors."""
+    order = ", ".join(f"{c.full_name} {'asc' if c.is_ascending else 'desc'}" for c in columns)
+    return f"{zlib.crc32(order.encode()):0{SCOPE}x}"
 
 
-def _decode(cursor: str) -> str:
+def _encode(columns: list[OC], bookmark: str) -> str:
+    cursor = _scope(columns) + bookmark
+    return base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[str, str]:
     try:
-        bookmark = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        scope, bookmark = decoded[:SCOPE], decoded[SCOPE:]
         backwards = unserialize_bookmark(bookmark).backwards
     except (binascii.Error, UnicodeDecodeError, BadBookmark, ValueError) as exc:
         raise _bad_cursor() from exc
     if backwards:  # every next_cursor points forwards; a backwards one was made by hand
         raise _bad_cursor()
-    return bookmark
+    return scope, bookmark
 
 
 def _bad_cursor() -> InvalidQuery:
@@ -129,12 +142,11 @@ def _bad_cursor() -> InvalidQuery:
     )
 
 
-def _check_cursor_fits(query: SelectOfScalar[Any], bookmark: str) -> None:
-    """A cursor's values must match the query's sort columns in number and type, or PostgreSQL
-    would be asked to compare, say, a price with a name."""
+def _check_cursor_fits(columns: list[OC], scope: str, bookmark: str) -> None:
+    """A cursor must come from a list in this order, and its values must match the sort columns
+    in number and type, or PostgreSQL would be asked to compare, say, a price with a name."""
     place, _ = unserialize_bookmark(bookmark)
-    columns = parse_ob_clause(query)
-    if place is None or len(place) != len(columns):
+    if scope != _scope(columns) or place is None or len(place) != len(columns):
         raise _bad_cursor()
     for column, value in zip(columns, place, strict=True):
         if not isinstance(value, _python_type(column.comparable_value.type)):
@@ -153,16 +165,16 @@ def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:
     return select(func.count()).select_from(query.order_by(None).limit(COUNT_CAP + 1).subquery())
 
 
-def _next_bookmark(query: SelectOfScalar[Any], last: Any) -> str:
-    """The bookmark of the page after `last` (an ORM row of the query's entity)."""
-    values = tuple(getattr(last, column.comparable_value.key) for column in parse_ob_clause(query))
-    return serialize_bookmark((values, False))
+def _next_cursor(columns: list[OC], last: Any) -> str:
+    """The cursor of the page after `last` (an ORM row of the query's entity)."""
+    values = tuple(getattr(last, column.comparable_value.key) for column in columns)
+    return _encode(columns, serialize_bookmark((values, False)))
 
 
 async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: PageParams) -> Page[T]:
     """One page of `query` by page or by cursor (see the module's docstring)."""
-    if params.bookmark is not None:
-        return await _by_cursor(session, query, params.size, params.bookmark)
+    if params.marker is not None:
+        return await _by_cursor(session, query, params.size, *params.marker)
     items, total = await _page_and_total(session, query, params)
     capped = total > COUNT_CAP
     pages = None if capped else ceil(total / params.size)
@@ -175,7 +187,7 @@ async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: Pag
         page=params.page,
         size=params.size,
         pages=pages,
-        next_cursor=_encode(_next_bookmark(query, items[-1])) if more and items else None,
+        next_cursor=_next_cursor(parse_ob_clause(query), items[-1]) if more and items else None,
     )
 
 
@@ -201,9 +213,10 @@ async def _page_and_total(
 
 
 async def _by_cursor(
-    session: AsyncSession, query: SelectOfScalar[T], size: int, bookmark: str
+    session: AsyncSession, query: SelectOfScalar[T], size: int, scope: str, bookmark: str
 ) -> Page[T]:
-    _check_cursor_fits(query, bookmark)  # what sqlakeyset would refuse with InvalidPage
+    columns = parse_ob_clause(query)
+    _check_cursor_fits(columns, scope, bookmark)  # sqlakeyset would raise InvalidPage, or worse
     selectable: Any = query  # sqlakeyset types it as a Select of tuples; ours is of entities
 
     def keyset_page(sync_session: Session) -> tuple[list[T], str | None]:
@@ -218,7 +231,7 @@ async def _by_cursor(
         page=None,
         size=size,
         pages=None,
-        next_cursor=_encode(after) if after else None,
+        next_cursor=_encode(columns, after) if after else None,
     )
 
 

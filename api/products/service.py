@@ -83,6 +83,8 @@ def filtered(
                 col(Product.sku).icontains(q, autoescape=True),
             )
         )
+    if sort == "id":
+        return query.order_by(ORDERINGS[sort])
     # id breaks ties, so pages never overlap or skip.
     return query.order_by(ORDERINGS[sort], col(Product.id).asc())
 

@@ -1,6 +1,7 @@
 """Paging by page and by cursor: the same envelope, cursors that walk a whole list once in its
 sort order whatever is inserted meanwhile, and foreign or forged cursors refused with a 422."""
 
+import base64
 from typing import Any
 
 import httpx
@@ -97,23 +98,55 @@ async def test_users_by_cursor(
     assert [u["id"] for u in walked] == [admin.id] + [u.id for u in users]
 
 
+def b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def unb64(cursor: str) -> str:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
 @pytest.mark.parametrize(
-    "cursor",
+    ("cursor", "scoped"),
     [
-        "!!!",  # not base64url
-        "x" * 513,  # too long
-        "aGVsbG8",  # base64 of "hello": no direction marker
-        "Pmk6YWJj",  # ">i:abc": an integer that is not one
-        "PGk6M35pOjM",  # "<i:3~i:3": fits the list, but backwards, which no answer hands out
+        ("!!!", False),  # not base64url
+        ("x" * 513, False),  # too long
+        (b64(">i:3"), False),  # a bookmark that fits the list, without the list's checksum
+        (b64("hello"), True),  # the list's checksum, then no direction marker
+        (b64(">i:abc"), True),  # an integer that is not one
+        (b64(">"), True),  # no values
+        (b64(">i:3~i:4"), True),  # two values where the list sorts by one column
+        (b64(">s:abc"), True),  # a string where the list sorts by an integer
+        (b64("<i:3"), True),  # fits the list, but backwards, which no answer hands out
     ],
 )
 async def test_malformed_cursors_are_422(
-    client: httpx.AsyncClient, products: list[Product], cursor: str
+    client: httpx.AsyncClient, products: list[Product], cursor: str, scoped: bool
 ) -> None:
+    """Forged cursors; the `scoped` ones open with this list's checksum, taken from a real
+    next_cursor, so that what follows it is what gets refused."""
+    if scoped:
+        real = (await client.get("/products/", params={"size": 1})).json()["next_cursor"]
+        cursor = b64(unb64(real)[: pagination.SCOPE] + unb64(cursor))
+
     response = await client.get("/products/", params={"cursor": cursor})
 
     body = assert_problem(response, 422, "validation_error")
     assert "query.cursor" in error_fields(body)
+
+
+async def test_a_forged_cursor_with_the_lists_checksum_reads_on_from_its_values(
+    client: httpx.AsyncClient, products: list[Product]
+) -> None:
+    """The counterpart of the forged cursors above: the same checksum with a well-formed
+    bookmark is a cursor like any other."""
+    real = (await client.get("/products/", params={"size": 1})).json()["next_cursor"]
+    cursor = b64(unb64(real)[: pagination.SCOPE] + f">i:{products[2].id}")
+
+    response = await client.get("/products/", params={"cursor": cursor, "size": 2})
+
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["items"]] == [p.id for p in products[3:5]]
 
 
 @pytest.mark.parametrize(
@@ -159,6 +192,7 @@ async def test_a_cursor_of_another_sort_or_list_is_422(
 
     assert_problem(wrong_type, 422, "validation_error")
     assert_problem(wrong_length, 422, "validation_error")
+    # One integer id, as the products' own cursors by id hold: only the checksum tells them apart.
     reused = await client.get("/products/", params={"cursor": users["next_cursor"]})
     assert_problem(reused, 422, "validation_error")
 
