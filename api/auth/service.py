@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth.models import LoginThrottle, PasswordChange, Token
 from api.core.config import Settings
+from api.core.db import get_by_key
 from api.core.errors import BadRequest, TooManyRequests, Unauthorized
 from api.core.security import hash_password, password_hash, verify_password
 from api.users.models import User
@@ -51,7 +52,7 @@ def user_id_from_token(*, token: str, settings: Settings) -> int:
 
 
 async def get_active_user(*, session: AsyncSession, user_id: int) -> User:
-    user = await session.get(User, user_id)
+    user = await get_by_key(session, User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The token's user does not exist or is deactivated.")
     return user

@@ -21,14 +21,18 @@ app sets no session state, and named statements only exist where PgBouncer track
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
+from sqlalchemy import bindparam
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.config import Settings
 from api.core.errors import (
@@ -200,9 +204,27 @@ def constraint_error(
 M = TypeVar("M", bound=SQLModel)
 
 
+@cache
+def _by_key(model: type[M]) -> SelectOfScalar[M]:
+    (primary_key,) = sa_inspect(model).primary_key
+    return select(model).where(primary_key == bindparam("key"))
+
+
+async def get_by_key(session: AsyncSession, model: type[M], key: Any) -> M | None:
+    """The row of `model` with primary key `key`, or None. What `session.get` does for a row
+    not yet in the session, by a statement built once per model: SQLAlchemy computes a
+    statement's cache key once per statement object, and `session.get` builds a new one per
+    call (make bench, GET /products/{id}: app CPU 3.02 -> 2.67 ms on NullPool, 1.90 -> 1.58 ms
+    pooled). A row the session already holds (the current user, looked up again by id) is
+    `session.get`'s: no statement."""
+    if sa_inspect(model).identity_key_from_primary_key((key,)) in session.identity_map:
+        return await session.get(model, key)
+    return (await session.exec(_by_key(model), params={"key": key})).one_or_none()
+
+
 async def get_or_404(session: AsyncSession, model: type[M], key: int) -> M:
     """The row of `model` with primary key `key`, or a 404 naming the resource and the id."""
-    row = await session.get(model, key)
+    row = await get_by_key(session, model, key)
     if row is None:
         raise NotFound(model.__name__, key)
     return row
