@@ -25,7 +25,7 @@ from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -225,6 +225,45 @@ async def get_by_key(session: AsyncSession, model: type[M], key: Any) -> M | Non
 async def get_or_404(session: AsyncSession, model: type[M], key: int) -> M:
     """The row of `model` with primary key `key`, or a 404 naming the resource and the id."""
     row = await get_by_key(session, model, key)
+    if row is None:
+        raise NotFound(model.__name__, key)
+    return row
+
+
+async def update_or_404(
+    session: AsyncSession,
+    model: type[M],
+    key: int,
+    changes: Mapping[str, Any],
+    *,
+    unique: Mapping[str, str] | None = None,
+    references: Mapping[str, str] | None = None,
+) -> M:
+    """The row of `model` with primary key `key` after `changes`, in one UPDATE ... RETURNING
+    (no read before it, no savepoint around it), or a 404 naming the resource and the id. A
+    broken constraint is the answer `constraint_errors` gives; it ends the request, whose
+    transaction is rolled back, so nothing has to stay usable after it. No changes: the row as
+    it is, and its `updated_at` untouched.
+    """
+    if not changes:
+        return await get_or_404(session, model, key)
+    (primary_key,) = sa_inspect(model).primary_key
+    # populate_existing: a row the session already holds (the current user) takes every value
+    # the UPDATE returns, not only those SQLAlchemy could not work out in Python (updated_at).
+    statement = (
+        update(model)
+        .where(primary_key == key)
+        .values(changes)
+        .returning(model)
+        .execution_options(populate_existing=True)
+    )
+    try:
+        row: M | None = (await session.exec(statement)).scalars().one_or_none()
+    except IntegrityError as exc:
+        error = constraint_error(exc, unique=unique, references=references)
+        if error is None:
+            raise
+        raise error from exc
     if row is None:
         raise NotFound(model.__name__, key)
     return row

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.categories.models import Category
-from api.core.db import constraint_errors, get_or_404
+from api.core.db import constraint_errors, get_or_404, update_or_404
 from api.core.errors import Conflict, FieldError, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
@@ -143,11 +143,10 @@ async def category_stats(*, session: AsyncSession) -> list[CategoryStats]:
 async def update_product(
     *, session: AsyncSession, product_id: int, product_in: ProductUpdate
 ) -> Product:
-    db_product = await get_product(session=session, product_id=product_id)
-    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
-        db_product.sqlmodel_update(product_in.model_dump(exclude_unset=True))
-    await session.refresh(db_product)
-    return db_product
+    changes = product_in.model_dump(exclude_unset=True)
+    return await update_or_404(
+        session, Product, product_id, changes, unique=UNIQUE_FIELDS, references=REFERENCES
+    )
 
 
 async def delete_product(*, session: AsyncSession, product_id: int) -> None:

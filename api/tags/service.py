@@ -3,7 +3,7 @@
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.core.db import constraint_errors, get_or_404
+from api.core.db import constraint_errors, get_or_404, update_or_404
 from api.core.pagination import Page, PageParams, apaginate
 from api.tags.models import UNIQUE_FIELDS, Tag, TagCreate, TagUpdate
 
@@ -25,10 +25,8 @@ async def list_tags(*, session: AsyncSession, params: PageParams) -> Page[Tag]:
 
 
 async def update_tag(*, session: AsyncSession, tag_id: int, tag_in: TagUpdate) -> Tag:
-    db_tag = await get_tag(session=session, tag_id=tag_id)
-    async with constraint_errors(session, unique=UNIQUE_FIELDS):
-        db_tag.sqlmodel_update(tag_in.model_dump(exclude_unset=True))
-    return db_tag
+    changes = tag_in.model_dump(exclude_unset=True)
+    return await update_or_404(session, Tag, tag_id, changes, unique=UNIQUE_FIELDS)
 
 
 async def delete_tag(*, session: AsyncSession, tag_id: int) -> None:

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_errors, get_or_404
+from api.core.db import constraint_errors, get_or_404, update_or_404
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
@@ -60,11 +60,8 @@ async def list_users(
 async def update_user(
     *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate
 ) -> User:
-    db_user = await get_user(session=session, user_id=user_id)
-    async with constraint_errors(session, unique=UNIQUE_FIELDS):
-        db_user.sqlmodel_update(user_in.model_dump(exclude_unset=True))
-    await session.refresh(db_user)
-    return db_user
+    changes = user_in.model_dump(exclude_unset=True)
+    return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
 async def delete_user(*, session: AsyncSession, user_id: int) -> None:

@@ -203,6 +203,8 @@ class TestMe:
         response = await as_carol.patch("/users/me", json={"bio": "Hello"})
 
         assert response.status_code == 200
+        # The answer is the row after the change, though the request had read the user before.
+        assert (response.json()["bio"], response.json()["full_name"]) == ("Hello", "Carol")
         db_user = await session.get(User, carol.id, populate_existing=True)
         assert db_user is not None
         assert db_user.bio == "Hello"

@@ -1,12 +1,13 @@
 """Products over HTTP: Decimal money, filters and sorting, atomic stock, public reads and
 superuser writes, against real PostgreSQL."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import func, select
+from sqlmodel import func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
@@ -295,6 +296,62 @@ class TestUpdateAndDelete:
         assert response.json()["sku"] == "NEW-SKU"
         await session.refresh(product)
         assert product.price == Decimal("12.50")
+
+    async def test_an_update_stamps_updated_at_and_an_empty_one_changes_nothing(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        product = await make_product(session, name="Widget")
+        long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+        await session.exec(update(Product).values(updated_at=long_ago))
+
+        unchanged = await admin_client.patch(f"/products/{product.id}", json={})
+        assert unchanged.status_code == 200
+        assert unchanged.json()["name"] == "Widget"
+        assert datetime.fromisoformat(unchanged.json()["updated_at"]) == long_ago
+
+        response = await admin_client.patch(f"/products/{product.id}", json={"stock_quantity": 9})
+
+        assert response.status_code == 200
+        assert response.json()["stock_quantity"] == 9
+        assert response.json()["name"] == "Widget"
+        stamped = datetime.fromisoformat(response.json()["updated_at"])
+        assert stamped > long_ago
+        await session.refresh(product)
+        assert (product.stock_quantity, product.updated_at) == (9, stamped)
+
+    @pytest.mark.parametrize("field", ["sku", "slug"])
+    async def test_taking_anothers_sku_or_slug_is_409_and_changes_nothing(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession, field: str
+    ) -> None:
+        await make_product(session, name="Taken")
+        product = await make_product(session, name="Widget")
+
+        response = await admin_client.patch(
+            f"/products/{product.id}", json={field: "taken", "price": "1.00"}
+        )
+
+        assert error_fields(assert_problem(response, 409, "conflict")) == {field}
+        await session.refresh(product)
+        assert (product.sku, product.slug, product.price) == ("WIDGET", "widget", Decimal("9.99"))
+
+    async def test_an_unknown_category_is_422_naming_it(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        product = await make_product(session, name="Widget")
+
+        response = await admin_client.patch(f"/products/{product.id}", json={"category_id": 987654})
+
+        body = assert_problem(response, 422, "invalid_reference")
+        assert error_fields(body) == {"category_id"}
+        await session.refresh(product)
+        assert product.category_id is None
+
+    @pytest.mark.parametrize("body", [{"price": "1.00"}, {}])
+    async def test_a_missing_product_is_404(
+        self, admin_client: httpx.AsyncClient, body: dict[str, Any]
+    ) -> None:
+        response = await admin_client.patch("/products/987654", json=body)
+        assert "987654" in assert_problem(response, 404, "not_found")["detail"]
 
     @pytest.mark.parametrize("change", [{"price": None}, {"price": "0"}, {"stock_quantity": -1}])
     async def test_bad_updates_are_422(
