@@ -137,7 +137,7 @@ CALLS = [
     Call("POST", "/categories/", 4, json={"name": "Lamps"}),
     Call("GET", "/categories/", 1, "anonymous"),
     Call("GET", "/categories/{category_id}", 2, "anonymous"),
-    Call("PATCH", "/categories/{category_id}", 8, json={"name": "Lights"}),
+    Call("PATCH", "/categories/{category_id}", 4, json={"name": "Lights"}),
     Call("DELETE", "/categories/{empty_category_id}", 7),
     Call("GET", "/categories/{category_id}/products", 3, "anonymous"),
     # tags

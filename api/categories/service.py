@@ -1,7 +1,7 @@
 """Categories: queries and rules. Functions flush, never commit."""
 
 from sqlalchemy.orm import selectinload
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import (
@@ -11,10 +11,14 @@ from api.categories.models import (
     CategoryCreate,
     CategoryUpdate,
 )
-from api.core.db import constraint_errors
+from api.core.db import constraint_errors, update_or_404
 from api.core.errors import Conflict, FieldError, InvalidReference, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import Product
+
+# The transaction-scoped advisory lock that serializes moves in the category tree (a
+# constant of our own: PostgreSQL's advisory locks are keyed by any bigint).
+REPARENTING = 0x63617465676F7279  # "category"
 
 
 async def create_category(*, session: AsyncSession, category_in: CategoryCreate) -> Category:
@@ -47,17 +51,23 @@ async def list_categories(*, session: AsyncSession, params: PageParams) -> Page[
 async def update_category(
     *, session: AsyncSession, category_id: int, category_in: CategoryUpdate
 ) -> Category:
-    db_category = await get_category(session=session, category_id=category_id)
+    """A new parent below the category (or the category itself) is a 422. Moves are checked and
+    made one at a time: two moves checked at once could each see no cycle and together make
+    one (A under B and B under A), which every walk of the tree would follow forever."""
     changes = category_in.model_dump(exclude_unset=True)
     parent_id = changes.get("parent_id")
-    if parent_id is not None and await _is_in_subtree(session, root=category_id, node=parent_id):
-        raise InvalidReference(
-            "A category cannot be its own ancestor.",
-            errors=[FieldError(field="parent_id", message="is this category or one below it")],
-        )
-    async with constraint_errors(session, unique=UNIQUE_FIELDS, references=REFERENCES):
-        db_category.sqlmodel_update(changes)
-    return await get_category(session=session, category_id=category_id)
+    if parent_id is not None:
+        await session.exec(select(func.pg_advisory_xact_lock(REPARENTING)))
+        if await _is_in_subtree(session, root=category_id, node=parent_id):
+            raise InvalidReference(
+                "A category cannot be its own ancestor.",
+                errors=[FieldError(field="parent_id", message="is this category or one below it")],
+            )
+    db_category = await update_or_404(
+        session, Category, category_id, changes, unique=UNIQUE_FIELDS, references=REFERENCES
+    )
+    await session.refresh(db_category, ["children"])
+    return db_category
 
 
 async def delete_category(*, session: AsyncSession, category_id: int) -> None:

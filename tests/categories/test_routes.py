@@ -126,6 +126,27 @@ class TestUpdateCategory:
         assert db_child is not None
         assert db_child.parent_id is None
 
+    async def test_a_renamed_category_answers_with_its_children(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        parent = await make_category(session, name="Audio")
+        speakers = await make_category(session, name="Speakers", parent=parent)
+        headphones = await make_category(session, name="Headphones", parent=parent)
+
+        response = await admin_client.patch(f"/categories/{parent.id}", json={"name": "Sound"})
+
+        assert response.status_code == 200
+        assert response.json()["name"] == "Sound"
+        # In the order they were created (by id), as GET gives them.
+        assert [c["id"] for c in response.json()["children"]] == [speakers.id, headphones.id]
+
+    @pytest.mark.parametrize("body", [{"name": "Sound"}, {"parent_id": 424242}, {}])
+    async def test_a_missing_category_is_404(
+        self, admin_client: httpx.AsyncClient, body: dict[str, Any]
+    ) -> None:
+        response = await admin_client.patch("/categories/424242", json=body)
+        assert_problem(response, 404, "not_found")
+
     @pytest.mark.parametrize("target", ["self", "grandchild"])
     async def test_a_cycle_is_422(
         self, admin_client: httpx.AsyncClient, session: AsyncSession, target: str
