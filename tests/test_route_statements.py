@@ -150,7 +150,7 @@ CALLS = [
     Call("POST", "/posts/", 6, json={"title": "On lamps", "content": "Light."}),
     Call("GET", "/posts/", 2, "anonymous"),
     Call("GET", "/posts/{post_id}", 4),
-    Call("PATCH", "/posts/{post_id}", 8, json={"title": "On lights"}),
+    Call("PATCH", "/posts/{post_id}", 4, json={"title": "On lights"}),
     Call("DELETE", "/posts/{post_id}", 2),
     Call("PATCH", "/posts/{post_id}/status?new_status=published", 5),
     Call("PUT", "/posts/{post_id}/tags/{loose_tag_id}", 7),

@@ -25,7 +25,7 @@ from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import bindparam, update
+from sqlalchemy import ColumnElement, bindparam, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -236,6 +236,7 @@ async def update_or_404(
     key: int,
     changes: Mapping[str, Any],
     *,
+    where: ColumnElement[bool] | None = None,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
 ) -> M:
@@ -243,16 +244,23 @@ async def update_or_404(
     (no read before it, no savepoint around it), or a 404 naming the resource and the id. A
     broken constraint is the answer `constraint_errors` gives; it ends the request, whose
     transaction is rolled back, so nothing has to stay usable after it. No changes: the row as
-    it is, and its `updated_at` untouched.
+    it is, and its `updated_at` untouched. `where`: a row it excludes (another author's) is a
+    404 too.
     """
-    if not changes:
-        return await get_or_404(session, model, key)
     (primary_key,) = sa_inspect(model).primary_key
+    criteria = [primary_key == key] if where is None else [primary_key == key, where]
+    if not changes:
+        if where is None:
+            return await get_or_404(session, model, key)
+        found = (await session.exec(select(model).where(*criteria))).one_or_none()
+        if found is None:
+            raise NotFound(model.__name__, key)
+        return found
     # populate_existing: a row the session already holds (the current user) takes every value
     # the UPDATE returns, not only those SQLAlchemy could not work out in Python (updated_at).
     statement = (
         update(model)
-        .where(primary_key == key)
+        .where(*criteria)
         .values(changes)
         .returning(model)
         .execution_options(populate_existing=True)

@@ -11,7 +11,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_errors
+from api.core.db import constraint_errors, update_or_404
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.posts.models import (
@@ -98,9 +98,11 @@ async def read_post(*, session: AsyncSession, post_id: int, caller: User | None)
 async def update_post(
     *, session: AsyncSession, post_id: int, caller: User, post_in: PostUpdate
 ) -> Post:
-    db_post = await _one(session, post_id, writable_by(caller))
-    async with constraint_errors(session, unique=UNIQUE_FIELDS):
-        db_post.sqlmodel_update(post_in.model_dump(exclude_unset=True))
+    """Another author's post is a 404, as if it did not exist."""
+    changes = post_in.model_dump(exclude_unset=True)
+    await update_or_404(
+        session, Post, post_id, changes, where=writable_by(caller), unique=UNIQUE_FIELDS
+    )
     return await _one(session, post_id, true())
 
 

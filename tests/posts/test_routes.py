@@ -222,6 +222,39 @@ class TestWrites:
         assert db_post is not None
         assert db_post.title == "Alices"
 
+    async def test_an_empty_edit_of_anothers_post_is_404_too(
+        self, as_bob: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        post = await make_post(session, author=alice, title="Alices", status=PostStatus.published)
+        assert_problem(await as_bob.patch(f"/posts/{post.id}", json={}), 404, "not_found")
+
+    async def test_a_superuser_may_edit_and_the_answer_has_the_tags(
+        self, admin_client: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        post = await make_post(session, author=alice, title="Tagged")
+        tag = await make_tag(session, name="Kept")
+        session.add(PostTagLink(post_id=post.id, tag_id=tag.id))  # type: ignore[arg-type]
+        await session.flush()
+
+        response = await admin_client.patch(f"/posts/{post.id}", json={"title": "Retitled"})
+
+        assert response.status_code == 200
+        assert (response.json()["title"], response.json()["author_id"]) == ("Retitled", alice.id)
+        assert [t["name"] for t in response.json()["tags"]] == ["Kept"]
+        db_post = await reload(session, post.id)
+        assert db_post is not None
+        assert db_post.title == "Retitled"
+
+    async def test_taking_anothers_slug_is_409(
+        self, as_alice: httpx.AsyncClient, alice: User, session: AsyncSession
+    ) -> None:
+        await make_post(session, author=alice, title="First")
+        post = await make_post(session, author=alice, title="Second")
+
+        response = await as_alice.patch(f"/posts/{post.id}", json={"slug": "first"})
+
+        assert error_fields(assert_problem(response, 409, "conflict")) == {"slug"}
+
     async def test_a_superuser_may_delete(
         self, admin_client: httpx.AsyncClient, alice: User, session: AsyncSession
     ) -> None:
