@@ -153,8 +153,8 @@ CALLS = [
     Call("PATCH", "/posts/{post_id}", 4, json={"title": "On lights"}),
     Call("DELETE", "/posts/{post_id}", 2),
     Call("PATCH", "/posts/{post_id}/status?new_status=published", 5),
-    Call("PUT", "/posts/{post_id}/tags/{loose_tag_id}", 7),
-    Call("DELETE", "/posts/{post_id}/tags/{tag_id}", 6),
+    Call("PUT", "/posts/{post_id}/tags/{loose_tag_id}", 4),
+    Call("DELETE", "/posts/{post_id}/tags/{tag_id}", 4),
     # orders
     Call("POST", "/orders/", 8, json=order_of("{product_id}")),
     Call("GET", "/orders/", 2),

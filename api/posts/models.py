@@ -111,3 +111,5 @@ class PostUpdate(SQLModel):
 
 
 UNIQUE_FIELDS = {"uq_posts_slug": "slug"}
+# A link to a tag that does not exist breaks this foreign key: a 404 naming the tag.
+TAG_REFERENCE = "fk_post_tags_tag_id_tags"

@@ -4,17 +4,20 @@ author (or a superuser) writes. Anything else is a 404."""
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, or_, true, update
+from sqlalchemy import ColumnElement, literal, or_, true, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors, update_or_404
-from api.core.errors import Conflict, NotFound
+from api.core.errors import Conflict, NotFound, violated_constraint
 from api.core.pagination import Page, PageParams, apaginate
 from api.posts.models import (
+    TAG_REFERENCE,
     TRANSITIONS,
     UNIQUE_FIELDS,
     Post,
@@ -23,7 +26,6 @@ from api.posts.models import (
     PostTagLink,
     PostUpdate,
 )
-from api.tags import service as tag_service
 from api.users.models import User
 
 
@@ -136,20 +138,31 @@ async def change_status(
 
 
 async def tag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
-    """Idempotent: tagging twice leaves one link."""
-    await _one(session, post_id, writable_by(caller))
-    await tag_service.get_tag(session=session, tag_id=tag_id)
-    link = insert(PostTagLink).values(post_id=post_id, tag_id=tag_id).on_conflict_do_nothing()
-    await session.exec(link)
-    return await _one(session, post_id, true())
+    """Idempotent: tagging twice leaves one link. One INSERT ... SELECT makes the link only for
+    a post the caller may write (another author's post is then a 404, as if it did not exist);
+    a missing tag is the foreign key's to find, and a 404 naming it."""
+    yours = sql_select(col(Post.id), literal(tag_id)).where(
+        col(Post.id) == post_id, writable_by(caller)
+    )
+    link = insert(PostTagLink).from_select(["post_id", "tag_id"], yours).on_conflict_do_nothing()
+    try:
+        await session.exec(link)
+    except IntegrityError as exc:
+        if violated_constraint(exc)[1] != TAG_REFERENCE:
+            raise
+        raise NotFound("Tag", tag_id) from exc
+    return await _one(session, post_id, writable_by(caller))
 
 
 async def untag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
-    """Idempotent: untagging a post that lacks the tag changes nothing."""
-    await _one(session, post_id, writable_by(caller))
+    """Idempotent: untagging a post that lacks the tag changes nothing. The link goes only
+    from a post the caller may write; another author's post is a 404."""
+    yours = select(Post.id).where(Post.id == post_id, writable_by(caller))
     await session.exec(
         delete(PostTagLink).where(
-            col(PostTagLink.post_id) == post_id, col(PostTagLink.tag_id) == tag_id
+            col(PostTagLink.post_id) == post_id,
+            col(PostTagLink.tag_id) == tag_id,
+            col(PostTagLink.post_id).in_(yours),
         )
     )
-    return await _one(session, post_id, true())
+    return await _one(session, post_id, writable_by(caller))

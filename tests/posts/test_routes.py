@@ -372,9 +372,27 @@ class TestTags:
     async def test_another_users_post_is_404(
         self, as_bob: httpx.AsyncClient, alice: User, session: AsyncSession
     ) -> None:
-        post = await make_post(session, author=alice, title="Alices")
+        post = await make_post(session, author=alice, title="Alices", status=PostStatus.published)
         tag = await make_tag(session, name="python")
+        linked = await make_tag(session, name="rust")
+        session.add(PostTagLink(post_id=post.id, tag_id=linked.id))  # type: ignore[arg-type]
+        await session.flush()
+
         assert_problem(await as_bob.put(f"/posts/{post.id}/tags/{tag.id}"), 404, "not_found")
+        assert_problem(await as_bob.delete(f"/posts/{post.id}/tags/{linked.id}"), 404, "not_found")
+
+        links = select(PostTagLink.tag_id).where(PostTagLink.post_id == post.id)
+        assert (await session.exec(links)).all() == [linked.id]
+
+    async def test_a_missing_post_is_404_naming_the_post_even_with_a_missing_tag(
+        self, as_alice: httpx.AsyncClient
+    ) -> None:
+        for response in (
+            await as_alice.put("/posts/424242/tags/99999"),
+            await as_alice.delete("/posts/424242/tags/99999"),
+        ):
+            body = assert_problem(response, 404, "not_found")
+            assert body["detail"] == "Post with id 424242 not found"
 
 
 async def test_deleting_the_author_deletes_their_posts(
