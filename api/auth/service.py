@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import jwt
-from sqlalchemy import case, func, or_
+from sqlalchemy import Insert, case, delete, func, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -66,56 +66,61 @@ async def authenticate(
     password: str,
     settings: Settings,
 ) -> Token:
-    """Check a username-or-email and password; throttle an account after repeated failures."""
+    """Check a username-or-email and password; throttle an account after repeated failures.
+
+    The attempt is counted before the password is checked, in one statement that refuses it
+    once the account is locked: of any number of guesses sent at once, at most
+    `login_max_failures` are checked. The count and the user are read on a connection of the
+    login's own, closed before the password hash is computed: no connection is held through
+    the hashing, and a login never holds one connection while it waits for another (with as
+    many failing logins in flight as PgBouncer has server connections, every one waited)."""
     key = identifier.strip().lower()[:255]
-    throttle = await session.get(LoginThrottle, key)
-    now = datetime.now(UTC)
-    if throttle is not None and throttle.locked_until and throttle.locked_until > now:
-        wait = int((throttle.locked_until - now).total_seconds()) + 1
-        raise TooManyRequests("Too many failed logins; try again later.", retry_after=wait)
-    user = (
-        await session.exec(
-            select(User).where(or_(col(User.username) == identifier, func.lower(User.email) == key))
-        )
-    ).first()
+    async with sessionmaker() as own, own.begin():
+        if (await own.exec(_admit(key=key, settings=settings))).first() is None:
+            locked = select(LoginThrottle.locked_until).where(LoginThrottle.key == key)
+            locked_until = (await own.exec(locked)).first()
+            wait = (locked_until - datetime.now(UTC)).total_seconds() if locked_until else 0
+            raise TooManyRequests(
+                "Too many failed logins; try again later.", retry_after=max(int(wait) + 1, 1)
+            )
+        by_name_or_email = or_(col(User.username) == identifier, func.lower(User.email) == key)
+        user = (await own.exec(select(User).where(by_name_or_email))).first()
     valid = await verify_password(password, user.hashed_password if user else dummy_hash())
     if user is None or not valid or not user.is_active:
-        await _count_failure(sessionmaker=sessionmaker, key=key, settings=settings)
         raise Unauthorized(BAD_CREDENTIALS)
-    if throttle is not None:
-        await session.delete(throttle)
+    await session.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
     return create_access_token(user=user, settings=settings)
 
 
-async def _count_failure(
-    *, sessionmaker: async_sessionmaker[AsyncSession], key: str, settings: Settings
-) -> None:
-    """One atomic upsert, in a transaction of its own: the request's transaction is rolled back
-    (the login fails), the count must stay. Failures older than the window start over."""
+def _admit(*, key: str, settings: Settings) -> Insert:
+    """Count a login attempt on `key`, unless the key is locked: one atomic upsert answering the
+    new count, or no row for a locked key. The attempt that reaches `login_max_failures` locks
+    the key for `login_lockout_seconds` (a success deletes the row, lock and count). A window
+    older than that, or an expired lock, starts the count over."""
     window = timedelta(seconds=settings.login_lockout_seconds)
     table = LoginThrottle.__table__  # type: ignore[attr-defined]
-    stale = table.c.window_started_at < func.now() - window
-    failures = case((stale, 1), else_=table.c.failures + 1)
-    first_locks = settings.login_max_failures <= 1
+    expired = or_(
+        table.c.window_started_at < func.now() - window, table.c.locked_until.is_not(None)
+    )
+    failures = case((expired, 1), else_=table.c.failures + 1)
     statement = insert(table).values(
         key=key,
         failures=1,
         window_started_at=func.now(),
-        locked_until=func.now() + window if first_locks else None,
+        locked_until=func.now() + window if settings.login_max_failures <= 1 else None,
     )
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[table.c.key],
         set_={
             "failures": failures,
-            "window_started_at": case((stale, func.now()), else_=table.c.window_started_at),
+            "window_started_at": case((expired, func.now()), else_=table.c.window_started_at),
             "locked_until": case(
-                (failures >= settings.login_max_failures, func.now() + window),
-                else_=table.c.locked_until,
+                (failures >= settings.login_max_failures, func.now() + window), else_=None
             ),
         },
-    )
-    async with sessionmaker() as own, own.begin():
-        await own.exec(statement)
+        # A locked key's row is left as it is, and the statement answers no row.
+        where=or_(table.c.locked_until.is_(None), table.c.locked_until <= func.now()),
+    ).returning(table.c.failures)
 
 
 async def change_password(*, session: AsyncSession, user: User, change: PasswordChange) -> None:

@@ -1,6 +1,7 @@
 """Failed logins are counted in PostgreSQL, so the limit holds across API processes; these tests
 commit (the count must survive the failed request's rollback)."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -84,11 +85,51 @@ async def test_unknown_accounts_are_counted_and_throttled_too(
     assert_problem(await attempt(first, "guess", username="ghost"), 429, "too_many_requests")
 
 
+async def test_guesses_sent_at_once_are_checked_no_more_than_the_limit(
+    two_processes: list[FastAPI], committed: Database
+) -> None:
+    # Each check takes tens of milliseconds of hashing: counted only after it, all twenty
+    # guesses were checked before the first failure was written.
+    first, second = two_processes
+
+    answers = await asyncio.gather(
+        *(attempt((first, second)[n % 2], f"wrong-{n}") for n in range(20))
+    )
+
+    assert sorted(a.status_code for a in answers) == [401] * 3 + [429] * 17
+    rows = await query(committed.url, "SELECT failures, locked_until FROM login_throttles")
+    assert [r["failures"] for r in rows] == [3]
+    assert rows[0]["locked_until"] is not None
+
+
+async def test_failing_logins_never_wait_for_a_second_connection(committed: Database) -> None:
+    # Two pooled connections and eight failing logins at once. A login that held its
+    # connection through the hashing and then asked for another to count the failure left
+    # every connection waiting on the pool until its timeout (an error, the failure lost).
+    settings = settings_for_tests(
+        database_url=committed.url,
+        login_max_failures=100,
+        db_pool_mode="queue",
+        db_pool_size=2,
+        db_max_overflow=0,
+        db_pool_timeout=2.0,
+    )
+    app = create_app(settings)
+    app.state.engine = build_engine(settings)
+    use_engine(app, app.state.engine)
+    try:
+        answers = await asyncio.gather(*(attempt(app, "wrong", username=f"u{n}") for n in range(8)))
+    finally:
+        await app.state.engine.dispose()
+
+    assert [a.status_code for a in answers] == [401] * 8
+    rows = await query(committed.url, "SELECT key, failures FROM login_throttles ORDER BY key")
+    assert [(r["key"], r["failures"]) for r in rows] == [(f"u{n}", 1) for n in range(8)]
+
+
 async def test_first_superuser_is_created_once_even_by_racing_processes(
     committed: Database,
 ) -> None:
-    import asyncio
-
     settings = settings_for_tests(
         database_url=committed.url,
         first_superuser_email="Root@Example.com",
