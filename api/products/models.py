@@ -32,6 +32,12 @@ def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+# The most a product's stock may be set to, far below the integer column's limit: a stock at
+# the limit overflowed (a 500) when a change or a cancelled order's items were added to it. A
+# cancelled order puts back at most MAX_LINES x MAX_QUANTITY, and a change is at most this.
+MAX_STOCK = 1_000_000_000
+
+
 class ProductBase(SQLModel):
     name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
     slug: str = Field(
@@ -42,7 +48,7 @@ class ProductBase(SQLModel):
     sku: str = Field(
         min_length=1, max_length=50, unique=True, schema_extra={"pattern": SKU_PATTERN}
     )
-    stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_STOCK)
     is_active: bool = True
     category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 
@@ -78,7 +84,7 @@ class ProductCreate(SQLModel):
     description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
     price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
     sku: str = Field(min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN})
-    stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_STOCK)
     is_active: bool = True
     category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 
@@ -119,7 +125,7 @@ class ProductUpdate(SQLModel):
     sku: str = Field(
         default=None, min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN}
     )
-    stock_quantity: int = Field(default=None, ge=0, le=MAX_ID)
+    stock_quantity: int = Field(default=None, ge=0, le=MAX_STOCK)
     is_active: bool = Field(default=None)
     category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 
@@ -127,7 +133,9 @@ class ProductUpdate(SQLModel):
 
 
 class StockChange(SQLModel):
-    change: int = Field(ge=-MAX_ID, le=MAX_ID, description="Added to the stock (negative takes).")
+    change: int = Field(
+        ge=-MAX_STOCK, le=MAX_STOCK, description="Added to the stock (negative takes)."
+    )
 
 
 class CategoryStats(SQLModel):

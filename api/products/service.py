@@ -3,7 +3,7 @@
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import BigInteger, and_, cast, func, or_, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import joinedload
 from sqlmodel import col, select
@@ -16,6 +16,7 @@ from api.core.errors import Conflict, FieldError, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
     IN_USE,
+    MAX_STOCK,
     REFERENCES,
     UNIQUE_FIELDS,
     CategoryStats,
@@ -158,12 +159,14 @@ async def delete_product(*, session: AsyncSession, product_id: int) -> None:
 
 async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:
     """Add `change` to the stock in one statement that answers the updated row, never below
-    zero (no read-modify-write). Only a refusal reads the row again, to say why."""
+    zero nor above MAX_STOCK (no read-modify-write). Only a refusal reads the row again, to say
+    why."""
     result = await session.exec(
         update(Product)
         .where(
             col(Product.id) == product_id,
-            col(Product.stock_quantity) + change >= 0,
+            # In bigint: a stock set before MAX_STOCK existed may be near the column's limit.
+            (cast(col(Product.stock_quantity), BigInteger) + change).between(0, MAX_STOCK),
         )
         .values(stock_quantity=col(Product.stock_quantity) + change)
         .returning(Product)
@@ -171,6 +174,12 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
     updated: Product | None = result.scalars().one_or_none()
     if updated is None:
         db_product = await get_product(session=session, product_id=product_id)
+        if change > 0:
+            raise Conflict(
+                f"{db_product.stock_quantity} in stock; adding {change} would pass the"
+                f" maximum of {MAX_STOCK}.",
+                errors=[FieldError(field="change", message=f"at most {MAX_STOCK} in stock")],
+            )
         raise Conflict(
             f"Only {db_product.stock_quantity} in stock; cannot take {-change}.",
             errors=[FieldError(field="change", message=f"available: {db_product.stock_quantity}")],

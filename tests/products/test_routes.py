@@ -11,7 +11,8 @@ from sqlmodel import func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
-from api.products.models import Product
+from api.core.models import MAX_ID
+from api.products.models import MAX_STOCK, Product
 from tests.factories import make_category, make_product
 from tests.helpers import assert_problem, error_fields
 
@@ -53,6 +54,7 @@ class TestCreateProduct:
             ({"sku": "X" * 51}, "body.sku"),
             ({"stock_quantity": -1}, "body.stock_quantity"),
             ({"stock_quantity": 2**31}, "body.stock_quantity"),
+            ({"stock_quantity": MAX_STOCK + 1}, "body.stock_quantity"),
             ({"name": ""}, "body.name"),
             ({"name": "n" * 201}, "body.name"),
             ({"slug": "Bad Slug"}, "body.slug"),
@@ -271,7 +273,26 @@ class TestStock:
         await session.refresh(product)
         assert product.stock_quantity == 2
 
-    @pytest.mark.parametrize("body", [{}, {"change": "lots"}, {"change": 2**31}, {"change": 1.5}])
+    @pytest.mark.parametrize("stock", [MAX_STOCK - 2, MAX_ID])
+    async def test_a_change_past_the_maximum_is_409_and_changes_nothing(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession, stock: int
+    ) -> None:
+        # MAX_ID: a stock set before MAX_STOCK existed, where the sum passed the column's range.
+        product = await make_product(session, name="Widget")
+        await session.exec(update(Product).values(stock_quantity=stock))
+
+        response = await admin_client.post(f"/products/{product.id}/stock", json={"change": 3})
+
+        body = assert_problem(response, 409, "conflict")
+        assert error_fields(body) == {"change"}
+        assert str(MAX_STOCK) in body["detail"]
+        await session.refresh(product)
+        assert product.stock_quantity == stock
+
+    @pytest.mark.parametrize(
+        "body",
+        [{}, {"change": "lots"}, {"change": MAX_STOCK + 1}, {"change": 2**31}, {"change": 1.5}],
+    )
     async def test_bad_bodies_are_422(
         self, admin_client: httpx.AsyncClient, session: AsyncSession, body: dict[str, Any]
     ) -> None:
@@ -353,7 +374,15 @@ class TestUpdateAndDelete:
         response = await admin_client.patch("/products/987654", json=body)
         assert "987654" in assert_problem(response, 404, "not_found")["detail"]
 
-    @pytest.mark.parametrize("change", [{"price": None}, {"price": "0"}, {"stock_quantity": -1}])
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"price": None},
+            {"price": "0"},
+            {"stock_quantity": -1},
+            {"stock_quantity": MAX_STOCK + 1},
+        ],
+    )
     async def test_bad_updates_are_422(
         self, admin_client: httpx.AsyncClient, session: AsyncSession, change: dict[str, Any]
     ) -> None:
