@@ -27,6 +27,8 @@ FastAPI's).
 import base64
 import binascii
 import zlib
+from datetime import datetime
+from decimal import Decimal
 from functools import cached_property
 from math import ceil
 from typing import Annotated, Any, Generic, TypeVar
@@ -40,7 +42,7 @@ from sqlakeyset import (
     unserialize_bookmark,
 )
 from sqlakeyset.columns import OC, parse_ob_clause
-from sqlalchemy import String
+from sqlalchemy import BigInteger, DateTime, Integer, Numeric, SmallInteger, String
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -149,15 +151,41 @@ def _check_cursor_fits(columns: list[OC], scope: str, bookmark: str) -> None:
     if scope != _scope(columns) or place is None or len(place) != len(columns):
         raise _bad_cursor()
     for column, value in zip(columns, place, strict=True):
-        if not isinstance(value, _python_type(column.comparable_value.type)):
+        if not _fits(column.comparable_value.type, value):
             raise _bad_cursor()
 
 
-def _python_type(sql_type: TypeEngine[Any]) -> type:
+def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
+    """Whether PostgreSQL takes `value` as a parameter of the column's type: a value of the
+    right Python type can still be refused (a DataError, a 500): an integer past the column's
+    range, a number that is not finite or has more digits than the column, a string holding NUL,
+    a datetime without a time zone for one with."""
     # SQLModel's AutoString (a TypeDecorator over String) says `object`; strings hold str.
     if isinstance(sql_type, TypeDecorator):
         sql_type = sql_type.impl_instance
-    return str if isinstance(sql_type, String) else sql_type.python_type
+    if isinstance(sql_type, String):
+        return isinstance(value, str) and "\x00" not in value
+    if isinstance(value, bool) or not isinstance(value, sql_type.python_type):
+        return False
+    if isinstance(sql_type, Integer):
+        bits = (
+            64
+            if isinstance(sql_type, BigInteger)
+            else 16
+            if isinstance(sql_type, SmallInteger)
+            else 32
+        )
+        return bool(-(2 ** (bits - 1)) <= value < 2 ** (bits - 1))
+    if isinstance(sql_type, Numeric) and isinstance(value, Decimal):
+        scale = sql_type.scale or 0
+        limit = Decimal(10) ** ((sql_type.precision or 1000) - scale)
+        if not value.is_finite() or abs(value) >= limit:
+            return False
+        # PostgreSQL rounds to the scale first: 99999999.995 is 100000000.00, past NUMERIC(10, 2).
+        return abs(value.quantize(Decimal(1).scaleb(-scale))) < limit
+    if isinstance(sql_type, DateTime) and isinstance(value, datetime):
+        return (value.tzinfo is not None) == bool(sql_type.timezone)
+    return True
 
 
 def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:

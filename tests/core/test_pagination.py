@@ -135,6 +135,58 @@ async def test_malformed_cursors_are_422(
     assert "query.cursor" in error_fields(body)
 
 
+@pytest.mark.parametrize(
+    ("sort", "bookmark"),
+    [
+        ("id", ">i:2147483648"),  # past the integer column
+        ("id", ">i:-2147483649"),
+        ("price", ">n:1E+999999~i:1"),  # past any numeric
+        ("price", ">n:100000000~i:1"),  # past NUMERIC(10, 2)
+        ("price", ">n:99999999.995~i:1"),  # rounds to past it
+        ("price", ">n:NaN~i:1"),
+        ("price", ">n:Infinity~i:1"),
+        ("name", ">s:a\x00b~i:1"),  # NUL, which no PostgreSQL text holds
+        ("created_at", ">dt:2020-01-01 00:00:00~i:1"),  # no time zone, for a timestamptz
+        ("id", ">b:true"),  # bytes for an integer
+    ],
+)
+async def test_cursor_values_postgresql_would_refuse_are_422(
+    client: httpx.AsyncClient, products: list[Product], sort: str, bookmark: str
+) -> None:
+    """Values of the right kind that the database would still refuse (a DataError, a 500),
+    behind the checksum of the list in that sort."""
+    first = await client.get("/products/", params={"size": 1, "sort": sort})
+    real = first.json()["next_cursor"]
+    cursor = b64(unb64(real)[: pagination.SCOPE] + bookmark)
+
+    response = await client.get("/products/", params={"cursor": cursor, "sort": sort})
+
+    body = assert_problem(response, 422, "validation_error")
+    assert "query.cursor" in error_fields(body)
+
+
+@pytest.mark.parametrize(
+    ("sort", "bookmark"),
+    [
+        ("id", ">i:2147483647"),
+        ("price", ">n:99999999.99~i:1"),
+        ("name", ">s:zzz~i:1"),
+        ("created_at", ">dt:2999-01-01 00:00:00+00:00~i:1"),
+    ],
+)
+async def test_cursor_values_at_the_edge_of_their_column_read_an_empty_page(
+    client: httpx.AsyncClient, products: list[Product], sort: str, bookmark: str
+) -> None:
+    """The counterpart: the largest values the columns take are cursors like any other."""
+    first = await client.get("/products/", params={"size": 1, "sort": sort})
+    cursor = b64(unb64(first.json()["next_cursor"])[: pagination.SCOPE] + bookmark)
+
+    response = await client.get("/products/", params={"cursor": cursor, "sort": sort})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["items"] == []
+
+
 async def test_a_forged_cursor_with_the_lists_checksum_reads_on_from_its_values(
     client: httpx.AsyncClient, products: list[Product]
 ) -> None:
