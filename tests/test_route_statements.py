@@ -138,7 +138,7 @@ CALLS = [
     Call("GET", "/categories/", 1, "anonymous"),
     Call("GET", "/categories/{category_id}", 2, "anonymous"),
     Call("PATCH", "/categories/{category_id}", 4, json={"name": "Lights"}),
-    Call("DELETE", "/categories/{empty_category_id}", 7),
+    Call("DELETE", "/categories/{empty_category_id}", 5),
     Call("GET", "/categories/{category_id}/products", 3, "anonymous"),
     # tags
     Call("POST", "/tags/", 4, json={"name": "Lighting"}),

@@ -38,9 +38,11 @@ class Category(CategoryBase, table=True):
         back_populates="children",
         sa_relationship_kwargs={"remote_side": "Category.id", "lazy": "raise"},
     )
+    # The database makes them top-level when their parent goes (ON DELETE SET NULL).
     children: list["Category"] = Relationship(
         back_populates="parent",
         sa_relationship_kwargs={"lazy": "raise", "order_by": "Category.id"},
+        passive_deletes=True,
     )
     # The database uncategorises products when their category goes (ON DELETE SET NULL).
     products: list["Product"] = Relationship(

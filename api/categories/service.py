@@ -1,7 +1,7 @@
 """Categories: queries and rules. Functions flush, never commit."""
 
 from sqlalchemy.orm import selectinload
-from sqlmodel import col, func, select
+from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import (
@@ -72,24 +72,28 @@ async def update_category(
 
 async def delete_category(*, session: AsyncSession, category_id: int) -> None:
     """Delete a category; its children become top-level and its products uncategorised (the
-    foreign keys' ON DELETE SET NULL). A product whose name an uncategorised product already
-    has would collide: that is a 409 naming it (and the unique constraint guards the race)."""
-    db_category = await get_category(session=session, category_id=category_id)
+    foreign keys' ON DELETE SET NULL, not a list the ORM loaded: a child moved elsewhere in the
+    meantime stays where it was moved). A product whose name an uncategorised product already
+    has would collide: that is a 409 naming it (and the unique constraint guards the race).
+    The category's products are locked first, in id order like an order's: the cascade alone
+    would take them in whatever order it finds them, and could deadlock with an order."""
     uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
-    clash = (
-        await session.exec(
-            select(Product.name).where(
-                Product.category_id == category_id, col(Product.name).in_(uncategorised)
-            )
-        )
-    ).first()
+    products = (
+        select(col(Product.name), col(Product.name).in_(uncategorised))
+        .where(col(Product.category_id) == category_id)
+        .order_by(col(Product.id))
+        .with_for_update()
+    )
+    clash = next((name for name, clashes in await session.exec(products) if clashes), None)
     if clash is not None:
         raise Conflict(
             f"Product {clash!r} would collide with an uncategorised product of the same name.",
             errors=[FieldError(field="name", message=f"{clash} exists without a category")],
         )
+    deleted = delete(Category).where(col(Category.id) == category_id).returning(col(Category.id))
     async with constraint_errors(session, unique={"uq_products_name": "name"}):
-        await session.delete(db_category)
+        if (await session.exec(deleted)).first() is None:
+            raise NotFound("Category", category_id)
 
 
 async def _is_in_subtree(session: AsyncSession, *, root: int, node: int) -> bool:
