@@ -111,5 +111,6 @@ class PostUpdate(SQLModel):
 
 
 UNIQUE_FIELDS = {"uq_posts_slug": "slug"}
-# A link to a tag that does not exist breaks this foreign key: a 404 naming the tag.
+# A link to a tag or a post that does not exist breaks these foreign keys: a 404 naming it.
 TAG_REFERENCE = "fk_post_tags_tag_id_tags"
+POST_REFERENCE = "fk_post_tags_post_id_posts"

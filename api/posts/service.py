@@ -17,6 +17,7 @@ from api.core.db import constraint_errors, update_or_404
 from api.core.errors import Conflict, NotFound, violated_constraint
 from api.core.pagination import Page, PageParams, apaginate
 from api.posts.models import (
+    POST_REFERENCE,
     TAG_REFERENCE,
     TRANSITIONS,
     UNIQUE_FIELDS,
@@ -148,9 +149,12 @@ async def tag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: 
     try:
         await session.exec(link)
     except IntegrityError as exc:
-        if violated_constraint(exc)[1] != TAG_REFERENCE:
+        # POST_REFERENCE: another request deleted the post after this one found it.
+        missing = {TAG_REFERENCE: ("Tag", tag_id), POST_REFERENCE: ("Post", post_id)}
+        constraint = violated_constraint(exc)[1]
+        if constraint not in missing:
             raise
-        raise NotFound("Tag", tag_id) from exc
+        raise NotFound(*missing[constraint]) from exc
     return await _one(session, post_id, writable_by(caller))
 
 

@@ -1,0 +1,51 @@
+"""Tagging a post while another request deletes it: through uvicorn and PgBouncer, committed."""
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import Database
+from tests.helpers import assert_problem, libpq_url, live_admin, query, scalar
+
+pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
+
+
+async def test_tagging_a_post_deleted_meanwhile_is_404_naming_the_post(
+    live_server: str, committed: Database
+) -> None:
+    async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
+        admin = await live_admin(client, committed.url)
+        author = await scalar(committed.url, "SELECT id FROM users WHERE username = 'boss'")
+        post = await scalar(
+            committed.url,
+            "INSERT INTO posts (title, slug, content, author_id, status, view_count)"
+            " VALUES ('P', 'p', 'x', $1, 'draft', 0) RETURNING id",
+            author,
+        )
+        tag = await scalar(
+            committed.url, "INSERT INTO tags (name, slug) VALUES ('t', 't') RETURNING id"
+        )
+        deleting = await asyncpg.connect(libpq_url(committed.url))
+        try:
+            transaction = deleting.transaction()
+            await transaction.start()
+            await deleting.execute("DELETE FROM posts WHERE id = $1", post)
+            # The link's INSERT still sees the post (the delete is not committed) and waits,
+            # in its foreign key check, for the deleting transaction to end.
+            tagging = asyncio.ensure_future(client.put(f"/posts/{post}/tags/{tag}", headers=admin))
+            for _ in range(200):
+                waiting = await query(committed.url, "SELECT 1 FROM pg_locks WHERE NOT granted")
+                if waiting or tagging.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "the tagging request never waited for the delete"
+            await transaction.commit()
+            response = await tagging
+        finally:
+            await deleting.close()
+
+    body = assert_problem(response, 404, "not_found")
+    assert body["detail"] == f"Post with id {post} not found"
+    assert await query(committed.url, "SELECT * FROM post_tags") == []
