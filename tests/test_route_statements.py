@@ -210,13 +210,13 @@ CALLS = [
     Call(
         "PUT",
         "/users/{user_id}",
-        6,
+        2,
         json={"username": "renamed", "email": "renamed@example.com", "is_active": True},
     ),
     Call("GET", "/users/{user_id}", 2),
     Call("PATCH", "/users/{user_id}", 2, json={"bio": "Lamps."}),
     Call("DELETE", "/users/{user_id}", 5),
-    Call("DELETE", "/users/{user_id}/soft", 4),
+    Call("DELETE", "/users/{user_id}/soft", 2),
     Call("GET", "/users/{caller_id}/notifications", 2),
     Call("POST", "/notifications/{notification_id}/read", 3),
 ]

@@ -150,20 +150,14 @@ async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> 
 
 
 async def replace_user(*, session: AsyncSession, user_id: int, user_in: UserReplace) -> User:
-    db_user = await get_user(session=session, user_id=user_id)
-    async with constraint_errors(session, unique=UNIQUE_FIELDS):
-        db_user.sqlmodel_update(user_in.model_dump())
-    await session.refresh(db_user)
-    return db_user
+    """Every editable column written, whether or not it differs from the row as last read: a
+    field resent unchanged still overwrites what another request changed in between."""
+    changes = user_in.model_dump()
+    return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
 async def soft_delete_user(*, session: AsyncSession, user_id: int) -> User:
-    db_user = await get_user(session=session, user_id=user_id)
-    db_user.is_active = False
-    session.add(db_user)
-    await session.flush()
-    await session.refresh(db_user)
-    return db_user
+    return await update_or_404(session, User, user_id, {"is_active": False})
 
 
 async def deactivate_idle(*, session: AsyncSession, days: int) -> int:

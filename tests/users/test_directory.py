@@ -118,6 +118,29 @@ class TestReplaceAndDeactivate:
         assert db_user is not None
         assert db_user.is_active is False
 
+    async def test_put_taking_anothers_email_is_409_and_changes_nothing(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        await make_user(session, email="taken@example.com")
+        user = await make_user(session, full_name="Kept")
+
+        response = await admin_client.put(
+            f"/users/{user.id}",
+            json={"username": "renamed", "email": "taken@example.com", "is_active": True},
+        )
+
+        assert error_fields(assert_problem(response, 409, "conflict")) == {"email"}
+        db_user = await session.get(User, user.id, populate_existing=True)
+        assert db_user is not None
+        assert (db_user.username, db_user.full_name) == (user.username, "Kept")
+
+    async def test_put_and_soft_delete_of_a_missing_user_are_404(
+        self, admin_client: httpx.AsyncClient
+    ) -> None:
+        body = {"username": "nobody", "email": "nobody@example.com", "is_active": True}
+        assert_problem(await admin_client.put("/users/987654", json=body), 404, "not_found")
+        assert_problem(await admin_client.delete("/users/987654/soft"), 404, "not_found")
+
     async def test_deactivate_idle_users_but_never_superusers(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
     ) -> None:
