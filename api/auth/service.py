@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 import jwt
-from sqlalchemy import Insert, case, delete, func, or_
+from sqlalchemy import Insert, case, delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth.models import LoginThrottle, PasswordChange, Token
 from api.core.config import Settings
 from api.core.db import get_by_key
-from api.core.errors import BadRequest, TooManyRequests, Unauthorized
+from api.core.errors import BadRequest, Conflict, TooManyRequests, Unauthorized
 from api.core.security import hash_password, password_hash, verify_password
 from api.users.models import User
 
@@ -124,8 +124,19 @@ def _admit(*, key: str, settings: Settings) -> Insert:
 
 
 async def change_password(*, session: AsyncSession, user: User, change: PasswordChange) -> None:
-    if not await verify_password(change.current_password, user.hashed_password):
+    """The new hash is written only over the one the current password was checked against: of
+    two changes made at once with the same current password, the second is a 409 instead of
+    silently replacing the first."""
+    checked = user.hashed_password
+    if not await verify_password(change.current_password, checked):
         raise BadRequest("The current password is incorrect.")
-    user.hashed_password = await hash_password(change.new_password)
-    session.add(user)
-    await session.flush()
+    changed = await session.exec(
+        update(User)
+        .where(col(User.id) == user.id, col(User.hashed_password) == checked)
+        .values(hashed_password=await hash_password(change.new_password))
+        .returning(col(User.id))
+    )
+    if changed.first() is None:
+        raise Conflict(
+            "The password was changed by another request meanwhile; nothing was changed."
+        )

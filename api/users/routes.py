@@ -51,7 +51,9 @@ async def update_me(user_in: UserMeUpdate, me: CurrentUser, session: SessionDep)
     return await service.update_user(session=session, user_id=me.id, user_in=user_in)  # type: ignore[arg-type]
 
 
-@router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(400, 401))
+@router.post(
+    "/me/password", status_code=status.HTTP_204_NO_CONTENT, responses=responses(400, 401, 409)
+)
 async def change_my_password(change: PasswordChange, me: CurrentUser, session: SessionDep) -> None:
     """Change the caller's password; the current one is required."""
     await auth_service.change_password(session=session, user=me, change=change)
