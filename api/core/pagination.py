@@ -42,7 +42,16 @@ from sqlakeyset import (
     unserialize_bookmark,
 )
 from sqlakeyset.columns import OC, parse_ob_clause
-from sqlalchemy import BigInteger, DateTime, Integer, Numeric, SmallInteger, String
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Numeric,
+    Select,
+    SmallInteger,
+    String,
+    literal_column,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -189,8 +198,15 @@ def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
 
 
 def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:
-    """count(*) of the query's first COUNT_CAP + 1 rows, in whatever order is cheapest."""
-    return select(func.count()).select_from(query.order_by(None).limit(COUNT_CAP + 1).subquery())
+    """count(*) of the query's first COUNT_CAP + 1 rows, in whatever order is cheapest. The rows
+    are counted without their columns (`SELECT 1`, same FROM and WHERE; loader options go with
+    the columns): PostgreSQL otherwise forms every column of the 10,001 rows it counts (make
+    bench's products: 2.9 -> 2.4 ms a count). A DISTINCT or GROUP BY depends on its columns,
+    so such a query keeps them."""
+    rows: Select[Any] = query
+    if not (query._distinct or query._group_by_clauses):
+        rows = query.with_only_columns(literal_column("1"), maintain_column_froms=True)
+    return select(func.count()).select_from(rows.order_by(None).limit(COUNT_CAP + 1).subquery())
 
 
 def _next_cursor(columns: list[OC], last: Any) -> str:
