@@ -97,8 +97,10 @@ async def delete_category(*, session: AsyncSession, category_id: int) -> None:
 
 
 async def _is_in_subtree(session: AsyncSession, *, root: int, node: int) -> bool:
-    """Whether `node` is `root` or one of its descendants (a recursive query)."""
+    """Whether `node` is `root` or one of its descendants (a recursive query). UNION, not UNION
+    ALL: a cycle already in the table (written before moves were serialized, or by hand) ends
+    the walk instead of making it endless."""
     tree = select(col(Category.id)).where(Category.id == root).cte(recursive=True)
-    tree = tree.union_all(select(col(Category.id)).where(col(Category.parent_id) == tree.c.id))
+    tree = tree.union(select(col(Category.id)).where(col(Category.parent_id) == tree.c.id))
     found = await session.exec(select(tree.c.id).where(tree.c.id == node))
     return found.first() is not None

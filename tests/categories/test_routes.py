@@ -5,7 +5,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
@@ -164,6 +164,22 @@ class TestUpdateCategory:
         db_root = await reload(session, root.id)
         assert db_root is not None
         assert db_root.parent_id is None
+
+    async def test_a_cycle_already_in_the_table_is_walked_once_and_can_be_broken(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        first = await make_category(session, name="First")
+        second = await make_category(session, name="Second", parent=first)
+        top = await make_category(session, name="Top")
+        # First under Second under First: written straight to the table, as no move can now.
+        cycle = update(Category).where(col(Category.id) == first.id).values(parent_id=second.id)
+        await session.exec(cycle)
+
+        looped = await admin_client.patch(f"/categories/{first.id}", json={"parent_id": second.id})
+        assert error_fields(assert_problem(looped, 422, "invalid_reference")) == {"parent_id"}
+        broken = await admin_client.patch(f"/categories/{first.id}", json={"parent_id": top.id})
+        assert broken.status_code == 200
+        assert broken.json()["parent_id"] == top.id
 
     async def test_taking_a_default_name_is_409(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
