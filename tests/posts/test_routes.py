@@ -39,6 +39,12 @@ async def as_bob(app: FastAPI, bob: User) -> Any:
         yield client
 
 
+async def link(session: AsyncSession, post: Post, tag: Tag) -> None:
+    """`post` tagged with `tag`, written straight to the table."""
+    session.add(PostTagLink(post_id=post.id, tag_id=tag.id))  # type: ignore[arg-type]
+    await session.flush()
+
+
 async def reload(session: AsyncSession, post_id: int | None) -> Post | None:
     return await session.get(Post, post_id, populate_existing=True)
 
@@ -139,8 +145,7 @@ class TestVisibility:
         tag = await make_tag(session, name="python")
         mine = await make_post(session, author=alice, title="Mine", status=PostStatus.published)
         await make_post(session, author=bob, title="Bobs", status=PostStatus.published)
-        session.add(PostTagLink(post_id=mine.id, tag_id=tag.id))  # type: ignore[arg-type]
-        await session.flush()
+        await link(session, mine, tag)
 
         by_author = (await client.get("/posts/", params={"author_id": alice.id})).json()
         by_tag = (await client.get("/posts/", params={"tag_id": tag.id})).json()
@@ -233,8 +238,7 @@ class TestWrites:
     ) -> None:
         post = await make_post(session, author=alice, title="Tagged")
         tag = await make_tag(session, name="Kept")
-        session.add(PostTagLink(post_id=post.id, tag_id=tag.id))  # type: ignore[arg-type]
-        await session.flush()
+        await link(session, post, tag)
 
         response = await admin_client.patch(f"/posts/{post.id}", json={"title": "Retitled"})
 
@@ -267,8 +271,7 @@ class TestWrites:
     ) -> None:
         post = await make_post(session, author=alice, title="Tagged")
         tag = await make_tag(session, name="Kept")
-        session.add(PostTagLink(post_id=post.id, tag_id=tag.id))  # type: ignore[arg-type]
-        await session.flush()
+        await link(session, post, tag)
 
         assert (await as_alice.delete(f"/posts/{post.id}")).status_code == 204
 
@@ -375,8 +378,7 @@ class TestTags:
         post = await make_post(session, author=alice, title="Alices", status=PostStatus.published)
         tag = await make_tag(session, name="python")
         linked = await make_tag(session, name="rust")
-        session.add(PostTagLink(post_id=post.id, tag_id=linked.id))  # type: ignore[arg-type]
-        await session.flush()
+        await link(session, post, linked)
 
         assert_problem(await as_bob.put(f"/posts/{post.id}/tags/{tag.id}"), 404, "not_found")
         assert_problem(await as_bob.delete(f"/posts/{post.id}/tags/{linked.id}"), 404, "not_found")
