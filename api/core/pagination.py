@@ -27,7 +27,7 @@ FastAPI's).
 import base64
 import binascii
 import zlib
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
 from math import ceil
@@ -193,7 +193,13 @@ def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
         # PostgreSQL rounds to the scale first: 99999999.995 is 100000000.00, past NUMERIC(10, 2).
         return abs(value.quantize(Decimal(1).scaleb(-scale))) < limit
     if isinstance(sql_type, DateTime) and isinstance(value, datetime):
-        return (value.tzinfo is not None) == bool(sql_type.timezone)
+        if (value.tzinfo is not None) != bool(sql_type.timezone):
+            return False
+        if value.tzinfo is not None:
+            try:  # asyncpg sends it in UTC, which 0001-01-01 00:00+01:00 has no datetime for
+                value.astimezone(UTC)
+            except OverflowError:
+                return False
     return True
 
 

@@ -147,6 +147,8 @@ async def test_malformed_cursors_are_422(
         ("price", ">n:Infinity~i:1"),
         ("name", ">s:a\x00b~i:1"),  # NUL, which no PostgreSQL text holds
         ("created_at", ">dt:2020-01-01 00:00:00~i:1"),  # no time zone, for a timestamptz
+        ("created_at", ">dt:0001-01-01 00:00:00+01:00~i:1"),  # before year 1 in UTC
+        ("created_at", ">dt:9999-12-31 23:59:59-01:00~i:1"),  # after year 9999 in UTC
         ("id", ">b:true"),  # bytes for an integer
     ],
 )
