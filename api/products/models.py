@@ -32,9 +32,10 @@ def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
 
-# The most a product's stock may be set to, far below the integer column's limit: a stock at
-# the limit overflowed (a 500) when a change or a cancelled order's items were added to it. A
-# cancelled order puts back at most MAX_LINES x MAX_QUANTITY, and a change is at most this.
+# The most a product's stock may be set or raised to (create, update, a change), far below the
+# integer column's limit: a stock at the limit overflowed (a 500) when a change or a cancelled
+# order's items were added to it. A cancelled order puts back at most MAX_LINES x MAX_QUANTITY,
+# so a stored stock may pass MAX_STOCK by that much: answers and takes allow it.
 MAX_STOCK = 1_000_000_000
 
 
@@ -48,7 +49,8 @@ class ProductBase(SQLModel):
     sku: str = Field(
         min_length=1, max_length=50, unique=True, schema_extra={"pattern": SKU_PATTERN}
     )
-    stock_quantity: int = Field(default=0, ge=0, le=MAX_STOCK)
+    # What a row may hold: a cancelled order puts its items back past MAX_STOCK if need be.
+    stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
     is_active: bool = True
     category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 

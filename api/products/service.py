@@ -159,15 +159,13 @@ async def delete_product(*, session: AsyncSession, product_id: int) -> None:
 
 async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:
     """Add `change` to the stock in one statement that answers the updated row, never below
-    zero nor above MAX_STOCK (no read-modify-write). Only a refusal reads the row again, to say
-    why."""
+    zero, and never above MAX_STOCK by an addition (a take from a stock above it is allowed; no
+    read-modify-write). Only a refusal reads the row again, to say why."""
+    # In bigint: a stock set before MAX_STOCK existed may be near the column's limit.
+    after = cast(col(Product.stock_quantity), BigInteger) + change
     result = await session.exec(
         update(Product)
-        .where(
-            col(Product.id) == product_id,
-            # In bigint: a stock set before MAX_STOCK existed may be near the column's limit.
-            (cast(col(Product.stock_quantity), BigInteger) + change).between(0, MAX_STOCK),
-        )
+        .where(col(Product.id) == product_id, after <= MAX_STOCK if change > 0 else after >= 0)
         .values(stock_quantity=col(Product.stock_quantity) + change)
         .returning(Product)
     )

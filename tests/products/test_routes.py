@@ -273,6 +273,20 @@ class TestStock:
         await session.refresh(product)
         assert product.stock_quantity == 2
 
+    async def test_a_stock_above_the_maximum_reads_and_takes(
+        self, admin_client: httpx.AsyncClient, session: AsyncSession
+    ) -> None:
+        # A cancelled order's items go back even past MAX_STOCK; such a stock still reads.
+        product = await make_product(session, name="Widget")
+        await session.exec(update(Product).values(stock_quantity=MAX_STOCK + 500))
+
+        read = await admin_client.get(f"/products/{product.id}")
+        taken = await admin_client.post(f"/products/{product.id}/stock", json={"change": -10})
+
+        assert read.json()["stock_quantity"] == MAX_STOCK + 500
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["stock_quantity"] == MAX_STOCK + 490
+
     @pytest.mark.parametrize("stock", [MAX_STOCK - 2, MAX_ID])
     async def test_a_change_past_the_maximum_is_409_and_changes_nothing(
         self, admin_client: httpx.AsyncClient, session: AsyncSession, stock: int
