@@ -163,9 +163,22 @@ async def constraint_errors(
     usable. `unique` and `references` go from constraint name to field name, `in_use` from
     constraint name to the message.
     """
+    answers = constraint_answers(unique=unique, references=references, in_use=in_use)
+    async with answers, session.begin_nested():
+        yield
+
+
+@asynccontextmanager
+async def constraint_answers(
+    *,
+    unique: Mapping[str, str] | None = None,
+    references: Mapping[str, str] | None = None,
+    in_use: Mapping[str, str] | None = None,
+) -> AsyncIterator[None]:
+    """`constraint_errors` without its savepoint, for a block whose error ends the request: a
+    broken constraint the maps name is raised as its answer, any other as it came."""
     try:
-        async with session.begin_nested():
-            yield
+        yield
     except IntegrityError as exc:
         error = constraint_error(exc, unique=unique, references=references, in_use=in_use)
         if error is None:
@@ -247,31 +260,25 @@ async def update_or_404(
     it is, and its `updated_at` untouched. `where`: a row it excludes (another author's) is a
     404 too.
     """
+    if not changes and where is None:
+        return await get_or_404(session, model, key)
     (primary_key,) = sa_inspect(model).primary_key
     criteria = [primary_key == key] if where is None else [primary_key == key, where]
+    row: M | None
     if not changes:
-        if where is None:
-            return await get_or_404(session, model, key)
-        found = (await session.exec(select(model).where(*criteria))).one_or_none()
-        if found is None:
-            raise NotFound(model.__name__, key)
-        return found
-    # populate_existing: a row the session already holds (the current user) takes every value
-    # the UPDATE returns, not only those SQLAlchemy could not work out in Python (updated_at).
-    statement = (
-        update(model)
-        .where(*criteria)
-        .values(changes)
-        .returning(model)
-        .execution_options(populate_existing=True)
-    )
-    try:
-        row: M | None = (await session.exec(statement)).scalars().one_or_none()
-    except IntegrityError as exc:
-        error = constraint_error(exc, unique=unique, references=references)
-        if error is None:
-            raise
-        raise error from exc
+        row = (await session.exec(select(model).where(*criteria))).one_or_none()
+    else:
+        # populate_existing: a row the session already holds (the current user) takes every
+        # value the UPDATE returns, not only those SQLAlchemy could not work out (updated_at).
+        statement = (
+            update(model)
+            .where(*criteria)
+            .values(changes)
+            .returning(model)
+            .execution_options(populate_existing=True)
+        )
+        async with constraint_answers(unique=unique, references=references):
+            row = (await session.exec(statement)).scalars().one_or_none()
     if row is None:
         raise NotFound(model.__name__, key)
     return row
