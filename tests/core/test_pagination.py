@@ -106,6 +106,13 @@ def unb64(cursor: str) -> str:
     return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
 
 
+async def forged(client: httpx.AsyncClient, bookmark: str, sort: str = "id") -> str:
+    """A cursor of `bookmark` behind the checksum of the products in `sort`, taken from a real
+    next_cursor: what follows the checksum is what the list accepts or refuses."""
+    real = (await client.get("/products/", params={"size": 1, "sort": sort})).json()
+    return b64(unb64(real["next_cursor"])[: pagination.SCOPE] + bookmark)
+
+
 @pytest.mark.parametrize(
     ("cursor", "scoped"),
     [
@@ -126,8 +133,7 @@ async def test_malformed_cursors_are_422(
     """Forged cursors; the `scoped` ones open with this list's checksum, taken from a real
     next_cursor, so that what follows it is what gets refused."""
     if scoped:
-        real = (await client.get("/products/", params={"size": 1})).json()["next_cursor"]
-        cursor = b64(unb64(real)[: pagination.SCOPE] + unb64(cursor))
+        cursor = await forged(client, unb64(cursor))
 
     response = await client.get("/products/", params={"cursor": cursor})
 
@@ -157,9 +163,7 @@ async def test_cursor_values_postgresql_would_refuse_are_422(
 ) -> None:
     """Values of the right kind that the database would still refuse (a DataError, a 500),
     behind the checksum of the list in that sort."""
-    first = await client.get("/products/", params={"size": 1, "sort": sort})
-    real = first.json()["next_cursor"]
-    cursor = b64(unb64(real)[: pagination.SCOPE] + bookmark)
+    cursor = await forged(client, bookmark, sort)
 
     response = await client.get("/products/", params={"cursor": cursor, "sort": sort})
 
@@ -180,8 +184,7 @@ async def test_cursor_values_at_the_edge_of_their_column_read_an_empty_page(
     client: httpx.AsyncClient, products: list[Product], sort: str, bookmark: str
 ) -> None:
     """The counterpart: the largest values the columns take are cursors like any other."""
-    first = await client.get("/products/", params={"size": 1, "sort": sort})
-    cursor = b64(unb64(first.json()["next_cursor"])[: pagination.SCOPE] + bookmark)
+    cursor = await forged(client, bookmark, sort)
 
     response = await client.get("/products/", params={"cursor": cursor, "sort": sort})
 
@@ -194,8 +197,7 @@ async def test_a_forged_cursor_with_the_lists_checksum_reads_on_from_its_values(
 ) -> None:
     """The counterpart of the forged cursors above: the same checksum with a well-formed
     bookmark is a cursor like any other."""
-    real = (await client.get("/products/", params={"size": 1})).json()["next_cursor"]
-    cursor = b64(unb64(real)[: pagination.SCOPE] + f">i:{products[2].id}")
+    cursor = await forged(client, f">i:{products[2].id}")
 
     response = await client.get("/products/", params={"cursor": cursor, "size": 2})
 
