@@ -117,6 +117,18 @@ class DatabaseUnavailable(AppError):
         super().__init__("The database is unavailable; retry shortly.")
 
 
+class TransactionConflict(AppError):
+    """A transaction PostgreSQL rolled back to break a deadlock or to keep serializability: nothing
+    it did was kept, and the same request sent again may well succeed."""
+
+    status_code = 503
+    code = "transaction_conflict"
+    headers = MappingProxyType({"Retry-After": "1"})
+
+    def __init__(self) -> None:
+        super().__init__("The request collided with a concurrent one and was undone; retry it.")
+
+
 def _status(status: int) -> HTTPStatus:
     try:
         return HTTPStatus(status)
@@ -173,6 +185,9 @@ def database_cause(exc: DBAPIError) -> tuple[BaseException | None, str | None]:
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 RESTRICT_VIOLATION = "23001"  # a delete refused by an ON DELETE RESTRICT foreign key
+# Class 40, transaction rollback: the whole transaction was undone, so the request may be retried.
+SERIALIZATION_FAILURE = "40001"
+DEADLOCK_DETECTED = "40P01"
 
 
 def violated_constraint(exc: IntegrityError) -> tuple[str | None, str | None]:
@@ -257,9 +272,17 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.warning("database unavailable: %s", type(exc).__name__)
         return await _app_error(request, DatabaseUnavailable())
     if isinstance(exc, DBAPIError):
+        cause, sqlstate = database_cause(exc)
+        if sqlstate in (SERIALIZATION_FAILURE, DEADLOCK_DETECTED):
+            logger.warning(
+                "transaction undone on %s %s: sqlstate=%s",
+                request.method,
+                request.url.path,
+                sqlstate,
+            )
+            return await _app_error(request, TransactionConflict())
         # PostgreSQL's message may quote the row ("Failing row contains (..., <hash>, ...)"):
         # log what identifies the error and where it happened, never the message itself.
-        cause, sqlstate = database_cause(exc)
         logger.error(
             "database error on %s %s: %s sqlstate=%s constraint=%s table=%s\nstatement: %s\n%s",
             request.method,

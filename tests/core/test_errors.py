@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel import func, select
 from starlette.types import Message
 
@@ -98,6 +99,31 @@ async def test_a_statement_past_the_command_timeout_is_a_prompt_503(database: Da
 
     assert_problem(response, 503, "database_unavailable")
     assert time.monotonic() - started < 5
+
+
+async def test_a_serialization_failure_is_a_retryable_503(database: Database) -> None:
+    """What PostgreSQL raises when it undoes a transaction to keep it serializable (the deadlock
+    case runs for real in tests/orders/test_concurrency.py)."""
+    app = create_app(settings_for_tests())
+    engine = build_engine(app.state.settings, url=database.url)
+    use_engine(app, engine)
+
+    @app.post("/undone")
+    async def undone(session: SessionDep) -> None:
+        await session.exec(  # type: ignore[call-overload]
+            text("DO $$ BEGIN RAISE EXCEPTION 'pg-own-words' USING ERRCODE = '40001'; END $$")
+        )
+
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.post("/undone")
+    finally:
+        await engine.dispose()
+
+    assert_problem(response, 503, "transaction_conflict")
+    assert response.headers["Retry-After"] == "1"
+    assert "pg-own-words" not in response.text  # PostgreSQL's message stays in the server
 
 
 async def test_refused_connection_is_a_503() -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Database
-from tests.helpers import libpq_url, live_admin, query, scalar
+from tests.helpers import assert_problem, libpq_url, live_admin, query, scalar
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
@@ -150,3 +150,55 @@ async def test_products_are_locked_in_id_order_whatever_the_line_order(
     finally:
         await holder.close()
         await prober.close()
+
+
+async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
+    live_server: str, committed: Database
+) -> None:
+    """A deadlock our lock order cannot prevent, because another client locks in the opposite
+    order: PostgreSQL undoes the order's transaction, which answers a retryable 503 (not a 500)
+    and leaves no trace; sent again once the other client is done, the order goes through."""
+    low = await insert_product(committed.url, "KNOT-A", 10)
+    high = await insert_product(committed.url, "KNOT-B", 10)
+    body = {"items": [{"product_id": low, "quantity": 1}, {"product_id": high, "quantity": 1}]}
+    other = await asyncpg.connect(libpq_url(committed.url))
+    try:
+        # Only the order's backend looks for the deadlock (after 1 s), so it is the one undone.
+        await other.execute("SET deadlock_timeout = '30s'")
+        other_tx = other.transaction()
+        await other_tx.start()
+        await other.execute("UPDATE products SET stock_quantity = 7 WHERE id = $1", high)
+        async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
+            admin = await live_admin(client, committed.url)
+            placing = asyncio.create_task(client.post("/orders/", json=body, headers=admin))
+            for _ in range(200):  # until the order holds `low` and waits for `high`
+                waiting = await scalar(
+                    committed.url,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                )
+                if waiting or placing.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "the order never waited for the product held by the other client"
+            # Close the cycle: the other client now waits for the row the order holds.
+            closing = asyncio.create_task(
+                other.execute("UPDATE products SET stock_quantity = 7 WHERE id = $1", low)
+            )
+            response = await placing
+            await closing  # the order's locks went with its transaction
+            await other_tx.rollback()
+
+            assert_problem(response, 503, "transaction_conflict")
+            assert response.headers["Retry-After"] == "1"
+            assert await query(committed.url, "SELECT * FROM orders") == []
+            stocks = await query(committed.url, "SELECT stock_quantity FROM products ORDER BY id")
+            assert [s["stock_quantity"] for s in stocks] == [10, 10]
+
+            retried = await client.post("/orders/", json=body, headers=admin)
+    finally:
+        await other.close()
+
+    assert retried.status_code == 201, retried.text
+    stocks = await query(committed.url, "SELECT stock_quantity FROM products ORDER BY id")
+    assert [s["stock_quantity"] for s in stocks] == [9, 9]
