@@ -186,18 +186,22 @@ CALLS = [
     Call("GET", "/users/", 2),
     Call("GET", "/users/me", 1, "user"),
     Call("PATCH", "/users/me", 2, "user", json={"bio": "Lamps."}),
+    # The caller read, then its transaction ended before the hashing (release_connection): the
+    # UPDATE runs in a second transaction, whose join savepoint the harness counts (2 + 2).
     Call(
         "POST",
         "/users/me/password",
-        2,
+        4,
         "user",
         json={"current_password": PASSWORD, "new_password": "another-password"},
         password=True,
     ),
+    # As for the password: the caller read, the hashing with no transaction open, then the
+    # inserts in a second transaction (its join savepoint counted by the harness).
     Call(
         "POST",
         "/users/bulk",
-        5,
+        7,
         json=[{"username": "bulk_one", "email": "bulk_one@example.com", "password": PASSWORD}],
     ),
     Call("GET", "/users/search?q=member", 2),

@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth.models import LoginThrottle, PasswordChange, Token
 from api.core.config import Settings
-from api.core.db import get_by_key
+from api.core.db import get_by_key, release_connection
 from api.core.errors import BadRequest, Conflict, TooManyRequests, Unauthorized
 from api.core.security import hash_password, password_hash, verify_password
 from api.users.models import User
@@ -128,12 +128,14 @@ async def change_password(*, session: AsyncSession, user: User, change: Password
     two changes made at once with the same current password, the second is a 409 instead of
     silently replacing the first."""
     checked = user.hashed_password
+    await release_connection(session)  # the caller is read; no connection through the hashing
     if not await verify_password(change.current_password, checked):
         raise BadRequest("The current password is incorrect.")
+    hashed = await hash_password(change.new_password)
     changed = await session.exec(
         update(User)
         .where(col(User.id) == user.id, col(User.hashed_password) == checked)
-        .values(hashed_password=await hash_password(change.new_password))
+        .values(hashed_password=hashed)
         .returning(col(User.id))
     )
     if changed.first() is None:

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_errors, get_or_404, update_or_404
+from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
 from api.core.errors import Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
@@ -127,7 +127,9 @@ async def count_active(*, session: AsyncSession) -> int:
 
 
 async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> list[User]:
-    """All or nothing: one savepoint for the lot; a taken value is a 409 naming it."""
+    """All or nothing: one savepoint for the lot; a taken value is a 409 naming it. Up to 100
+    passwords are hashed (seconds of argon2) with no connection held: the caller was read."""
+    await release_connection(session)
     hashes = [await hash_password(user_in.password) for user_in in users_in]
     db_users = [
         User.model_validate(user_in, update={"hashed_password": hashed})
