@@ -421,7 +421,7 @@ CASES = [
 # BEGIN and COMMIT, which asyncpg issues itself and no cursor event sees, the harness sends
 # "SAVEPOINT sa_savepoint_N" first and "RELEASE SAVEPOINT sa_savepoint_N" (or "ROLLBACK TO
 # SAVEPOINT") last. Those are dropped, by the name of the first savepoint of the request; a
-# savepoint the app itself makes (constraint_errors) has another name and is counted.
+# savepoint the app itself makes (a notification's) has another name and is counted.
 HARNESS_SAVEPOINT = re.compile(r"^\s*(?:RELEASE |ROLLBACK TO )?SAVEPOINT (\w+)\s*$", re.I)
 
 

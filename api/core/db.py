@@ -165,16 +165,19 @@ async def constraint_errors(
     references: Mapping[str, str] | None = None,
     in_use: Mapping[str, str] | None = None,
 ) -> AsyncIterator[None]:
-    """Flush the block's changes in a savepoint and let the database's constraints decide:
-    a broken unique constraint is a 409 naming its field, a foreign key to a missing row a 422
-    naming its field, a delete that a RESTRICT foreign key refuses a 409 saying what still
-    refers to the row. No check-then-write race; the savepoint keeps the request's transaction
-    usable. `unique` and `references` go from constraint name to field name, `in_use` from
-    constraint name to the message.
+    """Flush the block's changes and let the database's constraints decide: a broken unique
+    constraint is a 409 naming its field, a foreign key to a missing row a 422 naming its field,
+    a delete that a RESTRICT foreign key refuses a 409 saying what still refers to the row. No
+    check-then-write race. `unique` and `references` go from constraint name to field name,
+    `in_use` from constraint name to the message.
+
+    No savepoint: the answer ends the request, whose transaction is rolled back, so nothing has
+    to stay usable after the error (a savepoint cost every create and delete two statements, the
+    SAVEPOINT and its RELEASE). A block whose error the request survives needs one of its own.
     """
-    answers = constraint_answers(unique=unique, references=references, in_use=in_use)
-    async with answers, session.begin_nested():
+    async with constraint_answers(unique=unique, references=references, in_use=in_use):
         yield
+        await session.flush()
 
 
 @asynccontextmanager
@@ -184,8 +187,9 @@ async def constraint_answers(
     references: Mapping[str, str] | None = None,
     in_use: Mapping[str, str] | None = None,
 ) -> AsyncIterator[None]:
-    """`constraint_errors` without its savepoint, for a block whose error ends the request: a
-    broken constraint the maps name is raised as its answer, any other as it came."""
+    """`constraint_errors` without its flush, for a block whose statements run as they are sent
+    (an UPDATE ... RETURNING): a broken constraint the maps name is raised as its answer, any
+    other as it came."""
     try:
         yield
     except IntegrityError as exc:

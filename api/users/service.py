@@ -127,7 +127,7 @@ async def count_active(*, session: AsyncSession) -> int:
 
 
 async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> list[User]:
-    """All or nothing: one savepoint for the lot; a taken value is a 409 naming it. Up to 100
+    """All or nothing: one flush for the lot; a taken value is a 409 naming it. Up to 100
     passwords are hashed (seconds of argon2) with no connection held: the caller was read."""
     await release_connection(session)
     hashes = [await hash_password(user_in.password) for user_in in users_in]
