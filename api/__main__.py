@@ -55,12 +55,13 @@ def serve_local(host: str, port: int, data: Path) -> int:
         binary = devstack.pgbouncer_binary()
         if binary:
             # As compose does when this PgBouncer can: prepared statements tracked, cache kept.
-            tracks = pgbouncer.tracks_prepared_statements(devstack.pgbouncer_version(binary))
+            tracked = devstack.tracked_statements(binary)
+            tracks = tracked > 0
             bouncer = devstack.PgBouncer(
                 data / "pgbouncer",
                 server_port=postgres.port,
                 password=postgres.password,
-                max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS if tracks else 0,
+                max_prepared_statements=tracked,
             ).start()
             env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
             env.update(PGBOUNCER_PREPARED_STATEMENTS=str(tracks).lower())

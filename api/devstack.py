@@ -76,6 +76,14 @@ def pgbouncer_version(binary: str) -> tuple[int, ...]:
     return pgbouncer_config.parse_version(result.stdout + result.stderr)
 
 
+def tracked_statements(binary: str) -> int:
+    """The `max_prepared_statements` that `make run` (like compose) gives this PgBouncer: room
+    for the app's statement cache where it tracks prepared statements (1.21 and later), else 0.
+    The app's PGBOUNCER_PREPARED_STATEMENTS follows: true when this is not 0."""
+    tracks = pgbouncer_config.tracks_prepared_statements(pgbouncer_version(binary))
+    return pgbouncer_config.DEFAULT_MAX_PREPARED_STATEMENTS if tracks else 0
+
+
 def _service_account() -> pwd.struct_passwd | None:
     """The unprivileged account servers run as when we are root; None when we are not root."""
     if os.geteuid() != 0:

@@ -233,14 +233,17 @@ def running_postgres(data_dir: Path) -> Iterator[devstack.EmbeddedPostgres]:
 def running_pgbouncer(
     data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "scram", extra: str = ""
 ) -> Iterator[devstack.PgBouncer]:
-    """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret.
-    `userlist="plain"` writes the password instead (the old way, to measure it: PgBouncer 1.18
-    then derives a secret from the password at every login); `extra` is configuration appended
-    to the template's (a later setting wins)."""
+    """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret, and
+    one that can (1.21 and later) tracks prepared statements (the app's statement cache then
+    stays on: `statement_cache_env`). `userlist="plain"` writes the password instead (the old
+    way, to measure it: PgBouncer 1.18 then derives a secret from the password at every login);
+    `extra` is configuration appended to the template's (a later setting wins)."""
+    binary = devstack.pgbouncer_binary()
     bouncer = devstack.PgBouncer(
         data_dir / "pgbouncer",
         server_port=postgres.port,
         password=postgres.password,
+        max_prepared_statements=devstack.tracked_statements(binary) if binary else 0,
         extra=extra,
     )
     try:
@@ -254,6 +257,12 @@ def running_pgbouncer(
         yield bouncer
     finally:
         bouncer.stop()
+
+
+def statement_cache_env(bouncer: devstack.PgBouncer) -> dict[str, str]:
+    """The app's setting that goes with `bouncer`, as `make run` sets it: the statement cache on
+    where PgBouncer tracks prepared statements."""
+    return {"PGBOUNCER_PREPARED_STATEMENTS": str(bouncer.max_prepared_statements > 0).lower()}
 
 
 def track_statements(postgres: devstack.EmbeddedPostgres, *, on: bool) -> None:
@@ -1065,7 +1074,12 @@ def run(args: argparse.Namespace) -> int:
         bouncer = stack.enter_context(
             running_pgbouncer(data_dir, postgres, args.userlist, "\n".join(args.pgbouncer))
         )
-        say(f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}")
+        cache = statement_cache_env(bouncer)
+        say(
+            f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}"
+            f" (max_prepared_statements = {bouncer.max_prepared_statements}: the app's statement"
+            f" cache {'on' if bouncer.max_prepared_statements else 'off'}, as make run sets it)"
+        )
         url = bouncer.url(DATABASE) + (f"?{args.url_query}" if args.url_query else "")
         env = {
             **os.environ,
@@ -1080,6 +1094,7 @@ def run(args: argparse.Namespace) -> int:
             "FIRST_SUPERUSER_EMAIL": ADMIN["email"],
             "FIRST_SUPERUSER_USERNAME": ADMIN["username"],
             "FIRST_SUPERUSER_PASSWORD": password,
+            **cache,
             **extra,
         }
         load_seconds = prepare_database(postgres, env)
@@ -1158,6 +1173,7 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
+        "statement_cache": {**cache, **extra}["PGBOUNCER_PREPARED_STATEMENTS"] == "true",
         "pgbouncer_userlist": args.userlist,
         "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
@@ -1204,7 +1220,8 @@ def report(
     )
     print(
         f"app: uvicorn, DB_POOL_MODE={config['pool_mode']} through PgBouncer (transaction mode),"
-        f" TLS to PgBouncer: {config['tls_to_pgbouncer']}"
+        f" TLS to PgBouncer: {config['tls_to_pgbouncer']},"
+        f" statement cache {'on' if config['statement_cache'] else 'off'}"
     )
     print(
         f"PgBouncer auth file: {config['pgbouncer_userlist']}"
