@@ -153,7 +153,11 @@ async def release_connection(session: AsyncSession) -> None:
     its connection back (closed on NullPool): for slow work that needs no database, such as
     hashing passwords (25-60 ms of argon2 each). Held through it, the connection is a PgBouncer
     server connection idle in a transaction, which no other client can use. The session's next
-    statement opens a new transaction."""
+    statement opens a new transaction, at the price of a COMMIT and a BEGIN (and on NullPool a
+    second connect). The one commit a service makes: refused when the session holds changes
+    (a statement already sent, an UPDATE say, cannot be seen here: call it before any)."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("release_connection would commit unflushed changes")
     await session.commit()
 
 

@@ -118,8 +118,8 @@ class DatabaseUnavailable(AppError):
 
 
 class TransactionConflict(AppError):
-    """A transaction PostgreSQL rolled back to break a deadlock or to keep serializability: nothing
-    it did was kept, and the same request sent again may well succeed."""
+    """The request's transaction, rolled back by PostgreSQL to break a deadlock or to keep
+    serializability: none of its writes stand, and the same request sent again may succeed."""
 
     status_code = 503
     code = "transaction_conflict"

@@ -1,4 +1,5 @@
-"""Users: queries and rules. Functions flush, never commit (the request's session does)."""
+"""Users: queries and rules. Functions flush, never commit (the request's session does), but
+for `release_connection` before hashing passwords."""
 
 from datetime import UTC, datetime, timedelta
 

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.routing import BaseRoute
 
 from api.core.db import (
@@ -26,6 +27,7 @@ from api.core.db import (
     build_engine,
     get_read_session,
     get_session,
+    release_connection,
     tls_context,
     use_engine,
 )
@@ -69,6 +71,17 @@ async def test_a_route_that_flushes_then_fails_leaves_nothing(
 
     assert_problem(response, 409, "conflict")
     assert await scalar(committed.url, "SELECT count(*) FROM users") == 0
+
+
+async def test_releasing_the_connection_refuses_to_commit_unflushed_changes(
+    session: AsyncSession,
+) -> None:
+    person = ghost()
+    session.add(person)
+
+    with pytest.raises(RuntimeError, match="unflushed changes"):
+        await release_connection(session)
+    assert person in session.new  # not flushed, not committed
 
 
 @pytest.mark.concurrent

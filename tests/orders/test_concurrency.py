@@ -162,8 +162,11 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
     high = await insert_product(committed.url, "KNOT-B", 10)
     body = {"items": [{"product_id": low, "quantity": 1}, {"product_id": high, "quantity": 1}]}
     other = await asyncpg.connect(libpq_url(committed.url))
+    prober = await asyncpg.connect(libpq_url(committed.url))
     try:
-        # Only the order's backend looks for the deadlock (after 1 s), so it is the one undone.
+        # The order's backend waits first and looks for a deadlock once its deadlock_timeout
+        # (1 s by default) has passed: the cycle must be closed by then, and the other client
+        # must not look first, so that the order is the transaction undone.
         await other.execute("SET deadlock_timeout = '30s'")
         other_tx = other.transaction()
         await other_tx.start()
@@ -171,15 +174,14 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
         async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
             admin = await live_admin(client, committed.url)
             placing = asyncio.create_task(client.post("/orders/", json=body, headers=admin))
-            for _ in range(200):  # until the order holds `low` and waits for `high`
-                waiting = await scalar(
-                    committed.url,
+            for _ in range(1000):  # until the order holds `low` and waits for `high`
+                waiting = await prober.fetchval(
                     "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()",
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 )
                 if waiting or placing.done():
                     break
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.01)
             assert waiting, "the order never waited for the product held by the other client"
             # Close the cycle: the other client now waits for the row the order holds.
             closing = asyncio.create_task(
@@ -198,6 +200,7 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
             retried = await client.post("/orders/", json=body, headers=admin)
     finally:
         await other.close()
+        await prober.close()
 
     assert retried.status_code == 201, retried.text
     stocks = await query(committed.url, "SELECT stock_quantity FROM products ORDER BY id")
