@@ -55,10 +55,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
+from unittest import mock
 
 import httpx
 
 from api import devstack
+from api.core.config import Settings
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -239,11 +241,15 @@ def running_pgbouncer(
     way, to measure it: PgBouncer 1.18 then derives a secret from the password at every login);
     `extra` is configuration appended to the template's (a later setting wins)."""
     binary = devstack.pgbouncer_binary()
+    # A max_prepared_statements among the extra settings replaces make run's (the app's cache
+    # follows it: statement_cache_env).
+    given = re.search(r"^\s*max_prepared_statements\s*=\s*(\d+)\s*$", extra, re.MULTILINE)
+    tracked = devstack.tracked_statements(binary) if binary else 0
     bouncer = devstack.PgBouncer(
         data_dir / "pgbouncer",
         server_port=postgres.port,
         password=postgres.password,
-        max_prepared_statements=devstack.tracked_statements(binary) if binary else 0,
+        max_prepared_statements=int(given.group(1)) if given else tracked,
         extra=extra,
     )
     try:
@@ -263,6 +269,13 @@ def statement_cache_env(bouncer: devstack.PgBouncer) -> dict[str, str]:
     """The app's setting that goes with `bouncer`, as `make run` sets it: the statement cache on
     where PgBouncer tracks prepared statements."""
     return {"PGBOUNCER_PREPARED_STATEMENTS": str(bouncer.max_prepared_statements > 0).lower()}
+
+
+def statement_cache_of(env: dict[str, str]) -> bool:
+    """Whether the API keeps asyncpg's statement cache with `env` (its whole environment, --env
+    included): what its own Settings make of it."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings(_env_file=None).statement_cache
 
 
 def track_statements(postgres: devstack.EmbeddedPostgres, *, on: bool) -> None:
@@ -1019,7 +1032,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="SETTING",
-        help="a PgBouncer setting appended to the template's, e.g. 'auth_type = md5' (repeatable)",
+        help="a PgBouncer setting appended to the template's, e.g. 'auth_type = md5' (repeatable);"
+        " a max_prepared_statements replaces make run's (200 from 1.21 on, else 0), and the app's"
+        " statement cache follows it unless --env PGBOUNCER_PREPARED_STATEMENTS says otherwise",
     )
     parser.add_argument("--label", default="", help="a note recorded with the results")
     parser.add_argument(
@@ -1077,8 +1092,7 @@ def run(args: argparse.Namespace) -> int:
         cache = statement_cache_env(bouncer)
         say(
             f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}"
-            f" (max_prepared_statements = {bouncer.max_prepared_statements}: the app's statement"
-            f" cache {'on' if bouncer.max_prepared_statements else 'off'}, as make run sets it)"
+            f" (max_prepared_statements = {bouncer.max_prepared_statements})"
         )
         url = bouncer.url(DATABASE) + (f"?{args.url_query}" if args.url_query else "")
         env = {
@@ -1173,7 +1187,7 @@ def run(args: argparse.Namespace) -> int:
     config = {
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
-        "statement_cache": {**cache, **extra}["PGBOUNCER_PREPARED_STATEMENTS"] == "true",
+        "statement_cache": statement_cache_of(env),
         "pgbouncer_userlist": args.userlist,
         "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
