@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlmodel import func, select
 from starlette.types import Message
@@ -80,22 +81,27 @@ async def test_unresponsive_database_is_a_prompt_503(silent_database: str) -> No
     assert time.monotonic() - started < 5
 
 
-async def test_a_statement_past_the_command_timeout_is_a_prompt_503(database: Database) -> None:
-    app = create_app(settings_for_tests(db_command_timeout=0.5))
+async def answer(app: FastAPI, database: Database, method: str, path: str) -> httpx.Response:
+    """`method path` sent to `app` in-process, on an engine of its own on `database`."""
     engine = build_engine(app.state.settings, url=database.url)
     use_engine(app, engine)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_past_the_command_timeout_is_a_prompt_503(database: Database) -> None:
+    app = create_app(settings_for_tests(db_command_timeout=0.5))
 
     @app.get("/slow")
     async def slow(session: SessionDep) -> None:
         await session.exec(select(func.pg_sleep(10)))
 
     started = time.monotonic()
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.get("/slow")
-    finally:
-        await engine.dispose()
+    response = await answer(app, database, "GET", "/slow")
 
     assert_problem(response, 503, "database_unavailable")
     assert time.monotonic() - started < 5
@@ -105,8 +111,6 @@ async def test_a_serialization_failure_is_a_retryable_503(database: Database) ->
     """What PostgreSQL raises when it undoes a transaction to keep it serializable (the deadlock
     case runs for real in tests/orders/test_concurrency.py)."""
     app = create_app(settings_for_tests())
-    engine = build_engine(app.state.settings, url=database.url)
-    use_engine(app, engine)
 
     @app.post("/undone")
     async def undone(session: SessionDep) -> None:
@@ -114,12 +118,7 @@ async def test_a_serialization_failure_is_a_retryable_503(database: Database) ->
             text("DO $$ BEGIN RAISE EXCEPTION 'pg-own-words' USING ERRCODE = '40001'; END $$")
         )
 
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.post("/undone")
-    finally:
-        await engine.dispose()
+    response = await answer(app, database, "POST", "/undone")
 
     assert_problem(response, 503, "transaction_conflict")
     assert response.headers["Retry-After"] == "1"
