@@ -163,7 +163,7 @@ CALLS = [
     Call("GET", "/orders/user/{caller_id}", 2),
     Call("GET", "/orders/{order_id}", 3),
     Call("GET", "/orders/{order_id}/details", 3),
-    Call("PATCH", "/orders/{order_id}/status?new_status=cancelled", 11),
+    Call("PATCH", "/orders/{order_id}/status?new_status=cancelled", 9),
     # auth and users
     # The attempt counted and the user read on a session of the login's own, then the count
     # cleared on the request's: 3 statements; the second session's join savepoint (SAVEPOINT,

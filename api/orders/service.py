@@ -8,7 +8,7 @@ under the lock cannot be oversold.
 
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -212,9 +212,13 @@ async def change_status(
     *, session: AsyncSession, order_id: int, caller: User, new_status: OrderStatus
 ) -> Order:
     """Move an order along its status machine under a row lock, so that of two racing moves the
-    second sees the first's result. Cancelling puts the items back in stock."""
-    locked = select(Order).where(Order.id == order_id, owned_by(caller)).with_for_update()
-    order = (await session.exec(locked.execution_options(populate_existing=True))).first()
+    second sees the first's result. Cancelling puts the items back in stock.
+
+    The order is locked and read with its items and their products (the answer, and what a
+    cancel puts back), the status written by one UPDATE ... RETURNING: the answer is built from
+    rows in hand, not read back."""
+    locked = select(Order).where(Order.id == order_id, owned_by(caller)).with_for_update(of=Order)
+    order = (await session.exec(with_items(locked))).first()
     if order is None:
         raise NotFound("Order", order_id)
     if new_status != OrderStatus.cancelled and not caller.is_superuser:
@@ -223,22 +227,28 @@ async def change_status(
     if new_status not in TRANSITIONS.get(current, set()):
         raise Conflict(f"A {current} order cannot become {new_status}.")
     if new_status == OrderStatus.cancelled:
-        await _restock(session, order_id)
-    order.status = new_status
-    session.add(order)
-    await session.flush()
+        await _restock(session, order.items)
+    moved = (
+        update(Order)
+        .where(col(Order.id) == order_id)
+        .values(status=new_status)
+        .returning(col(Order.status), col(Order.updated_at))
+    )
+    # The order in hand takes what the row now holds (loading the whole row again would reset
+    # the items it carries).
+    for name, value in (await session.exec(moved)).one()._mapping.items():
+        set_committed_value(order, name, value)
     await notify(
         session=session,
         user_id=order.user_id,
         message=f"Order {order.order_number} is now {new_status}.",
         order_id=order_id,
     )
-    return await get_order(session=session, order_id=order_id, caller=caller)
+    return order
 
 
-async def _restock(session: AsyncSession, order_id: int) -> None:
+async def _restock(session: AsyncSession, items: Sequence[OrderItem]) -> None:
     """Put a cancelled order's items back, under locks taken in id order like an order's."""
-    items = list(await session.exec(select(OrderItem).where(OrderItem.order_id == order_id)))
     await _lock_products(session, sorted(item.product_id for item in items))
     await _take_stock(session, {item.product_id: -item.quantity for item in items})
 

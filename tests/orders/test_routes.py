@@ -571,6 +571,11 @@ class TestStatus:
         assert response.status_code == 200
         assert response.json()["status"] == "cancelled"
         assert (await stock_of(session, mouse), await stock_of(session, cable)) == (10, 3)
+        # The answer is built from the rows the cancel locked and changed: it is what a read
+        # of the order gives, the products' stock put back included.
+        stocks = {i["product_id"]: i["product"]["stock_quantity"] for i in response.json()["items"]}
+        assert stocks == {mouse.id: 10, cable.id: 3}
+        assert response.json() == (await customer_client.get(f"/orders/{order['id']}")).json()
 
     async def test_an_owner_may_cancel_but_not_move_on(
         self, customer_client: httpx.AsyncClient, session: AsyncSession, mouse: Product
