@@ -1,5 +1,6 @@
 # The project's verbs. Each one does its own set-up on a fresh machine.
-#   make test   environment from the lock file, PgBouncer if missing, lint, type check, tests
+#   make test   environment from the lock file, PgBouncer if missing (and a second, built once,
+#               that tracks prepared statements), lint, type check, tests
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
 #   make image  the production image (deploy/Dockerfile); needs a Docker engine
 #   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
@@ -9,7 +10,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 BENCH_ARGS ?=
 
-.PHONY: env pgbouncer wrk lint format typecheck test run image compose-test bench hash-benchmark clean
+.PHONY: env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench hash-benchmark clean
 IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
@@ -41,6 +42,23 @@ PGBOUNCER_SERVICE_OFF := echo "The project starts its own PgBouncer; disabling t
 pgbouncer:
 	@$(call apt_install,pgbouncer,PgBouncer,$(PGBOUNCER_FOUND),$(PGBOUNCER_SERVICE_OFF))
 
+# A second PgBouncer, one that tracks prepared statements (1.21 and later), as compose.yaml's and
+# the Kubernetes manifests' do: the suite also runs the API through it with the statement cache
+# on. Debian 12 packages 1.18, so Debian 13's 1.24.1 is built from Debian's source archive
+# (checksum pinned; about 10 s) into .data, once.
+PGBOUNCER_TRACKING_VERSION := 1.24.1
+PGBOUNCER_TRACKING_SHA256 := da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
+PGBOUNCER_TRACKING := $(CURDIR)/.data/pgbouncer-$(PGBOUNCER_TRACKING_VERSION)
+PGBOUNCER_TRACKING_BUILT := [ -x $(PGBOUNCER_TRACKING)/bin/pgbouncer ]
+PGBOUNCER_BUILD_TOOLS := $(PGBOUNCER_TRACKING_BUILT) || { command -v cc && command -v make \
+  && command -v curl && command -v pkg-config && [ -f /usr/include/event2/event.h ] \
+  && [ -f /usr/include/openssl/ssl.h ]; } >/dev/null 2>&1
+
+pgbouncer-tracking:
+	@$(call apt_install,build-essential curl pkg-config libevent-dev libssl-dev,PgBouncer's build tools,$(PGBOUNCER_BUILD_TOOLS))
+	@$(PGBOUNCER_TRACKING_BUILT) || tests/build-pgbouncer.sh $(PGBOUNCER_TRACKING_VERSION) \
+	  $(PGBOUNCER_TRACKING_SHA256) $(PGBOUNCER_TRACKING)
+
 # wrk: the HTTP load generator of make bench.
 wrk:
 	@$(call apt_install,wrk,wrk,command -v wrk >/dev/null 2>&1)
@@ -56,8 +74,9 @@ format: env
 typecheck: env
 	$(UV) run --frozen mypy
 
-test: env pgbouncer lint typecheck
-	$(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
+test: env pgbouncer pgbouncer-tracking lint typecheck
+	PGBOUNCER_TRACKING_BINARY=$(PGBOUNCER_TRACKING)/bin/pgbouncer \
+	  $(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 run: env
 	@$(UV) run --frozen python -m api serve-local

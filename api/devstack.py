@@ -357,13 +357,14 @@ class PgBouncer:
     # Prepared statements PgBouncer tracks per client (0: none; needs PgBouncer >= 1.21).
     max_prepared_statements: int = 0
     extra: str = ""
+    binary: str | None = None  # the installed one (pgbouncer_binary) when not given
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def url(self, database: str, driver: str = "postgresql+asyncpg") -> str:
         return f"{driver}://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> PgBouncer:
-        binary = pgbouncer_binary()
+        binary = self.binary or pgbouncer_binary()
         if binary is None:
             raise DevStackError(PGBOUNCER_INSTALL_HINT)
         version = pgbouncer_version(binary)

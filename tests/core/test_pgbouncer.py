@@ -5,7 +5,6 @@ transaction mode (which does not track prepared statements). These tests commit,
 import asyncio
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
@@ -20,47 +19,16 @@ from tests.helpers import (
     PGBOUNCER_POOL_SIZE,
     client_for,
     error_fields,
-    libpq_url,
     live_admin,
     running_pgbouncer,
     scalar,
+    server_connection_statements,
     settings_for_tests,
 )
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
 
 CONCURRENCY = 60
-
-
-async def server_connection_statements(
-    bouncer: devstack.PgBouncer, database: str
-) -> dict[int, int]:
-    """Named prepared statements on each of PgBouncer's server connections, by backend pid.
-
-    One transaction per server connection of the pool, all held at once, so each lands on a
-    different server connection and together they see every one.
-    """
-    connections = [
-        await asyncpg.connect(libpq_url(bouncer.url(database)), statement_cache_size=0)
-        for _ in range(PGBOUNCER_POOL_SIZE)
-    ]
-    transactions = [connection.transaction() for connection in connections]
-    try:
-        for transaction in transactions:
-            await transaction.start()
-        found = {}
-        for connection in connections:
-            row = await connection.fetchrow(
-                "SELECT pg_backend_pid() AS pid, count(*) AS n FROM pg_prepared_statements"
-            )
-            assert row is not None
-            found[row["pid"]] = row["n"]
-        return found
-    finally:
-        for transaction in transactions:
-            await transaction.rollback()
-        for connection in connections:
-            await connection.close()
 
 
 @pytest.fixture(scope="module")

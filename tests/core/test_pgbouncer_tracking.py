@@ -1,0 +1,136 @@
+"""The connection path of compose.yaml and the Kubernetes manifests: the statement cache on,
+through a PgBouncer that tracks prepared statements (1.21 and later; `make test` builds Debian
+13's 1.24.1, Debian 12 packaging 1.18). A statement asyncpg prepares on one transaction's server
+connection must work on whichever server connection runs the next, reads in autocommit (Parse
+and Bind in two protocol round trips, which PgBouncer may send to two server connections)
+included. These tests commit, side by side."""
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api import devstack, pgbouncer
+from tests.conftest import Database, serving
+from tests.helpers import (
+    live_admin,
+    running_pgbouncer,
+    scalar,
+    server_connection_statements,
+)
+
+pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
+
+CONCURRENCY = 40
+
+
+def tracking_binary() -> str:
+    """`make test`'s build (PGBOUNCER_TRACKING_BINARY), else the installed PgBouncer when it
+    tracks prepared statements. Fails, never skips: this is the deployed path."""
+    for binary in (os.environ.get("PGBOUNCER_TRACKING_BINARY"), devstack.pgbouncer_binary()):
+        if (
+            binary
+            and os.access(binary, os.X_OK)
+            and pgbouncer.tracks_prepared_statements(devstack.pgbouncer_version(binary))
+        ):
+            return binary
+    pytest.fail(
+        "No PgBouncer that tracks prepared statements (1.21 or later): `make pgbouncer-tracking`"
+        " builds one (make test does), then set PGBOUNCER_TRACKING_BINARY to its bin/pgbouncer.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def tracking_pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
+    with running_pgbouncer(
+        postgres_server,
+        max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
+        binary=tracking_binary(),
+    ) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="module", params=["nullpool", "app-side pool"])
+def cached_server(
+    request: pytest.FixtureRequest,
+    concurrent_database: Database,
+    tracking_pgbouncer: devstack.PgBouncer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """uvicorn with the statement cache on, on NullPool (compose's) or a small pool of its own."""
+    env = {"PGBOUNCER_PREPARED_STATEMENTS": "true"}
+    if request.param == "app-side pool":
+        env |= {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
+    log_dir = tmp_path_factory.mktemp("tracking")
+    with serving(concurrent_database, tracking_pgbouncer, log_dir, **env) as url:
+        yield url
+
+
+async def test_a_burst_of_reads_and_writes_runs_on_statements_pgbouncer_keeps(
+    cached_server: str, tracking_pgbouncer: devstack.PgBouncer, committed: Database
+) -> None:
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    async with httpx.AsyncClient(base_url=cached_server, limits=limits, timeout=60) as client:
+        creates = await asyncio.gather(
+            *(
+                client.post(
+                    "/users/",
+                    json={
+                        "username": f"kept_{i}",
+                        "email": f"k{i}@example.com",
+                        "password": "p" * 12,
+                    },
+                )
+                for i in range(CONCURRENCY)
+            )
+        )
+        assert [r.status_code for r in creates] == [201] * CONCURRENCY, creates[0].text
+        ids = [r.json()["id"] for r in creates]
+        admin = await live_admin(client, committed.url)
+        for _ in range(2):  # the second pass runs on statements prepared by the first
+            mixed = await asyncio.gather(
+                *(client.get(f"/users/{user_id}", headers=admin) for user_id in ids),
+                *(
+                    client.get("/users/", params={"page": 1 + i % 3, "size": 10}, headers=admin)
+                    for i in range(CONCURRENCY)
+                ),
+                *(
+                    client.patch(f"/users/{user_id}", json={"bio": f"bio {user_id}"}, headers=admin)
+                    for user_id in ids
+                ),
+            )
+            failures = [(r.status_code, r.text) for r in mixed if r.status_code != 200]
+            assert failures == []
+
+    # The statements live on PgBouncer's server connections, within its bound on each.
+    statements = await server_connection_statements(tracking_pgbouncer, committed.name)
+    assert sum(statements.values()) > 0
+    assert max(statements.values()) <= pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS
+
+
+async def test_racing_orders_never_oversell_on_kept_statements(
+    cached_server: str, committed: Database
+) -> None:
+    """Transactions with row locks, a savepoint (the notification) and refusals (rolled back)."""
+    product_id = await scalar(
+        committed.url,
+        "INSERT INTO products (name, slug, sku, price, stock_quantity, is_active)"
+        " VALUES ('Kept', 'kept', 'KEPT-1', 2.50, 10, true) RETURNING id",
+    )
+    line = {"items": [{"product_id": product_id, "quantity": 1}]}
+    async with httpx.AsyncClient(base_url=cached_server, timeout=60) as client:
+        admin = await live_admin(client, committed.url)
+        answers = await asyncio.gather(
+            *(client.post("/orders/", json=line, headers=admin) for _ in range(30))
+        )
+
+    assert Counter(a.status_code for a in answers) == {201: 10, 409: 20}
+    stock = await scalar(
+        committed.url, "SELECT stock_quantity FROM products WHERE id = $1", product_id
+    )
+    assert stock == 0
+    assert await scalar(committed.url, "SELECT count(*) FROM notifications") == 10
