@@ -49,15 +49,16 @@ pgbouncer:
 PGBOUNCER_TRACKING_VERSION := 1.24.1
 PGBOUNCER_TRACKING_SHA256 := da72a3aba13072876d055a3e58dd4aba4a5de4ed6148e73033185245598fd3e0
 PGBOUNCER_TRACKING := $(CURDIR)/.data/pgbouncer-$(PGBOUNCER_TRACKING_VERSION)
-PGBOUNCER_TRACKING_BUILT := [ -x $(PGBOUNCER_TRACKING)/bin/pgbouncer ]
+PGBOUNCER_TRACKING_BUILT := [ -f "$(PGBOUNCER_TRACKING)/built" ]
 PGBOUNCER_BUILD_TOOLS := $(PGBOUNCER_TRACKING_BUILT) || { command -v cc && command -v make \
   && command -v curl && command -v pkg-config && [ -f /usr/include/event2/event.h ] \
-  && [ -f /usr/include/openssl/ssl.h ]; } >/dev/null 2>&1
+  && [ -f /usr/include/openssl/ssl.h ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; } >/dev/null 2>&1
 
-pgbouncer-tracking:
-	@$(call apt_install,build-essential curl pkg-config libevent-dev libssl-dev,PgBouncer's build tools,$(PGBOUNCER_BUILD_TOOLS))
+# After `pgbouncer`: two apt-get runs at once (make -j) would fight over dpkg's lock.
+pgbouncer-tracking: pgbouncer
+	@$(call apt_install,build-essential ca-certificates curl pkg-config libevent-dev libssl-dev,PgBouncer's build tools,$(PGBOUNCER_BUILD_TOOLS))
 	@$(PGBOUNCER_TRACKING_BUILT) || tests/build-pgbouncer.sh $(PGBOUNCER_TRACKING_VERSION) \
-	  $(PGBOUNCER_TRACKING_SHA256) $(PGBOUNCER_TRACKING)
+	  $(PGBOUNCER_TRACKING_SHA256) "$(PGBOUNCER_TRACKING)"
 
 # wrk: the HTTP load generator of make bench.
 wrk:
@@ -75,7 +76,7 @@ typecheck: env
 	$(UV) run --frozen mypy
 
 test: env pgbouncer pgbouncer-tracking lint typecheck
-	PGBOUNCER_TRACKING_BINARY=$(PGBOUNCER_TRACKING)/bin/pgbouncer \
+	PGBOUNCER_TRACKING_BINARY="$(PGBOUNCER_TRACKING)/bin/pgbouncer" \
 	  $(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 run: env

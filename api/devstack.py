@@ -375,6 +375,8 @@ class PgBouncer:
                 "(max_prepared_statements needs 1.21 or later)"
             )
         account = _service_account()
+        if account and self.binary:  # a build of root's (make pgbouncer-tracking's, in .data)
+            _make_readable_by_all(Path(self.binary).parent)
         _own(self.run_dir, account)
         _stop_stale(self.run_dir / "pgbouncer.pid", self.run_dir, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):

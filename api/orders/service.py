@@ -233,6 +233,7 @@ async def change_status(
         .where(col(Order.id) == order_id)
         .values(status=new_status)
         .returning(col(Order.status), col(Order.updated_at))
+        .execution_options(synchronize_session=False)
     )
     # The order in hand takes what the row now holds (loading the whole row again would reset
     # the items it carries).

@@ -9,6 +9,7 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -44,37 +45,42 @@ def tracking_binary() -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def tracking_pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
-    with running_pgbouncer(
-        postgres_server,
-        max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
-        binary=tracking_binary(),
-    ) as bouncer:
-        yield bouncer
+@dataclass
+class Served:
+    url: str
+    bouncer: devstack.PgBouncer
 
 
 @pytest.fixture(scope="module", params=["nullpool", "app-side pool"])
 def cached_server(
     request: pytest.FixtureRequest,
+    postgres_server: str,
     concurrent_database: Database,
-    tracking_pgbouncer: devstack.PgBouncer,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """uvicorn with the statement cache on, on NullPool (compose's) or a small pool of its own."""
+) -> Iterator[Served]:
+    """uvicorn with the statement cache on, on NullPool (compose's) or a small pool of its own,
+    through a tracking PgBouncer of its own: the statements on its server connections are this
+    app's alone."""
     env = {"PGBOUNCER_PREPARED_STATEMENTS": "true"}
     if request.param == "app-side pool":
         env |= {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
     log_dir = tmp_path_factory.mktemp("tracking")
-    with serving(concurrent_database, tracking_pgbouncer, log_dir, **env) as url:
-        yield url
+    with (
+        running_pgbouncer(
+            postgres_server,
+            max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
+            binary=tracking_binary(),
+        ) as bouncer,
+        serving(concurrent_database, bouncer, log_dir, **env) as url,
+    ):
+        yield Served(url, bouncer)
 
 
 async def test_a_burst_of_reads_and_writes_runs_on_statements_pgbouncer_keeps(
-    cached_server: str, tracking_pgbouncer: devstack.PgBouncer, committed: Database
+    cached_server: Served, committed: Database
 ) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=cached_server, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cached_server.url, limits=limits, timeout=60) as client:
         creates = await asyncio.gather(
             *(
                 client.post(
@@ -106,14 +112,15 @@ async def test_a_burst_of_reads_and_writes_runs_on_statements_pgbouncer_keeps(
             failures = [(r.status_code, r.text) for r in mixed if r.status_code != 200]
             assert failures == []
 
-    # The statements live on PgBouncer's server connections, within its bound on each.
-    statements = await server_connection_statements(tracking_pgbouncer, committed.name)
+    # The app's statements live on its PgBouncer's server connections (the named statements
+    # prove the cache on), within PgBouncer's bound on each.
+    statements = await server_connection_statements(cached_server.bouncer, committed.name)
     assert sum(statements.values()) > 0
     assert max(statements.values()) <= pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS
 
 
 async def test_racing_orders_never_oversell_on_kept_statements(
-    cached_server: str, committed: Database
+    cached_server: Served, committed: Database
 ) -> None:
     """Transactions with row locks, a savepoint (the notification) and refusals (rolled back)."""
     product_id = await scalar(
@@ -122,7 +129,7 @@ async def test_racing_orders_never_oversell_on_kept_statements(
         " VALUES ('Kept', 'kept', 'KEPT-1', 2.50, 10, true) RETURNING id",
     )
     line = {"items": [{"product_id": product_id, "quantity": 1}]}
-    async with httpx.AsyncClient(base_url=cached_server, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=cached_server.url, timeout=60) as client:
         admin = await live_admin(client, committed.url)
         answers = await asyncio.gather(
             *(client.post("/orders/", json=line, headers=admin) for _ in range(30))

@@ -300,6 +300,24 @@ class TestCreateOrder:
         assert_problem(response, 413, "request_entity_too_large")
 
 
+async def refuse_notifications(session: AsyncSession) -> None:
+    """Make every notification insert fail inside the database (the test's transaction rolls
+    the trigger back afterwards)."""
+    connection = await session.connection()
+    await connection.execute(
+        text(
+            "CREATE FUNCTION refuse_notifications() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RAISE EXCEPTION 'notifications are down'; END$$"
+        )
+    )
+    await connection.execute(
+        text(
+            "CREATE TRIGGER refuse BEFORE INSERT ON notifications"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_notifications()"
+        )
+    )
+
+
 class TestNotificationFailure:
     async def test_a_failing_notification_never_loses_the_order(
         self,
@@ -308,21 +326,7 @@ class TestNotificationFailure:
         mouse: Product,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        # Make every notification insert fail inside the database (the test's transaction
-        # rolls the trigger back afterwards).
-        connection = await session.connection()
-        await connection.execute(
-            text(
-                "CREATE FUNCTION refuse_notifications() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$BEGIN RAISE EXCEPTION 'notifications are down'; END$$"
-            )
-        )
-        await connection.execute(
-            text(
-                "CREATE TRIGGER refuse BEFORE INSERT ON notifications"
-                " FOR EACH ROW EXECUTE FUNCTION refuse_notifications()"
-            )
-        )
+        await refuse_notifications(session)
 
         response = await customer_client.post("/orders/", json=order_body((mouse, 2)))
 
@@ -332,6 +336,25 @@ class TestNotificationFailure:
         assert await count(session, Notification) == 0
         assert "not written: RaiseError sqlstate=P0001" in caplog.text
         assert "notifications are down" not in caplog.text  # never PostgreSQL's own message
+
+    async def test_a_failing_notification_never_loses_a_cancel(
+        self,
+        customer_client: httpx.AsyncClient,
+        session: AsyncSession,
+        mouse: Product,
+    ) -> None:
+        """The savepoint rolled back leaves the order, its items and products in hand: the
+        answer is still built from them."""
+        order = await place(customer_client, (mouse, 3))
+        await refuse_notifications(session)
+
+        response = await customer_client.patch(f"/orders/{order['id']}/status?new_status=cancelled")
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "cancelled"
+        assert response.json()["items"][0]["product"]["stock_quantity"] == 10
+        assert await stock_of(session, mouse) == 10
+        assert await count(session, Notification) == 1  # the placing's, written before
 
 
 class TestOrderNumber:
