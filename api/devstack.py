@@ -118,6 +118,15 @@ def _make_readable_by_all(path: Path) -> None:
             target.chmod(target.stat().st_mode | 0o005)
 
 
+def _make_runnable_by_all(binary: Path) -> None:
+    """Let the service account run one root-owned binary: its parents traversable (o+x), the
+    binary itself o+rx. Modes that already allow it are left as they are."""
+    for path, needed in [*((parent, 0o001) for parent in binary.parents), (binary, 0o005)]:
+        mode = path.stat().st_mode
+        if mode & needed != needed:
+            path.chmod(mode | needed)
+
+
 def _own(path: Path, account: pwd.struct_passwd | None) -> None:
     """Create `path` for the service account, which must also be able to traverse its parents."""
     path.mkdir(parents=True, exist_ok=True)
@@ -376,7 +385,7 @@ class PgBouncer:
             )
         account = _service_account()
         if account and self.binary:  # a build of root's (make pgbouncer-tracking's, in .data)
-            _make_readable_by_all(Path(self.binary).parent)
+            _make_runnable_by_all(Path(self.binary))
         _own(self.run_dir, account)
         _stop_stale(self.run_dir / "pgbouncer.pid", self.run_dir, signal.SIGTERM)
         with contextlib.suppress(FileNotFoundError):
