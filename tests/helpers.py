@@ -1,5 +1,6 @@
 """Helpers shared by the tests (fixtures live in conftest.py)."""
 
+import asyncio
 import contextlib
 import os
 import re
@@ -168,6 +169,45 @@ async def server_connection_statements(
             await transaction.rollback()
         for connection in connections:
             await connection.close()
+
+
+async def users_burst(
+    client: httpx.AsyncClient, database_url: str, *, size: int, prefix: str, passes: int = 1
+) -> list[tuple[int, str]]:
+    """`size` sign-ups at once (each must be a 201), then, `passes` times, as a superuser and all
+    at once: a read of each new user, `size` pages of the list and an update of each. The reads
+    and updates that did not answer 200, as (status, body)."""
+    creates = await asyncio.gather(
+        *(
+            client.post(
+                "/users/",
+                json={
+                    "username": f"{prefix}_{i}",
+                    "email": f"{prefix}{i}@example.com",
+                    "password": "p" * 12,
+                },
+            )
+            for i in range(size)
+        )
+    )
+    assert [r.status_code for r in creates] == [201] * size, creates[0].text
+    ids = [r.json()["id"] for r in creates]
+    admin = await live_admin(client, database_url)
+    failures = []
+    for _ in range(passes):
+        mixed = await asyncio.gather(
+            *(client.get(f"/users/{user_id}", headers=admin) for user_id in ids),
+            *(
+                client.get("/users/", params={"page": 1 + i % 3, "size": 10}, headers=admin)
+                for i in range(size)
+            ),
+            *(
+                client.patch(f"/users/{user_id}", json={"bio": f"bio {user_id}"}, headers=admin)
+                for user_id in ids
+            ),
+        )
+        failures += [(r.status_code, r.text) for r in mixed if r.status_code != 200]
+    return failures
 
 
 SECRET_PATTERNS = [

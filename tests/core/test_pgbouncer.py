@@ -24,6 +24,7 @@ from tests.helpers import (
     scalar,
     server_connection_statements,
     settings_for_tests,
+    users_burst,
 )
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
@@ -57,35 +58,8 @@ async def test_a_burst_of_requests_leaves_no_statement_behind(
 ) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=60) as client:
-        creates = await asyncio.gather(
-            *(
-                client.post(
-                    "/users/",
-                    json={
-                        "username": f"burst_{i}",
-                        "email": f"b{i}@example.com",
-                        "password": "p" * 12,
-                    },
-                )
-                for i in range(CONCURRENCY)
-            )
-        )
-        assert [r.status_code for r in creates] == [201] * CONCURRENCY, creates[0].text
-        ids = [r.json()["id"] for r in creates]
-        admin = await live_admin(client, committed.url)
-        mixed = await asyncio.gather(
-            *(client.get(f"/users/{user_id}", headers=admin) for user_id in ids),
-            *(
-                client.get("/users/", params={"page": 1 + i % 3, "size": 10}, headers=admin)
-                for i in range(CONCURRENCY)
-            ),
-            *(
-                client.patch(f"/users/{user_id}", json={"bio": f"bio {user_id}"}, headers=admin)
-                for user_id in ids
-            ),
-        )
+        failures = await users_burst(client, committed.url, size=CONCURRENCY, prefix="burst")
 
-    failures = [(r.status_code, r.text) for r in mixed if r.status_code != 200]
     assert failures == []
     statements = await server_connection_statements(pgbouncer, committed.name)
     assert len(statements) == PGBOUNCER_POOL_SIZE
