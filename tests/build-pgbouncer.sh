@@ -6,15 +6,24 @@
 set -euo pipefail
 version=$1 sha256=$2 prefix=$3
 tarball="pgbouncer_${version}.orig.tar.gz"
-url="https://deb.debian.org/debian/pool/main/p/pgbouncer/${tarball}"
+# Where apt reaches it (deb.debian.org, over http in sources.list), over https when http is not
+# let through: the checksum the file must match, pinned in the Makefile, vouches for it.
+path="deb.debian.org/debian/pool/main/p/pgbouncer/${tarball}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "Building PgBouncer ${version} from Debian's source (${url})..."
-curl --fail --silent --show-error --location --retry 3 --output "$work/$tarball" "$url" || {
-  echo "Could not download ${url}: if Debian no longer carries ${version}, bump"
+echo "Building PgBouncer ${version} from Debian's source (${path})..."
+for scheme in http https; do
+  if curl --fail --silent --show-error --location --retry 2 --output "$work/$tarball" \
+    "${scheme}://${path}"; then
+    break
+  fi
+  rm -f "$work/$tarball"
+done
+if [ ! -f "$work/$tarball" ]; then
+  echo "Could not download ${path}: if Debian no longer carries ${version}, bump"
   echo "PGBOUNCER_TRACKING_VERSION and its checksum in the Makefile (any 1.21 or later does)."
   exit 1
-}
+fi
 echo "${sha256}  $work/$tarball" | sha256sum --check --quiet
 tar -xzf "$work/$tarball" -C "$work"
 cd "$work/pgbouncer-${version}"
