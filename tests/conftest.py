@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionma
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import devstack
-from api.core.db import build_engine
+from api.core.db import build_engine, use_engine
 from api.main import create_app
 from api.models import metadata
 from api.users.models import User
@@ -261,6 +261,17 @@ async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
     await admin_execute(
         concurrent_database.url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE", database=None
     )
+
+
+@pytest.fixture
+async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, AsyncEngine]]:
+    """The app with a real engine (a pool of its own) on the committed database: its
+    transactions really commit, and a test can count the pool's connections."""
+    app = create_app(settings_for_tests(database_url=committed.url))
+    engine = build_engine(app.state.settings)
+    use_engine(app, engine)
+    yield app, engine
+    await engine.dispose()
 
 
 @contextmanager

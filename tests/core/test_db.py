@@ -5,7 +5,7 @@ import gc
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -36,16 +36,6 @@ from api.main import create_app
 from api.users.models import User
 from tests.conftest import Database, savepoint_sessions
 from tests.helpers import admin_execute, assert_problem, scalar, settings_for_tests
-
-
-@pytest.fixture
-async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, AsyncEngine]]:
-    """The app with a real engine on the committed database: its transactions really commit."""
-    app = create_app(settings_for_tests(database_url=committed.url))
-    engine = build_engine(app.state.settings)
-    use_engine(app, engine)
-    yield app, engine
-    await engine.dispose()
 
 
 def ghost() -> User:

@@ -2,7 +2,7 @@
 open kept a connection (through PgBouncer, a server connection idle in a transaction) for the
 25-60 ms of each argon2 hash, and a bulk create for up to 100 of them."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -12,28 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
 from api.auth import service as auth_service
-from api.core.db import build_engine, use_engine
 from api.core.security import password_hash
-from api.main import create_app
 from api.users import service as users_service
 from api.users.models import User
 from tests.conftest import Database
-from tests.helpers import client_for, query, scalar, settings_for_tests
+from tests.helpers import client_for, query, scalar
 
 pytestmark = pytest.mark.concurrent
 
 OLD = "the-old-password"
-
-
-@pytest.fixture
-async def pooled_app(committed: Database) -> AsyncIterator[FastAPI]:
-    """The app on a pool of its own, whose checked-out connections a test can count."""
-    settings = settings_for_tests(database_url=committed.url, db_pool_mode="queue")
-    app = create_app(settings)
-    app.state.engine = build_engine(settings)
-    use_engine(app, app.state.engine)
-    yield app
-    await app.state.engine.dispose()
 
 
 def count_connections_during(
@@ -68,14 +55,16 @@ async def insert_user(database_url: str, username: str, *, superuser: bool = Fal
 
 
 async def test_changing_a_password_hashes_with_no_connection_held(
-    pooled_app: FastAPI, committed: Database, monkeypatch: pytest.MonkeyPatch
+    app_on_committed: tuple[FastAPI, AsyncEngine],
+    committed: Database,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    engine = pooled_app.state.engine
+    app, engine = app_on_committed
     verified = count_connections_during(monkeypatch, engine, auth_service, "verify_password")
     hashed = count_connections_during(monkeypatch, engine, auth_service, "hash_password")
     fay = await insert_user(committed.url, "fay")
 
-    async with client_for(pooled_app, fay) as client:
+    async with client_for(app, fay) as client:
         response = await client.post(
             "/users/me/password",
             json={"current_password": OLD, "new_password": "the-new-password"},
@@ -88,18 +77,19 @@ async def test_changing_a_password_hashes_with_no_connection_held(
 
 
 async def test_creating_users_in_bulk_hashes_with_no_connection_held(
-    pooled_app: FastAPI, committed: Database, monkeypatch: pytest.MonkeyPatch
+    app_on_committed: tuple[FastAPI, AsyncEngine],
+    committed: Database,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hashed = count_connections_during(
-        monkeypatch, pooled_app.state.engine, users_service, "hash_password"
-    )
+    app, engine = app_on_committed
+    hashed = count_connections_during(monkeypatch, engine, users_service, "hash_password")
     boss = await insert_user(committed.url, "boss", superuser=True)
     users = [
         {"username": f"new_{n}", "email": f"new{n}@example.com", "password": f"password-{n}"}
         for n in range(3)
     ]
 
-    async with client_for(pooled_app, boss) as client:
+    async with client_for(app, boss) as client:
         response = await client.post("/users/bulk", json=users)
 
     assert response.status_code == 201, response.text
