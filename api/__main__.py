@@ -55,16 +55,15 @@ def serve_local(host: str, port: int, data: Path) -> int:
         binary = devstack.pgbouncer_binary()
         if binary:
             # As compose does when this PgBouncer can: prepared statements tracked, cache kept.
-            tracked = devstack.tracked_statements(binary)
-            tracks = tracked > 0
             bouncer = devstack.PgBouncer(
                 data / "pgbouncer",
                 server_port=postgres.port,
                 password=postgres.password,
-                max_prepared_statements=tracked,
+                max_prepared_statements=devstack.tracked_statements(binary),
             ).start()
             env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
-            env.update(PGBOUNCER_PREPARED_STATEMENTS=str(tracks).lower())
+            env.update(bouncer.statement_cache_env())
+            tracks = bouncer.max_prepared_statements > 0
             cache = "statement cache on" if tracks else "statement cache off (PgBouncer < 1.21)"
             say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; NullPool, {cache}")
         else:

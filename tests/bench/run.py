@@ -237,12 +237,12 @@ def running_pgbouncer(
 ) -> Iterator[devstack.PgBouncer]:
     """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret, and
     one that can (1.21 and later) tracks prepared statements (the app's statement cache then
-    stays on: `statement_cache_env`). `userlist="plain"` writes the password instead (the old
-    way, to measure it: PgBouncer 1.18 then derives a secret from the password at every login);
-    `extra` is configuration appended to the template's (a later setting wins)."""
+    stays on: `PgBouncer.statement_cache_env`). `userlist="plain"` writes the password instead
+    (the old way, to measure it: PgBouncer 1.18 then derives a secret from the password at every
+    login); `extra` is configuration appended to the template's (a later setting wins)."""
     binary = devstack.pgbouncer_binary()
     # A max_prepared_statements among the extra settings replaces make run's (the app's cache
-    # follows it: statement_cache_env).
+    # follows it: PgBouncer.statement_cache_env).
     given = re.search(r"^\s*max_prepared_statements\s*=\s*(\d+)\s*$", extra, re.MULTILINE)
     tracked = devstack.tracked_statements(binary) if binary else 0
     bouncer = devstack.PgBouncer(
@@ -263,12 +263,6 @@ def running_pgbouncer(
         yield bouncer
     finally:
         bouncer.stop()
-
-
-def statement_cache_env(bouncer: devstack.PgBouncer) -> dict[str, str]:
-    """The app's setting that goes with `bouncer`, as `make run` sets it: the statement cache on
-    where PgBouncer tracks prepared statements."""
-    return {"PGBOUNCER_PREPARED_STATEMENTS": str(bouncer.max_prepared_statements > 0).lower()}
 
 
 def statement_cache_of(env: dict[str, str]) -> bool:
@@ -1089,7 +1083,7 @@ def run(args: argparse.Namespace) -> int:
         bouncer = stack.enter_context(
             running_pgbouncer(data_dir, postgres, args.userlist, "\n".join(args.pgbouncer))
         )
-        cache = statement_cache_env(bouncer)
+        cache = bouncer.statement_cache_env()
         say(
             f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}"
             f" (max_prepared_statements = {bouncer.max_prepared_statements})"
