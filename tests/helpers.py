@@ -171,6 +171,24 @@ async def server_connection_statements(
             await connection.close()
 
 
+async def until_one_waits_for_a_lock(database_url: str, request: asyncio.Future[Any]) -> bool:
+    """Poll `database_url`'s backends every 10 ms (for up to 10 s, on one connection of its own)
+    until one of them waits for a lock, or `request` is done: whether one waits."""
+    prober = await asyncpg.connect(libpq_url(database_url))
+    try:
+        for _ in range(1000):
+            waiting: int = await prober.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            if waiting or request.done():
+                return waiting > 0
+            await asyncio.sleep(0.01)
+        return False
+    finally:
+        await prober.close()
+
+
 async def users_burst(
     client: httpx.AsyncClient, database_url: str, *, size: int, prefix: str, passes: int = 1
 ) -> list[tuple[int, str]]:

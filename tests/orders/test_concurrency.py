@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from tests.conftest import Database
-from tests.helpers import assert_problem, libpq_url, live_admin, query, scalar
+from tests.helpers import (
+    assert_problem,
+    libpq_url,
+    live_admin,
+    query,
+    scalar,
+    until_one_waits_for_a_lock,
+)
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
@@ -131,14 +138,7 @@ async def test_products_are_locked_in_id_order_whatever_the_line_order(
                 "items": [{"product_id": high, "quantity": 1}, {"product_id": low, "quantity": 1}]
             }
             placing = asyncio.create_task(client.post("/orders/", json=body, headers=admin))
-            for _ in range(200):  # until the order waits for the lock on `low`
-                waiting = await prober.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                if waiting:
-                    break
-                await asyncio.sleep(0.05)
+            waiting = await until_one_waits_for_a_lock(committed.url, placing)
             assert waiting, "the order never waited for the held product"
             async with prober.transaction():
                 free = await prober.fetchval(
@@ -162,7 +162,6 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
     high = await insert_product(committed.url, "KNOT-B", 10)
     body = {"items": [{"product_id": low, "quantity": 1}, {"product_id": high, "quantity": 1}]}
     other = await asyncpg.connect(libpq_url(committed.url))
-    prober = await asyncpg.connect(libpq_url(committed.url))
     try:
         # The order's backend waits first and looks for a deadlock once its deadlock_timeout
         # (1 s by default) has passed: the cycle must be closed by then, and the other client
@@ -174,14 +173,8 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
         async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
             admin = await live_admin(client, committed.url)
             placing = asyncio.create_task(client.post("/orders/", json=body, headers=admin))
-            for _ in range(1000):  # until the order holds `low` and waits for `high`
-                waiting = await prober.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                if waiting or placing.done():
-                    break
-                await asyncio.sleep(0.01)
+            # Until the order holds `low` and waits for `high`.
+            waiting = await until_one_waits_for_a_lock(committed.url, placing)
             assert waiting, "the order never waited for the product held by the other client"
             # Close the cycle: the other client now waits for the row the order holds.
             closing = asyncio.create_task(
@@ -200,7 +193,6 @@ async def test_an_order_undone_to_break_a_deadlock_is_a_503_and_may_be_retried(
             retried = await client.post("/orders/", json=body, headers=admin)
     finally:
         await other.close()
-        await prober.close()
 
     assert retried.status_code == 201, retried.text
     stocks = await query(committed.url, "SELECT stock_quantity FROM products ORDER BY id")

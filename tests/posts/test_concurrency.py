@@ -7,7 +7,14 @@ import httpx
 import pytest
 
 from tests.conftest import Database
-from tests.helpers import assert_problem, libpq_url, live_admin, query, scalar
+from tests.helpers import (
+    assert_problem,
+    libpq_url,
+    live_admin,
+    query,
+    scalar,
+    until_one_waits_for_a_lock,
+)
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
@@ -35,11 +42,7 @@ async def test_tagging_a_post_deleted_meanwhile_is_404_naming_the_post(
             # The link's INSERT still sees the post (the delete is not committed) and waits,
             # in its foreign key check, for the deleting transaction to end.
             tagging = asyncio.ensure_future(client.put(f"/posts/{post}/tags/{tag}", headers=admin))
-            for _ in range(200):
-                waiting = await query(committed.url, "SELECT 1 FROM pg_locks WHERE NOT granted")
-                if waiting or tagging.done():
-                    break
-                await asyncio.sleep(0.05)
+            waiting = await until_one_waits_for_a_lock(committed.url, tagging)
             assert waiting, "the tagging request never waited for the delete"
             await transaction.commit()
             response = await tagging
