@@ -16,14 +16,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, column, func, true, update, values
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_error
+from api.core.db import constraint_answers
 from api.core.errors import (
     Conflict,
     FieldError,
@@ -185,13 +184,8 @@ async def _insert(session: AsyncSession, **fields: Any) -> Order:
             .on_conflict_do_nothing(index_elements=["order_number"])
             .returning(Order)
         )
-        try:
+        async with constraint_answers(references=REFERENCES):
             order: Order | None = (await session.exec(statement)).scalars().first()
-        except IntegrityError as exc:
-            error = constraint_error(exc, references=REFERENCES)
-            if error is None:
-                raise
-            raise error from exc
         if order is not None:
             return order
     raise Conflict("Could not draw a free order number; try again.")
