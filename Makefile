@@ -3,6 +3,7 @@
 #               that tracks prepared statements), lint, type check, tests
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
 #   make image  the production image (deploy/Dockerfile); needs a Docker engine
+#   make compose-env   a .env for compose with random secrets (refuses to overwrite one)
 #   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
 #   make bench  the API's speed on the make-run stack, as one table (BENCH_ARGS="--help" lists options)
 SHELL := /bin/bash
@@ -10,7 +11,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 BENCH_ARGS ?=
 
-.PHONY: env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench hash-benchmark clean
+.PHONY: compose-env env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench hash-benchmark clean
 IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
@@ -84,6 +85,11 @@ run: env
 
 image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+compose-env: env
+	@if [ -e .env ]; then echo ".env exists; move it away to make a new one."; exit 1; fi
+	@umask 077 && $(UV) run --frozen python -m api compose-env > .env.new && mv .env.new .env
+	@echo "wrote .env (0600): ENVIRONMENT=production, random SECRET_KEY and database passwords"
 
 compose-test: env
 	STOREFRONT_COMPOSE_TEST=1 $(UV) run --frozen pytest tests/deploy/test_compose_stack.py $(PYTEST_ARGS)

@@ -4,8 +4,14 @@ serve-local       the no-Docker stack behind `make run`: embedded PostgreSQL kep
                   PgBouncer in front when installed, migrations, then uvicorn in the foreground.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
-pgbouncer-config  render deploy/pgbouncer's template for a PgBouncer container (compose.yaml's
-                  pgbouncer-config job), in front of the server at MIGRATIONS_DATABASE_URL.
+db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
+                  (SUPERUSER_DATABASE_URL), create or update the owner (MIGRATIONS_DATABASE_URL's
+                  login) and the app's role (DATABASE_URL's), then render deploy/pgbouncer's
+                  template for a PgBouncer container with the app role's SCRAM secret.
+app-role-password print a new password for the app's role and its SCRAM secret (16 rounds), as
+                  shell assignments: the Kubernetes Secrets of deploy/README.md.
+compose-env       print a .env for docker compose: production, a random SECRET_KEY and random
+                  passwords for its three database roles (`make compose-env` writes it, 0600).
 hash-benchmark    what one password verify costs here with the configured argon2id parameters.
 """
 
@@ -130,11 +136,29 @@ def create_superuser(email: str, username: str) -> int:
     return 0
 
 
-def pgbouncer_config(args: argparse.Namespace) -> int:
+def environment_url(name: str, meaning: str) -> str:
+    url = os.environ.get(name)
+    if not url:
+        raise ValueError(f"{name} ({meaning}) is not set")
+    return url
+
+
+def db_setup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from api import dbroles
+
     try:
+        superuser = environment_url("SUPERUSER_DATABASE_URL", "the superuser's direct URL")
+        direct = environment_url("MIGRATIONS_DATABASE_URL", "the owner's direct URL")
+        app = dbroles.Login.from_url(environment_url("DATABASE_URL", "the app's URL"))
+        owner = dbroles.Login.from_url(direct)
+        secret = asyncio.run(dbroles.ensure_roles(superuser, owner=owner, app=app))
         ini = pgbouncer.write_for_container(
-            args.out,
-            server_url=pgbouncer.server_url_from_environment(),
+            args.pgbouncer_out,
+            server_url=direct,
+            user=app.role,
+            secret=secret,
             listen_port=args.listen_port,
             auth_file=args.auth_file,
             max_prepared_statements=args.max_prepared_statements,
@@ -142,9 +166,9 @@ def pgbouncer_config(args: argparse.Namespace) -> int:
             max_client_conn=args.max_client_conn,
         )
     except ValueError as exc:
-        print(f"pgbouncer-config: {exc}", file=sys.stderr)
+        print(f"db-setup: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {ini} and {ini.parent / 'userlist.txt'}")
+    print(f"roles {owner.role} (owner) and {app.role} (the app's); wrote {ini} and userlist.txt")
     return 0
 
 
@@ -171,8 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     superuser = commands.add_parser("create-superuser", help="create or promote a superuser")
     superuser.add_argument("--email", required=True)
     superuser.add_argument("--username", default="admin")
-    config = commands.add_parser("pgbouncer-config", help="render PgBouncer's configuration")
-    config.add_argument("--out", type=Path, required=True, help="directory to write into")
+    config = commands.add_parser(
+        "db-setup", help="the database's roles, then PgBouncer's configuration"
+    )
+    config.add_argument(
+        "--pgbouncer-out", type=Path, required=True, help="directory to write PgBouncer's files"
+    )
     config.add_argument("--listen-port", type=int, default=6432)
     config.add_argument(
         "--auth-file",
@@ -188,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config.add_argument("--default-pool-size", type=int, default=20)
     config.add_argument("--max-client-conn", type=int, default=500)
+    commands.add_parser("compose-env", help="print a .env with random secrets for compose")
+    commands.add_parser("app-role-password", help="a password for the app's role, its secret")
     bench = commands.add_parser("hash-benchmark", help="time one password verify")
     bench.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
@@ -195,8 +225,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_local(args.host, args.port, args.data_dir.resolve())
     if args.command == "create-superuser":
         return create_superuser(args.email, args.username)
-    if args.command == "pgbouncer-config":
-        return pgbouncer_config(args)
+    if args.command == "db-setup":
+        return db_setup(args)
+    if args.command in {"compose-env", "app-role-password"}:
+        from api import dbroles
+
+        if args.command == "compose-env":
+            print(dbroles.compose_env(), end="")
+        else:
+            password = dbroles.generate_password()
+            secret = dbroles.scram_secret(password, iterations=dbroles.APP_ROLE_SCRAM_ITERATIONS)
+            print(f"STOREFRONT_APP_PASSWORD={password}\nSTOREFRONT_APP_SCRAM_SECRET='{secret}'")
+        return 0
     return hash_benchmark(args.rounds)
 
 

@@ -367,6 +367,8 @@ class PgBouncer:
     max_prepared_statements: int = 0
     extra: str = ""
     binary: str | None = None  # the installed one (pgbouncer_binary) when not given
+    # The user's SCRAM secret, when the caller has it (a role that cannot read pg_authid).
+    auth_secret: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def url(self, database: str, driver: str = "postgresql+asyncpg") -> str:
@@ -410,7 +412,7 @@ class PgBouncer:
             max_prepared_statements=self.max_prepared_statements if tracks else None,
             extra=self.extra,
         )
-        secret = self.server_scram_secret() or self.password
+        secret = self.auth_secret or self.server_scram_secret() or self.password
         ini = pgbouncer_config.write(self.run_dir, config, user=self.user, password=secret)
         log = self.run_dir / "pgbouncer.log"
         log.touch()

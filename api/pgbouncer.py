@@ -1,6 +1,6 @@
 """The one PgBouncer configuration, rendered from deploy/pgbouncer/pgbouncer.ini.template for
 every path that runs PgBouncer: `make run` and the tests (api/devstack.py) and Docker Compose (its
-`pgbouncer-config` job runs `python -m api pgbouncer-config`). Kubernetes runs CloudNativePG's
+`db-setup` job runs `python -m api db-setup`). Kubernetes runs CloudNativePG's
 Pooler, whose parameters a test holds to the same values.
 
 Prepared statements: PgBouncer >= 1.21 tracks protocol-level prepared statements in transaction
@@ -11,7 +11,6 @@ always with an explicit value (0 turns tracking off).
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from dataclasses import dataclass
@@ -77,7 +76,9 @@ def render(config: PgBouncerConfig) -> str:
 
 
 def userlist(user: str, password: str) -> str:
-    """PgBouncer's auth_file line: both quoted, a double quote inside doubled."""
+    """PgBouncer's auth_file line: both quoted, a double quote inside doubled. The password may
+    be the server's SCRAM secret for the user, which spares PgBouncer deriving a key at every
+    login (it then logs in to the server with the client's own proof)."""
     return '"{}" "{}"\n'.format(user.replace('"', '""'), password.replace('"', '""'))
 
 
@@ -99,18 +100,20 @@ def write_for_container(
     directory: Path,
     *,
     server_url: str,
+    user: str,
+    secret: str,
     listen_port: int,
     auth_file: Path,
     max_prepared_statements: int | None,
     default_pool_size: int,
     max_client_conn: int,
 ) -> Path:
-    """The configuration of a PgBouncer container in front of the server at `server_url` (the
-    direct URL the migrations use, credentials included): listening on every IPv4 address,
-    logging to standard error, no pid file."""
+    """The configuration of a PgBouncer container in front of the server at `server_url` (its
+    host and port), for one login: `user` with its SCRAM secret (api/dbroles.py), listening on
+    every IPv4 address, logging to standard error, no pid file."""
     url = make_url(server_url)
-    if not url.host or not url.username or url.password is None:
-        raise ValueError("the server URL needs a host, a user and a password")
+    if not url.host:
+        raise ValueError("the server URL needs a host")
     config = PgBouncerConfig(
         listen_addr="0.0.0.0",
         listen_port=listen_port,
@@ -121,12 +124,4 @@ def write_for_container(
         max_client_conn=max_client_conn,
         max_prepared_statements=max_prepared_statements,
     )
-    return write(directory, config, user=url.username, password=str(url.password))
-
-
-def server_url_from_environment() -> str:
-    """MIGRATIONS_DATABASE_URL: the direct URL, the same setting the migrations read."""
-    url = os.environ.get("MIGRATIONS_DATABASE_URL")
-    if not url:
-        raise ValueError("MIGRATIONS_DATABASE_URL (the direct URL to PostgreSQL) is not set")
-    return url
+    return write(directory, config, user=user, password=secret)

@@ -32,11 +32,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import devstack
+from api import dbroles, devstack
 from api.core.db import build_engine, use_engine
+from api.dbroles import Login
 from api.main import create_app
 from api.models import metadata
 from api.users.models import User
@@ -90,7 +92,9 @@ def testcontainers_server() -> Iterator[str]:
     from docker.errors import DockerException
     from testcontainers.community.postgres import PostgresContainer
 
-    container = PostgresContainer(POSTGRES_IMAGE, driver="asyncpg")
+    container = PostgresContainer(
+        POSTGRES_IMAGE, password=secrets.token_urlsafe(24), driver="asyncpg"
+    )
     try:
         container.start()
     except DockerException as exc:
@@ -134,10 +138,25 @@ def pytest_report_header(config: pytest.Config) -> str:
 class Database:
     server_url: str
     name: str
+    # Set on a database arranged as deployments arrange it (make_production_database).
+    owner: Login | None = None
+    app: Login | None = None
+    app_secret: str | None = None  # the app role's SCRAM secret, for PgBouncer's auth file
 
     @property
     def url(self) -> str:
+        """The superuser's URL to this database."""
         return asyncpg_url(self.server_url, self.name)
+
+    def url_as(self, login: Login) -> str:
+        url = make_url(self.url).set(username=login.role, password=login.password)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def app_url(self) -> str:
+        """The app role's direct URL (a PgBouncer in front logs in with the same login)."""
+        assert self.app is not None, "not a production-shaped database"
+        return self.url_as(self.app)
 
 
 @pytest.fixture(scope="session")
@@ -175,6 +194,35 @@ async def make_database(
     yield make
     for name in created:
         await admin_execute(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def make_production_database(
+    make_database: Callable[[str], Awaitable[Database]],
+) -> AsyncIterator[Callable[[str], Awaitable[Database]]]:
+    """Migrated databases arranged as compose arranges its own: an owner role that owns the
+    database and runs the migrations, and an app role that may only read and write rows (the
+    roles of `python -m api db-setup`, the grants of the migrations with DB_APP_ROLE). Roles
+    belong to the whole server, so their names are unique; all are dropped at the end."""
+    made: list[Database] = []
+
+    async def make(label: str) -> Database:
+        db = await make_database(label)
+        suffix = db.name.rsplit("_", 1)[1]
+        db.owner = Login(f"storefront_owner_{suffix}", dbroles.generate_password())
+        db.app = Login(f"storefront_app_{suffix}", dbroles.generate_password())
+        made.append(db)
+        db.app_secret = await dbroles.ensure_roles(db.url, owner=db.owner, app=db.app)
+        owner_url = db.url_as(db.owner)
+        await asyncio.to_thread(alembic, owner_url, "upgrade", "head", app_role=db.app.role)
+        return db
+
+    yield make
+    for db in made:
+        await admin_execute(db.server_url, f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+        for login in (db.app, db.owner):
+            assert login is not None
+            await admin_execute(db.server_url, f'DROP ROLE IF EXISTS "{login.role}"')
 
 
 @pytest.fixture(scope="session")
@@ -283,11 +331,25 @@ async def admin_client(app: FastAPI, admin: User) -> AsyncIterator[httpx.AsyncCl
 
 
 @pytest.fixture(scope="session")
-async def concurrent_database(make_database: Callable[[str], Awaitable[Database]]) -> Database:
-    """A migrated database for tests whose transactions really commit, side by side."""
-    db = await make_database("concurrent")
-    await asyncio.to_thread(alembic, db.url, "upgrade", "head")
-    return db
+async def concurrent_database(
+    make_production_database: Callable[[str], Awaitable[Database]],
+) -> Database:
+    """A migrated database for tests whose transactions really commit, side by side; the live
+    servers on it log in as its app role, as deployments do."""
+    return await make_production_database("concurrent")
+
+
+@pytest.fixture(scope="session")
+def app_pgbouncer(concurrent_database: Database) -> Iterator[devstack.PgBouncer]:
+    """A real PgBouncer in transaction mode that logs in as the concurrent database's app role,
+    with its SCRAM secret in the auth file (compose's arrangement), installed binary."""
+    try:
+        with running_pgbouncer(
+            concurrent_database.app_url, auth_secret=concurrent_database.app_secret
+        ) as bouncer:
+            yield bouncer
+    except devstack.DevStackError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
@@ -318,8 +380,8 @@ def serving(
     log_dir: Path,
     **env_overrides: str,
 ) -> Iterator[str]:
-    """A real uvicorn process with the production engine settings, through the real PgBouncer,
-    on `database`; its base URL."""
+    """A real uvicorn process with the production engine settings, through the real PgBouncer
+    (as the role it logs in as), on `database`; its base URL."""
     port = devstack.free_port()
     env = {
         **os.environ,
@@ -361,11 +423,12 @@ def serving(
 @pytest.fixture(scope="session")
 def live_server(
     concurrent_database: Database,
-    pgbouncer: devstack.PgBouncer,
+    app_pgbouncer: devstack.PgBouncer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """A real uvicorn process through the real PgBouncer, on the concurrent database."""
-    with serving(concurrent_database, pgbouncer, tmp_path_factory.mktemp("uvicorn")) as url:
+    """A real uvicorn process through the real PgBouncer as the app role, on the concurrent
+    database."""
+    with serving(concurrent_database, app_pgbouncer, tmp_path_factory.mktemp("uvicorn")) as url:
         yield url
 
 

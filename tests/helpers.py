@@ -74,9 +74,14 @@ async def scalar(database_url: str, sql: str, *args: Any) -> Any:
     return (await query(database_url, sql, *args))[0][0]
 
 
-def alembic(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the Alembic CLI, as a deployment does, straight against `database_url`."""
+def alembic(
+    database_url: str, *args: str, app_role: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the Alembic CLI, as a deployment does, straight against `database_url`; with
+    `app_role`, as compose's migrate job does (DB_APP_ROLE)."""
     env = {**os.environ, "MIGRATIONS_DATABASE_URL": database_url, "ENVIRONMENT": "test"}
+    if app_role is not None:
+        env["DB_APP_ROLE"] = app_role
     env["SECRET_KEY"] = SECRET_KEY
     result = subprocess.run(
         [sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env, capture_output=True, text=True
@@ -116,11 +121,16 @@ PGBOUNCER_POOL_SIZE = 2  # small, so a check of the server connections sees thos
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    server_url: str, *, max_prepared_statements: int = 0, binary: str | None = None
+    server_url: str,
+    *,
+    max_prepared_statements: int = 0,
+    binary: str | None = None,
+    auth_secret: str | None = None,
 ) -> Iterator[devstack.PgBouncer]:
-    """A real PgBouncer in transaction mode in front of the server at `server_url` (tracking
-    prepared statements when `max_prepared_statements` is set: PgBouncer >= 1.21 only), the
-    installed one unless `binary` names another."""
+    """A real PgBouncer in transaction mode in front of the server at `server_url`, for its
+    login (tracking prepared statements when `max_prepared_statements` is set: PgBouncer >= 1.21
+    only), the installed one unless `binary` names another. `auth_secret`: the login's SCRAM
+    secret, for a role that cannot read it from pg_authid."""
     url = make_url(server_url)
     workdir = Path(tempfile.mkdtemp(prefix="storefront-pgbouncer-"))
     bouncer = devstack.PgBouncer(
@@ -132,6 +142,7 @@ def running_pgbouncer(
         default_pool_size=PGBOUNCER_POOL_SIZE,
         max_prepared_statements=max_prepared_statements,
         binary=binary,
+        auth_secret=auth_secret,
     )
     try:
         yield bouncer.start()

@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import text
 
 from api import devstack, pgbouncer
-from api.__main__ import main
 from api.core.db import build_engine
-from tests.conftest import Database, serving
-from tests.helpers import live_admin, running_pgbouncer, settings_for_tests
+from tests.conftest import Database, database_backend, serving
+from tests.helpers import live_admin, running_pgbouncer, scalar, settings_for_tests
 
 COMPOSE_LIKE_URL = "postgresql+asyncpg://storefront:s3cret@db:5432/storefront"
 
@@ -89,38 +88,44 @@ class TestVersion:
 
 
 class TestContainerConfig:
-    """`python -m api pgbouncer-config`, as compose.yaml's pgbouncer-config job runs it."""
+    """`pgbouncer.write_for_container`, as compose.yaml's db-setup job calls it (the job itself,
+    roles included, runs against PostgreSQL in tests/test_dbroles.py)."""
 
-    def test_renders_the_server_from_the_direct_url(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    def test_renders_the_server_from_the_direct_url_and_the_login_with_its_secret(
+        self, tmp_path: Path
     ) -> None:
-        monkeypatch.setenv("MIGRATIONS_DATABASE_URL", COMPOSE_LIKE_URL)
-        argv = ["pgbouncer-config", "--out", str(tmp_path), "--max-prepared-statements", "200"]
+        ini = pgbouncer.write_for_container(
+            tmp_path,
+            server_url=COMPOSE_LIKE_URL,
+            user="storefront_app",
+            secret="SCRAM-SHA-256$16:c2FsdA==$c3RvcmVk:c2VydmVy",
+            listen_port=6432,
+            auth_file=Path("/etc/pgbouncer/userlist.txt"),
+            max_prepared_statements=200,
+            default_pool_size=20,
+            max_client_conn=500,
+        )
 
-        assert main(argv) == 0
-
-        values = settings_of((tmp_path / "pgbouncer.ini").read_text())
+        values = settings_of(ini.read_text())
         assert values["listen_addr"] == "0.0.0.0"
         assert values["listen_port"] == "6432"
         assert values["auth_file"] == "/etc/pgbouncer/userlist.txt"
         assert values["max_prepared_statements"] == "200"
-        assert "host=db port=5432" in (tmp_path / "pgbouncer.ini").read_text()
+        assert "host=db port=5432" in ini.read_text()
         userlist = tmp_path / "userlist.txt"
-        assert userlist.read_text() == '"storefront" "s3cret"\n'
+        assert userlist.read_text() == (
+            '"storefront_app" "SCRAM-SHA-256$16:c2FsdA==$c3RvcmVk:c2VydmVy"\n'
+        )
         assert userlist.stat().st_mode & 0o777 == 0o600
-        assert (tmp_path / "pgbouncer.ini").stat().st_mode & 0o777 == 0o644
+        assert ini.stat().st_mode & 0o777 == 0o644
 
-    def test_without_the_direct_url_it_says_so(
-        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        assert main(["pgbouncer-config", "--out", str(tmp_path)]) == 2
-        assert "MIGRATIONS_DATABASE_URL" in capsys.readouterr().err
-
-    def test_a_url_without_a_password_is_refused(self, tmp_path: Path) -> None:
-        with pytest.raises(ValueError, match="a host, a user and a password"):
+    def test_a_url_without_a_host_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="needs a host"):
             pgbouncer.write_for_container(
                 tmp_path,
-                server_url="postgresql+asyncpg://storefront@db/storefront",
+                server_url="postgresql+asyncpg://storefront:s3cret@/storefront",
+                user="storefront_app",
+                secret="x",
                 listen_port=6432,
                 auth_file=tmp_path / "userlist.txt",
                 max_prepared_statements=None,
@@ -242,13 +247,19 @@ async def test_prepared_statements_where_the_installed_pgbouncer_allows_them(
 
 
 @pytest.mark.pgbouncer
-def test_the_auth_file_holds_the_servers_scram_secret_not_the_password(
-    pgbouncer: devstack.PgBouncer,
+async def test_the_auth_file_holds_the_servers_scram_secret_not_the_password(
+    pgbouncer: devstack.PgBouncer, postgres_server: str
 ) -> None:
     """PgBouncer 1.18 derives the secret from a plain password at every login (about 11 ms of
     its one thread: make bench); with the server's secret it checks the proof directly. Every
-    test through PgBouncer logs in with it. The secret has the cluster's few rounds
-    (devstack.SCRAM_ITERATIONS), which the app's driver then pays at each connect."""
+    test through PgBouncer logs in with it. On the embedded cluster the secret has its few
+    rounds (devstack.SCRAM_ITERATIONS), which the app's driver then pays at each connect; a
+    testcontainers or TEST_DATABASE_URL server keeps its own."""
+    secret = await scalar(
+        postgres_server, "SELECT rolpassword FROM pg_authid WHERE rolname = $1", pgbouncer.user
+    )
     users = (pgbouncer.run_dir / "userlist.txt").read_text()
-    assert f"SCRAM-SHA-256${devstack.SCRAM_ITERATIONS}:" in users
+    assert users == f'"{pgbouncer.user}" "{secret}"\n'
     assert pgbouncer.password not in users
+    if database_backend() == "embedded":
+        assert secret.startswith(f"SCRAM-SHA-256${devstack.SCRAM_ITERATIONS}:")

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "production"
     database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/storefront"
     migrations_database_url: str | None = None
+    # The role DATABASE_URL logs in as, when it is not the migrations' (the owner): each
+    # migration run grants it the rows of every table (api/dbroles.py).
+    db_app_role: str | None = None
     db_pool_mode: Literal["null", "queue"] = "queue"
     # The PgBouncer in front (DB_POOL_MODE=null) tracks prepared statements (>= 1.21 with
     # max_prepared_statements > 0): asyncpg may then keep its statement cache.

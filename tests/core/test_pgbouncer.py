@@ -35,13 +35,13 @@ CONCURRENCY = 60
 @pytest.fixture(scope="module")
 def pooled_server(
     concurrent_database: Database,
-    pgbouncer: devstack.PgBouncer,
+    app_pgbouncer: devstack.PgBouncer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """uvicorn with a small app-side pool in front of the same PgBouncer (1.18, no tracking)."""
     log_dir = tmp_path_factory.mktemp("pooled")
     pool = {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
-    with serving(concurrent_database, pgbouncer, log_dir, **pool) as url:
+    with serving(concurrent_database, app_pgbouncer, log_dir, **pool) as url:
         yield url
 
 
@@ -54,14 +54,14 @@ def server(request: pytest.FixtureRequest) -> str:
 
 
 async def test_a_burst_of_requests_leaves_no_statement_behind(
-    server: str, pgbouncer: devstack.PgBouncer, committed: Database
+    server: str, app_pgbouncer: devstack.PgBouncer, committed: Database
 ) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY)
     async with httpx.AsyncClient(base_url=server, limits=limits, timeout=60) as client:
         failures = await users_burst(client, committed.url, size=CONCURRENCY, prefix="burst")
 
     assert failures == []
-    statements = await server_connection_statements(pgbouncer, committed.name)
+    statements = await server_connection_statements(app_pgbouncer, committed.name)
     assert len(statements) == PGBOUNCER_POOL_SIZE
     assert statements == dict.fromkeys(statements, 0)
 

@@ -55,22 +55,22 @@ class Served:
 @pytest.fixture(scope="module", params=["nullpool", "app-side pool"])
 def cached_server(
     request: pytest.FixtureRequest,
-    postgres_server: str,
     concurrent_database: Database,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """uvicorn with the statement cache on, on NullPool (compose's) or a small pool of its own,
-    through a tracking PgBouncer of its own: the statements on its server connections are this
-    app's alone."""
+    through a tracking PgBouncer of its own that logs in as the app role (compose's arrangement):
+    the statements on its server connections are this app's alone."""
     env = {"PGBOUNCER_PREPARED_STATEMENTS": "true"}
     if request.param == "app-side pool":
         env |= {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
     log_dir = tmp_path_factory.mktemp("tracking")
     with (
         running_pgbouncer(
-            postgres_server,
+            concurrent_database.app_url,
             max_prepared_statements=pgbouncer.DEFAULT_MAX_PREPARED_STATEMENTS,
             binary=tracking_binary(),
+            auth_secret=concurrent_database.app_secret,
         ) as bouncer,
         serving(concurrent_database, bouncer, log_dir, **env) as url,
     ):

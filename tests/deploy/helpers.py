@@ -1,15 +1,23 @@
 """Reading the deployment files for the static tests: no Docker engine, no cluster needed."""
 
+import asyncio
 import re
+import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from api import dbroles
 from api.core.config import Settings
-from tests.helpers import ROOT
+from api.dbroles import Login
+from tests.conftest import Database
+from tests.helpers import ROOT, admin_execute
 
 SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
 # Read by uvicorn itself (the image's CMD), not by the app's settings.
@@ -45,3 +53,54 @@ def check_jsonschema(builtin: str, path: Path) -> subprocess.CompletedProcess[st
         text=True,
         check=False,
     )
+
+
+@dataclass
+class DbSetup:
+    """compose.yaml's db-setup job, its own command line, pointed at a test database."""
+
+    database: Database
+    out: Path
+    owner: Login
+    app: Login
+
+    def command(self) -> list[str]:
+        command = list(compose()["services"]["db-setup"]["command"])
+        assert command[:4] == ["python", "-m", "api", "db-setup"]
+        command[command.index("--pgbouncer-out") + 1] = str(self.out)
+        return [sys.executable, *command[1:]]
+
+    def run(self, app: Login | None = None) -> None:
+        """Run the job (again), as compose does: its URLs in the environment."""
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "SUPERUSER_DATABASE_URL": self.database.url,
+            "MIGRATIONS_DATABASE_URL": self.database.url_as(self.owner),
+            "DATABASE_URL": self.database.url_as(app or self.app),
+        }
+        result = subprocess.run(
+            self.command(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@asynccontextmanager
+async def db_setup_ran(database: Database, out: Path) -> AsyncIterator[DbSetup]:
+    """The db-setup job run once on `database` (roles with unique names, as roles belong to the
+    whole server); the database and the roles are dropped afterwards."""
+    suffix = secrets.token_hex(4)
+    setup = DbSetup(
+        database,
+        out,
+        Login(f"setup_owner_{suffix}", dbroles.generate_password()),
+        Login(f"setup_app_{suffix}", dbroles.generate_password()),
+    )
+    try:
+        await asyncio.to_thread(setup.run)
+        yield setup
+    finally:
+        await admin_execute(
+            database.server_url, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)'
+        )
+        for login in (setup.app, setup.owner):
+            await admin_execute(database.server_url, f'DROP ROLE IF EXISTS "{login.role}"')

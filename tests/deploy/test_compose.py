@@ -1,10 +1,12 @@
 """compose.yaml's wiring, read without a Docker engine: the compose specification's schema,
-the services and their order, the API through PgBouncer and the migrations straight to the
-database, healthchecks, the data volume, the environment's names, and PgBouncer's
-configuration rendered from the shared template exactly as the pgbouncer-config job does."""
+the services and their order, the three roles (superuser for db-setup only, owner for the
+migrations, the app's role through PgBouncer), healthchecks, the data volume, one image built
+once and run read-only, the environment's names, and PgBouncer's configuration rendered from the
+shared template by the db-setup job's own command, run against PostgreSQL."""
 
 import configparser
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +14,22 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from api.__main__ import main
+from tests.conftest import Database
 from tests.deploy.helpers import (
     APP_UID,
     SETTINGS,
+    DbSetup,
     check_jsonschema,
     compose,
     compose_variables,
+    db_setup_ran,
     interpolate,
 )
 from tests.helpers import ROOT
 
-SERVICES = {"db", "pgbouncer-config", "pgbouncer", "migrate", "api"}
-APP_SERVICES = {"pgbouncer-config", "migrate", "api"}  # the app image, its settings
+SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
+APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings
+PASSWORDS = {"POSTGRES_PASSWORD", "STOREFRONT_OWNER_PASSWORD", "STOREFRONT_APP_PASSWORD"}
 
 
 def service(name: str) -> dict[str, Any]:
@@ -50,11 +55,9 @@ def test_the_services() -> None:
 
 
 def test_start_order_waits_for_health_and_completion() -> None:
-    assert depends_on("pgbouncer") == {
-        "pgbouncer-config": "service_completed_successfully",
-        "db": "service_healthy",
-    }
-    assert depends_on("migrate") == {"db": "service_healthy"}
+    assert depends_on("db-setup") == {"db": "service_healthy"}
+    assert depends_on("pgbouncer") == {"db-setup": "service_completed_successfully"}
+    assert depends_on("migrate") == {"db-setup": "service_completed_successfully"}
     assert depends_on("api") == {
         "migrate": "service_completed_successfully",
         "pgbouncer": "service_healthy",
@@ -72,7 +75,7 @@ def test_the_api_is_healthy_only_when_ready() -> None:
     assert any("/health/ready" in part for part in service("api")["healthcheck"]["test"])
 
 
-@pytest.mark.parametrize("name", ["pgbouncer-config", "migrate"])
+@pytest.mark.parametrize("name", ["db-setup", "migrate"])
 def test_one_shot_jobs_are_not_restarted_nor_health_checked(name: str) -> None:
     assert service(name)["restart"] == "no"
     assert service(name)["healthcheck"] == {"disable": True}
@@ -94,36 +97,60 @@ def test_the_api_goes_through_pgbouncer_on_nullpool_with_its_statement_cache() -
     assert env["DB_POOL_MODE"] == "null"
     assert env["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
     assert "MIGRATIONS_DATABASE_URL" not in env  # the API knows only PgBouncer
+    assert url.username == "storefront_app"
     assert service("api")["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
 
-def test_migrations_go_straight_to_the_database() -> None:
+def test_migrations_go_straight_to_the_database_as_the_owner_and_grant_the_app_role() -> None:
     migrate = service("migrate")
     assert migrate["command"] == ["alembic", "upgrade", "head"]
     env = environment("migrate")
     url = make_url(env["MIGRATIONS_DATABASE_URL"])
     assert (url.host, url.port) == ("db", 5432)
     assert "DATABASE_URL" not in env
+    assert env["DB_APP_ROLE"] == make_url(environment("api")["DATABASE_URL"]).username
 
 
-def test_every_url_names_the_database_and_owner_db_creates() -> None:
-    db = environment("db")
-    urls = [environment("api")["DATABASE_URL"]]
-    urls += [
-        environment(name)["MIGRATIONS_DATABASE_URL"] for name in ("migrate", "pgbouncer-config")
-    ]
-    for url in map(make_url, urls):
-        assert url.username == db["POSTGRES_USER"]
-        assert url.password == db["POSTGRES_PASSWORD"]
-        assert url.database == db["POSTGRES_DB"]
+def test_three_roles_each_with_a_password_of_its_own() -> None:
+    """The superuser (db's) reaches db-setup only; db-setup makes the owner the migrations run
+    as and the app's role the API logs in as, from the very URLs those services use."""
+    db, setup = environment("db"), environment("db-setup")
+    superuser = make_url(setup["SUPERUSER_DATABASE_URL"])
+    owner = make_url(environment("migrate")["MIGRATIONS_DATABASE_URL"])
+    app = make_url(environment("api")["DATABASE_URL"])
+    assert (superuser.username, superuser.password) == (
+        db["POSTGRES_USER"],
+        db["POSTGRES_PASSWORD"],
+    )
+    assert (superuser.host, superuser.port) == ("db", 5432)
+    assert make_url(setup["MIGRATIONS_DATABASE_URL"]) == owner
+    assert make_url(setup["DATABASE_URL"]) == app
+    assert len({superuser.username, owner.username, app.username}) == 3
+    assert len({superuser.password, owner.password, app.password}) == 3
+    assert {superuser.database, owner.database, app.database} == {db["POSTGRES_DB"]}
+    for name in SERVICES - {"db", "db-setup"}:
+        assert "SUPERUSER_DATABASE_URL" not in service(name).get("environment", {})
+
+
+def test_the_app_image_is_built_once_and_run_read_only() -> None:
+    builders = [name for name in SERVICES if "build" in service(name)]
+    assert builders == ["db-setup"]
+    assert service("db-setup")["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
+    for name in APP_SERVICES:
+        assert service(name)["image"] == service("db-setup")["image"]
+        assert service(name)["read_only"] is True
+        assert service(name)["tmpfs"] == ["/tmp"]
+    assert service("pgbouncer")["read_only"] is True
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
-def test_app_services_use_the_image_and_settings_names(name: str) -> None:
+def test_app_services_use_the_settings_names(name: str) -> None:
     app = service(name)
-    assert app["build"] == {"context": ".", "dockerfile": "deploy/Dockerfile"}
     assert app["env_file"] == [{"path": ".env", "required": False}]
-    assert set(app["environment"]) <= SETTINGS
+    job_only = {"SUPERUSER_DATABASE_URL"} if name == "db-setup" else set()
+    assert set(app["environment"]) <= SETTINGS | job_only | PASSWORDS
+    # The roles' passwords reach the app containers only inside the URLs they need.
+    assert {key: app["environment"][key] for key in PASSWORDS} == dict.fromkeys(PASSWORDS, "")
 
 
 def test_every_interpolated_variable_is_a_setting_or_documented() -> None:
@@ -135,15 +162,19 @@ def test_every_interpolated_variable_is_a_setting_or_documented() -> None:
 
 def test_no_secret_but_marked_development_defaults() -> None:
     text = (ROOT / "compose.yaml").read_text()
-    for name in SERVICES:  # SECRET_KEY comes from .env; development accepts the placeholder
-        assert "SECRET_KEY" not in service(name).get("environment", {})
+    for name in SERVICES:  # SECRET_KEY comes from .env or the shell, never from a default
+        assert service(name).get("environment", {}).get("SECRET_KEY") in {None, "${SECRET_KEY:-}"}
     for line in text.splitlines():
         if ":-" in line and "ENVIRONMENT" in line:
             assert "development" in line
-    defaults = set(re.findall(r"\$\{POSTGRES_PASSWORD:-([^}]*)\}", text))
-    assert defaults == {"storefront-dev-password"}
-    password_line = next(line for line in text.splitlines() if "POSTGRES_PASSWORD:" in line)
-    assert "# development default" in password_line
+    for password in PASSWORDS:
+        uses = [line for line in text.splitlines() if f"${{{password}:-" in line]
+        assert uses, password
+        for line in uses:
+            assert "# development default" in line
+    defaults = re.findall(r"\$\{[A-Z_]*PASSWORD:-([^}]*)\}", text)
+    assert len(set(defaults)) == len(PASSWORDS)
+    assert all(default.startswith("storefront-dev-") for default in defaults)
 
 
 def test_pgbouncer_is_a_version_that_tracks_prepared_statements() -> None:
@@ -157,26 +188,23 @@ def test_pgbouncer_runs_unprivileged_as_the_owner_of_its_rendered_files() -> Non
     assert service("pgbouncer")["user"] == f"{APP_UID}:{APP_UID}"
 
 
-def rendered_by_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run the pgbouncer-config job's command in-process, into a temporary directory."""
-    job = service("pgbouncer-config")
-    command = list(job["command"])
-    assert command[:4] == ["python", "-m", "api", "pgbouncer-config"]
-    out = command.index("--out") + 1
-    [mount] = job["volumes"]
-    assert mount == f"pgbouncer-config:{command[out]}"
-    command[out] = str(tmp_path)
-    monkeypatch.setenv(
-        "MIGRATIONS_DATABASE_URL", environment("pgbouncer-config")["MIGRATIONS_DATABASE_URL"]
-    )
-    assert main(command[3:]) == 0
-    return (tmp_path / "pgbouncer.ini").read_text()
+@pytest.fixture
+async def rendered_by_the_job(
+    make_database: Callable[[str], Awaitable[Database]], tmp_path: Path
+) -> AsyncIterator[tuple[str, DbSetup]]:
+    """pgbouncer.ini as the db-setup job's own command renders it, run against PostgreSQL."""
+    database = await make_database("compose_job")
+    async with db_setup_ran(database, tmp_path) as setup:
+        yield (tmp_path / "pgbouncer.ini").read_text(), setup
 
 
 def test_pgbouncer_reads_the_template_rendered_by_the_job(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rendered_by_the_job: tuple[str, DbSetup],
 ) -> None:
-    ini = rendered_by_the_job(tmp_path, monkeypatch)
+    ini, setup = rendered_by_the_job
+    job = service("db-setup")
+    out = job["command"][job["command"].index("--pgbouncer-out") + 1]
+    assert job["volumes"] == [f"pgbouncer-config:{out}"]
     parser = configparser.ConfigParser(comment_prefixes=(";",), interpolation=None)
     parser.read_string(ini)
     settings = parser["pgbouncer"]
@@ -193,7 +221,9 @@ def test_pgbouncer_reads_the_template_rendered_by_the_job(
     ]
     assert bouncer["entrypoint"] == ["/usr/bin/pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]
     assert Path(settings["auth_file"]).parent == Path("/etc/pgbouncer")
-    assert parser["databases"]["*"] == "host=db port=5432"
+    # The server is MIGRATIONS_DATABASE_URL's (compose's: db:5432; the test server's here).
+    server = make_url(setup.database.url)
+    assert parser["databases"]["*"] == f"host={server.host} port={server.port}"
     assert settings["pool_mode"] == "transaction"
     assert settings["server_login_retry"] == "1"
     # The port the API dials, the port PgBouncer listens on, the port its healthcheck asks.

@@ -171,16 +171,43 @@ def test_migrations_reach_the_primary_directly() -> None:
     assert the("Job")["spec"]["template"]["spec"]["restartPolicy"] in {"OnFailure", "Never"}
 
 
+def secret_ref(kind: str, name: str) -> dict[str, str]:
+    ref: dict[str, str] = env(kind)[name]["valueFrom"]["secretKeyRef"]
+    return ref
+
+
 @pytest.mark.parametrize("kind", ["Deployment", "Job"])
 def test_credentials_come_from_the_secrets(kind: str) -> None:
-    app_secret = f"{the('Cluster')['metadata']['name']}-app"  # made by the operator
-    variables = env(kind)
-    for name, key in (("PG_USER", "username"), ("PG_PASSWORD", "password")):
-        assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": app_secret, "key": key}
-    assert variables["SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "storefront-api"
+    assert secret_ref(kind, "SECRET_KEY")["name"] == "storefront-api"
     assert container(kind)["envFrom"] == [
         {"configMapRef": {"name": the("ConfigMap")["metadata"]["name"]}}
     ]
+
+
+def test_migrations_run_as_the_owner_and_grant_the_api_s_role() -> None:
+    owner_secret = f"{the('Cluster')['metadata']['name']}-app"  # made by the operator
+    assert secret_ref("Job", "PG_USER") == {"name": owner_secret, "key": "username"}
+    assert secret_ref("Job", "PG_PASSWORD") == {"name": owner_secret, "key": "password"}
+    [role] = the("Cluster")["spec"]["managed"]["roles"]
+    assert env("Job")["DB_APP_ROLE"]["value"] == role["name"]
+    assert role["login"] is True
+    assert not role["superuser"]
+    assert not role["createdb"]
+    assert not role["createrole"]
+
+
+def test_the_api_logs_in_as_the_managed_role_with_its_password() -> None:
+    """The role's Secret (the operator's input) holds its SCRAM secret; the API's own Secret
+    holds the password it logs in with."""
+    [role] = the("Cluster")["spec"]["managed"]["roles"]
+    assert secret_ref("Deployment", "PG_USER") == {
+        "name": role["passwordSecret"]["name"],
+        "key": "username",
+    }
+    assert secret_ref("Deployment", "PG_PASSWORD") == {
+        "name": "storefront-api",
+        "key": "database-password",
+    }
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "Job"])
@@ -272,7 +299,7 @@ def test_the_pooler_is_tuned_like_the_shared_template() -> None:
     parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
     assert set(parameters) == tuning
     assert {key: template[key] for key in tuning} == parameters
-    job = compose()["services"]["pgbouncer-config"]["command"]
+    job = compose()["services"]["db-setup"]["command"]
     assert job[job.index("--max-prepared-statements") + 1] == parameters["max_prepared_statements"]
 
 
