@@ -6,12 +6,13 @@
 #   make compose-env   a .env for compose with random secrets (refuses to overwrite one)
 #   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
 #   make bench  the API's speed on the make-run stack, as one table (BENCH_ARGS="--help" lists options)
+#   make bench-compose  the same on compose.yaml's stack, PgBouncer's auth arrangements compared; needs Docker
 SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 BENCH_ARGS ?=
 
-.PHONY: compose-env env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench hash-benchmark clean
+.PHONY: compose-env env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench bench-compose hash-benchmark clean
 IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
@@ -96,6 +97,9 @@ compose-test: env
 
 bench: env pgbouncer wrk
 	@$(UV) run --frozen python -m tests.bench $(BENCH_ARGS)
+
+bench-compose: env wrk
+	@$(UV) run --frozen python -m tests.bench.compose $(BENCH_ARGS)
 
 hash-benchmark: env
 	@$(UV) run --frozen python -m api hash-benchmark

@@ -64,6 +64,7 @@ from api.core.config import Settings
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+DATASET = HERE / "dataset.sql"
 DATABASE = "storefront_bench"
 PRODUCTS, USERS, ORDERS, CATEGORIES = 100_000, 10_000, 50_000, 50
 PAGE_SIZE = 20
@@ -150,7 +151,7 @@ def shapes(deep_page: int, cursor: str) -> list[Shape]:
 
 @dataclass
 class Row:
-    server: str  # "1 worker", "2 workers" or "postgres"
+    server: str  # "1 worker", "2 workers" or "postgres"; bench-compose: the auth arrangement
     key: str
     label: str
     rps: float
@@ -202,11 +203,18 @@ def tool(name: str, hint: str) -> str:
     return path
 
 
-def psql_file(postgres: devstack.EmbeddedPostgres, script: Path, **variables: str) -> None:
-    """Run an SQL file in one transaction on the benchmark database, with psql variables."""
-    args = [str(postgres.bin_dir / "psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
+def psql_script_options(variables: dict[str, str]) -> list[str]:
+    """psql's options for a script run in one transaction that stops at its first error, with
+    psql variables."""
+    args = ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1"]
     for name, value in variables.items():
         args += ["-v", f"{name}={value}"]
+    return args
+
+
+def psql_file(postgres: devstack.EmbeddedPostgres, script: Path, **variables: str) -> None:
+    """Run an SQL file in one transaction on the benchmark database, with psql variables."""
+    args = [str(postgres.bin_dir / "psql"), *psql_script_options(variables)]
     args += ["-h", "127.0.0.1", "-p", str(postgres.port), "-U", devstack.SUPERUSER]
     args += ["-d", DATABASE, "-f", str(script)]
     result = run_quiet(args, env={**os.environ, "PGPASSWORD": postgres.password})
@@ -418,7 +426,7 @@ def serving(
     try:
         wait_until_ready(server, log)
         if factory == API:
-            server.tokens = log_in(server, password, sign_up=first)
+            server.tokens = log_in(server.url, password, sign_up=first)
         yield server
     finally:
         devstack.terminate(process, signal.SIGTERM)
@@ -442,15 +450,20 @@ def wait_until_ready(server: Server, log: Path) -> None:
     raise BenchError(f"uvicorn was not ready in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def log_in(server: Server, password: str, *, sign_up: bool) -> dict[str, str]:
-    """Bearer tokens of the benchmark's user (signed up on the first server) and superuser."""
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+def log_in(
+    url: str, password: str, *, sign_up: bool, roles: Sequence[Auth] = ("user", "superuser")
+) -> dict[str, str]:
+    """Bearer tokens of the benchmark's user (signed up when `sign_up`) and superuser, of those
+    in `roles`, from the API at `url`."""
+    with httpx.Client(base_url=url, timeout=30) as client:
         if sign_up:
             answer = client.post("/users/", json={**BENCH_USER, "password": password})
             if answer.status_code not in (201, 409):
                 raise BenchError(f"sign-up answered {answer.status_code}: {answer.text}")
         tokens = {}
         for role, who in (("user", BENCH_USER), ("superuser", ADMIN)):
+            if role not in roles:
+                continue
             answer = client.post(
                 "/auth/token", data={"username": who["username"], "password": password}
             )
@@ -472,13 +485,18 @@ def prepare_database(postgres: devstack.EmbeddedPostgres, env: dict[str, str]) -
     result = run_quiet(migrate, cwd=devstack.ROOT, env=env)
     if result.returncode != 0:
         raise BenchError(f"migrations failed:\n{result.stdout}\n{result.stderr}")
-    from api.core import security  # the app's own hasher, imported only when needed
-
     started = time.perf_counter()
-    hashed = security.password_hash.hash(secrets.token_urlsafe(16))  # nobody logs in as them
-    psql_file(postgres, HERE / "dataset.sql", hashed_password=hashed)
+    psql_file(postgres, DATASET, **dataset_variables())
     postgres.psql("VACUUM ANALYZE", DATABASE)
     return time.perf_counter() - started
+
+
+def dataset_variables() -> dict[str, str]:
+    """dataset.sql's psql variables: one real hash of a random password, from the app's own
+    hasher, shared by every generated user (nobody logs in as them)."""
+    from api.core import security  # imported only when needed
+
+    return {"hashed_password": security.password_hash.hash(secrets.token_urlsafe(16))}
 
 
 def deep_cursor(url: str, deep_page: int) -> tuple[str, list[int]]:
@@ -506,6 +524,21 @@ def headers_for(shape: Shape, server: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.tokens[shape.auth]}"} if shape.auth else {}
 
 
+def send_checked(url: str, shape: Shape, headers: dict[str, str], requests: int, seed: str) -> None:
+    """Send `requests` requests of `shape` one after another; each must answer its exact status
+    (redirects are not followed, so a 3xx fails too)."""
+    rng = random.Random(seed)
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+        for _ in range(requests):
+            path, body = shape.draw(rng)
+            answer = client.request(shape.method, path, json=body)
+            if answer.status_code != shape.status:
+                raise BenchError(
+                    f"{shape.label}: {shape.method} {path} answered {answer.status_code}"
+                    f" (expected {shape.status}): {answer.text[:500]}"
+                )
+
+
 @dataclass
 class Counted:
     """What the database executed per request of one shape."""
@@ -526,17 +559,8 @@ def count_statements(
     introspection reads pg_catalog), so driver set-up per connection shows here too. A statement
     prepared and then executed counts once (the Parse round trip is not a statement).
     """
-    rng = random.Random(f"count-{shape.key}")
     postgres.psql("SELECT pg_stat_statements_reset()", DATABASE)
-    with httpx.Client(base_url=server.url, timeout=60, headers=headers_for(shape, server)) as c:
-        for _ in range(requests):
-            path, body = shape.draw(rng)
-            answer = c.request(shape.method, path, json=body)
-            if answer.status_code != shape.status:
-                raise BenchError(
-                    f"{shape.label}: {shape.method} {path} answered {answer.status_code}"
-                    f" (expected {shape.status}): {answer.text[:500]}"
-                )
+    send_checked(server.url, shape, headers_for(shape, server), requests, f"count-{shape.key}")
     time.sleep(0.2)
     result = postgres.psql(
         "SELECT coalesce(json_agg(json_build_object('calls', calls, 'query', query)"
@@ -576,7 +600,10 @@ class Load:
     wrk_cpus: str = ""  # taskset's CPU list for wrk; "" lets the kernel place it
 
 
-def run_wrk(wrk: str, server: Server, shape: Shape, load: Load, seconds: int) -> dict[str, int]:
+def run_wrk(
+    wrk: str, url: str, tokens: dict[str, str], shape: Shape, load: Load, seconds: int
+) -> dict[str, int]:
+    """One wrk run of `shape` against the API at `url` (wrk.lua); its BENCH_JSON figures."""
     env = {
         **os.environ,
         "BENCH_METHOD": shape.method,
@@ -584,11 +611,11 @@ def run_wrk(wrk: str, server: Server, shape: Shape, load: Load, seconds: int) ->
         "BENCH_IDS": str(shape.ids),
         "BENCH_LINES": str(shape.lines),
         "BENCH_PRODUCTS": str(PRODUCTS),
-        "BENCH_TOKEN": server.tokens[shape.auth] if shape.auth else "",
+        "BENCH_TOKEN": tokens[shape.auth] if shape.auth else "",
     }
     args = [*pinned(load.wrk_cpus), wrk, f"-t{load.threads}", f"-c{load.connections}"]
     args += [f"-d{seconds}s"]
-    args += [f"--timeout={load.timeout}s", "-s", str(HERE / "wrk.lua"), server.url]
+    args += [f"--timeout={load.timeout}s", "-s", str(HERE / "wrk.lua"), url]
     result = run_quiet(args, env=env)
     for line in result.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
@@ -599,25 +626,16 @@ def run_wrk(wrk: str, server: Server, shape: Shape, load: Load, seconds: int) ->
 
 def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str, int]) -> Row:
     if load.warmup:
-        run_wrk(wrk, server, shape, load, load.warmup)
+        run_wrk(wrk, server.url, server.tokens, shape, load, load.warmup)
     meter = Meter({"app": server.process.pid, **groups})
     waited = run_queue_ns(server)
     started = time.time()
-    figures = run_wrk(wrk, server, shape, load, load.duration)
+    figures = run_wrk(wrk, server.url, server.tokens, shape, load, load.duration)
     ended = time.time()
     waited = {pid: ns - waited.get(pid, ns) for pid, ns in run_queue_ns(server).items()}
     others, cpu = meter.read(figures["requests"], "wrk")
-    kinds = {k: figures[k] for k in ("connect", "read", "write", "timeout", "status") if figures[k]}
     return Row(
-        server=server.label,
-        key=shape.key,
-        label=shape.label,
-        rps=round(figures["requests"] / (figures["duration_us"] / 1e6), 1),
-        p50_ms=round(figures["p50_us"] / 1000, 2),
-        p99_ms=round(figures["p99_us"] / 1000, 2),
-        requests=figures["requests"],
-        errors=sum(kinds.values()),
-        error_kinds=kinds,
+        **wrk_figures(server.label, shape, figures),
         rss_mb=server.rss_mb(),
         other_cpu_pct=others,
         cpu_ms=cpu,
@@ -626,6 +644,22 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
             round(max(waited.values()) / ((ended - started) * 1e7), 1) if waited else None
         ),
     )
+
+
+def wrk_figures(server: str, shape: Shape, figures: dict[str, int]) -> dict[str, Any]:
+    """A Row's fields from one wrk run's figures: rate, latencies, errors by kind."""
+    kinds = {k: figures[k] for k in ("connect", "read", "write", "timeout", "status") if figures[k]}
+    return {
+        "server": server,
+        "key": shape.key,
+        "label": shape.label,
+        "rps": round(figures["requests"] / (figures["duration_us"] / 1e6), 1),
+        "p50_ms": round(figures["p50_us"] / 1000, 2),
+        "p99_ms": round(figures["p99_us"] / 1000, 2),
+        "requests": figures["requests"],
+        "errors": sum(kinds.values()),
+        "error_kinds": kinds,
+    }
 
 
 def run_queue_ns(server: Server) -> dict[int, int]:
@@ -821,8 +855,13 @@ def table(rows: list[Row]) -> str:
             ]
             + ([" ".join(f"{rps:,.0f}" for rps in row.round_rps or [])] if rounds else [])
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    right = {2, 3, 4, 5, 6, 9, 10, 11}
+    return aligned(lines, right={2, 3, 4, 5, 6, 9, 10, 11})
+
+
+def aligned(lines: list[list[str]], right: set[int]) -> str:
+    """A text table: the first line is the head, underlined; the columns in `right` (by index)
+    are right-aligned, the others left-aligned."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     out = []
     for n, line in enumerate(lines):
         cells = [
@@ -908,21 +947,29 @@ def first_line(args: list[str]) -> str:
 
 
 def machine(postgres: devstack.EmbeddedPostgres, wrk: str) -> dict[str, Any]:
+    return {
+        **host(wrk),
+        "python": platform.python_version(),
+        "postgres": first_line([str(postgres.bin_dir / "postgres"), "--version"]),
+        "pgbouncer": first_line([devstack.pgbouncer_binary() or "pgbouncer", "--version"]),
+    }
+
+
+def host(wrk: str, dirty_paths: Sequence[str] = ("api/",)) -> dict[str, Any]:
+    """The machine, wrk and the checkout's commit (+dirty when any of `dirty_paths` differs)."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     memory = re.search(r"^MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text(), re.MULTILINE)
     commit = first_line(["git", "-C", str(devstack.ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = run_quiet(["git", "-C", str(devstack.ROOT), "status", "--porcelain", "--", "api"])
+    git_status = ["git", "-C", str(devstack.ROOT), "status", "--porcelain", "--", *dirty_paths]
+    dirty = " ".join(dirty_paths) if run_quiet(git_status).stdout else ""
     return {
         "cpu": model.group(1) if model else platform.processor(),
         "cores": os.cpu_count(),
         "memory_gib": round(int(memory.group(1)) / 1024 / 1024, 1) if memory else None,
         "os": platform.platform(),
-        "python": platform.python_version(),
-        "postgres": first_line([str(postgres.bin_dir / "postgres"), "--version"]),
-        "pgbouncer": first_line([devstack.pgbouncer_binary() or "pgbouncer", "--version"]),
         "wrk": first_line([wrk, "-v"]),
-        "commit": commit + ("+dirty api/" if dirty.stdout.strip() else ""),
+        "commit": commit + (f"+dirty {dirty}" if dirty else ""),
         "load_average_at_start": os.getloadavg(),
     }
 
