@@ -52,7 +52,6 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
@@ -78,6 +77,7 @@ from tests.bench.run import (
     at_least_one,
     dataset_variables,
     deep_cursor,
+    entry,
     host,
     log_in,
     median_row,
@@ -551,20 +551,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    devstack.die_with_parent(signal.SIGTERM)  # make or uv killed: stop as on Ctrl-C
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        say("interrupted; the project is removed")
-        return 130
-    except (BenchError, subprocess.TimeoutExpired) as exc:
-        say(f"failed: {exc}")
-        return 1
+    return entry(
+        lambda: run(args),
+        report=say,
+        interrupted="interrupted; the project is removed",
+        failures=(BenchError, subprocess.TimeoutExpired),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

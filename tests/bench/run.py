@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1084,22 +1084,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def entry(
+    measure: Callable[[], int],
+    *,
+    report: Callable[[str], None],
+    interrupted: str,
+    failures: tuple[type[Exception], ...],
+) -> int:
+    """A bench's process: SIGTERM (and the death of make or uv) stops it as Ctrl-C does; an
+    expected failure is one line, not a traceback."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    devstack.die_with_parent(signal.SIGTERM)  # make or uv killed: stop as on Ctrl-C
+    devstack.die_with_parent(signal.SIGTERM)
     try:
-        return run(args)
+        return measure()
     except KeyboardInterrupt:
-        say("interrupted; everything it started is stopped")
+        report(interrupted)
         return 130
-    except (BenchError, devstack.DevStackError) as exc:
-        say(f"failed: {exc}")
+    except failures as exc:
+        report(f"failed: {exc}")
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return entry(
+        lambda: run(args),
+        report=say,
+        interrupted="interrupted; everything it started is stopped",
+        failures=(BenchError, devstack.DevStackError),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
