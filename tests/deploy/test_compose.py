@@ -143,6 +143,12 @@ def test_the_app_image_is_built_once_and_run_read_only() -> None:
     assert service("pgbouncer")["read_only"] is True
 
 
+def test_postgres_writes_only_to_its_volume_its_socket_directory_and_tmp() -> None:
+    db = service("db")
+    assert db["read_only"] is True
+    assert db["tmpfs"] == ["/var/run/postgresql", "/tmp"]
+
+
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
 def test_app_services_use_the_settings_names(name: str) -> None:
     app = service(name)
