@@ -82,7 +82,7 @@ test: env pgbouncer pgbouncer-tracking lint typecheck
 	  $(UV) run --frozen pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 run: env
-	@$(UV) run --frozen python -m api serve-local
+	@$(UV) run --frozen python -m devstack serve
 
 image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
@@ -102,7 +102,7 @@ bench-compose: env wrk
 	@$(UV) run --frozen python -m tests.bench.compose $(BENCH_ARGS)
 
 hash-benchmark: env
-	@$(UV) run --frozen python -m api hash-benchmark
+	@$(UV) run --frozen python -m devstack hash-benchmark
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

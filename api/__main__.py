@@ -1,7 +1,5 @@
-"""Command line: `python -m api <command>`.
+"""The image's commands: `python -m api <command>` (development commands: `python -m devstack`).
 
-serve-local       the no-Docker stack behind `make run`: embedded PostgreSQL kept in ./.data,
-                  PgBouncer in front when installed, migrations, then uvicorn in the foreground.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
 db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
@@ -12,97 +10,15 @@ app-role-password print a new password for the app's role and its SCRAM secret (
                   shell assignments: the Kubernetes Secrets of deploy/README.md.
 compose-env       print a .env for docker compose: production, a random SECRET_KEY and random
                   passwords for its three database roles (`make compose-env` writes it, 0600).
-hash-benchmark    what one password verify costs here with the configured argon2id parameters.
 """
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
-from api import devstack, pgbouncer
-
-DATABASE = "storefront"
-
-
-def say(message: str) -> None:
-    print(f"[serve-local] {message}", file=sys.stderr, flush=True)
-
-
-def serve_local(host: str, port: int, data: Path) -> int:
-    server: subprocess.Popen[bytes] | None = None
-    stopping = False
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    devstack.die_with_parent(signal.SIGTERM)  # `make` or `uv` killed: stop as on Ctrl-C
-
-    postgres = devstack.EmbeddedPostgres(data / "postgres")
-    bouncer: devstack.PgBouncer | None = None
-    try:
-        postgres.start()
-        postgres.create_database(DATABASE)
-        direct = postgres.url(DATABASE)
-        say(f"PostgreSQL (embedded) on 127.0.0.1:{postgres.port}, data in {postgres.data_dir}")
-        env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
-        env.setdefault("ENVIRONMENT", "development")
-        env.setdefault("LOG_JSON", "false")
-        binary = devstack.pgbouncer_binary()
-        if binary:
-            # As compose does when this PgBouncer can: prepared statements tracked, cache kept.
-            bouncer = devstack.PgBouncer(
-                data / "pgbouncer",
-                server_port=postgres.port,
-                password=postgres.password,
-                max_prepared_statements=devstack.tracked_statements(binary),
-            ).start()
-            env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
-            env.update(bouncer.statement_cache_env())
-            tracks = bouncer.max_prepared_statements > 0
-            cache = "statement cache on" if tracks else "statement cache off (PgBouncer < 1.21)"
-            say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; NullPool, {cache}")
-        else:
-            env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
-            say("PgBouncer is not installed: the API connects directly with a pool. To run as in")
-            say(f"production: {devstack.PGBOUNCER_INSTALL_HINT}")
-        migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
-        if not stopping:
-            subprocess.run(migrate, cwd=devstack.ROOT, env=env, check=True)
-        if stopping:
-            return 0
-        say(f"serving on http://{host}:{port} (Ctrl-C stops everything)")
-        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-        uvicorn += ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "10"]
-        server = subprocess.Popen(
-            uvicorn,
-            cwd=devstack.ROOT,
-            env=env,
-            preexec_fn=devstack.child_setup(None, signal.SIGTERM),  # dies with us, even on kill -9
-        )
-        if stopping:
-            server.send_signal(signal.SIGTERM)
-        code = server.wait()
-        return 0 if stopping else code
-    except (devstack.DevStackError, subprocess.CalledProcessError) as exc:
-        say(f"failed: {exc}")
-        return 1
-    finally:
-        devstack.terminate(server, signal.SIGTERM)
-        if bouncer is not None:
-            bouncer.stop()
-        postgres.stop()
-        say("stopped")
+from api import dbroles, pgbouncer
 
 
 def create_superuser(email: str, username: str) -> int:
@@ -146,8 +62,6 @@ def environment_url(name: str, meaning: str) -> str:
 def db_setup(args: argparse.Namespace) -> int:
     import asyncio
 
-    from api import dbroles
-
     try:
         superuser = environment_url("SUPERUSER_DATABASE_URL", "the superuser's direct URL")
         direct = environment_url("MIGRATIONS_DATABASE_URL", "the owner's direct URL")
@@ -172,26 +86,9 @@ def db_setup(args: argparse.Namespace) -> int:
     return 0
 
 
-def hash_benchmark(rounds: int) -> int:
-    from api.core import security
-
-    hashed = security.password_hash.hash("correct horse battery staple")
-    started = time.perf_counter()
-    for _ in range(rounds):
-        security.password_hash.verify("correct horse battery staple", hashed)
-    elapsed = (time.perf_counter() - started) / rounds * 1000
-    params = f"m={security.MEMORY_COST_KIB} KiB, t={security.TIME_COST}, p={security.PARALLELISM}"
-    print(f"argon2id {params}: {elapsed:.1f} ms per verify (mean of {rounds})")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve-local", help="run the API on the embedded stack")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    serve.add_argument("--data-dir", type=Path, default=devstack.ROOT / ".data")
     superuser = commands.add_parser("create-superuser", help="create or promote a superuser")
     superuser.add_argument("--email", required=True)
     superuser.add_argument("--username", default="admin")
@@ -218,26 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.add_argument("--max-client-conn", type=int, default=500)
     commands.add_parser("compose-env", help="print a .env with random secrets for compose")
     commands.add_parser("app-role-password", help="a password for the app's role, its secret")
-    bench = commands.add_parser("hash-benchmark", help="time one password verify")
-    bench.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
-    if args.command == "serve-local":
-        return serve_local(args.host, args.port, args.data_dir.resolve())
     if args.command == "create-superuser":
         return create_superuser(args.email, args.username)
     if args.command == "db-setup":
         return db_setup(args)
-    if args.command in {"compose-env", "app-role-password"}:
-        from api import dbroles
-
-        if args.command == "compose-env":
-            print(dbroles.compose_env(), end="")
-        else:
-            password = dbroles.generate_password()
-            secret = dbroles.scram_secret(password, iterations=dbroles.APP_ROLE_SCRAM_ITERATIONS)
-            print(f"STOREFRONT_APP_PASSWORD={password}\nSTOREFRONT_APP_SCRAM_SECRET='{secret}'")
+    if args.command == "compose-env":
+        print(dbroles.compose_env(), end="")
         return 0
-    return hash_benchmark(args.rounds)
+    password = dbroles.generate_password()  # app-role-password
+    secret = dbroles.scram_secret(password, iterations=dbroles.APP_ROLE_SCRAM_ITERATIONS)
+    print(f"STOREFRONT_APP_PASSWORD={password}\nSTOREFRONT_APP_SCRAM_SECRET='{secret}'")
+    return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import dbroles, devstack
+import devstack
+from api import dbroles
 from api.core.db import build_engine, use_engine
 from api.dbroles import Login
 from api.main import create_app

@@ -18,7 +18,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from api import devstack
+import devstack
 from api.auth.service import create_access_token
 from api.core.config import Settings
 from api.core.db import build_engine, use_engine

@@ -1,4 +1,4 @@
-"""`python -m api serve-local`, the stack behind `make run`: it serves through PgBouncer, stops
+"""`python -m devstack serve`, the stack behind `make run`: it serves through PgBouncer, stops
 everything it started on SIGTERM, keeps its data, and starts again after being killed."""
 
 import signal
@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api import devstack
+import devstack
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
@@ -22,8 +22,8 @@ def start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-m",
-                "api",
-                "serve-local",
+                "devstack",
+                "serve",
                 "--port",
                 str(port),
                 "--data-dir",
@@ -59,7 +59,7 @@ def leftovers(data: Path, port: int) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(data) in cmdline and "serve-local" not in cmdline:
+        if str(data) in cmdline and "devstack serve" not in cmdline:
             found.append(cmdline)
     try:
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from api import devstack, pgbouncer
+import devstack
+from api import pgbouncer
 from api.core.db import build_engine
 from tests.conftest import Database, database_backend, serving
 from tests.helpers import live_admin, running_pgbouncer, scalar, settings_for_tests

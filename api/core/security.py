@@ -2,7 +2,7 @@
 
 Parameters: OWASP's minimum for argon2id (19 MiB, 2 iterations, 1 lane). pwdlib's default
 (64 MiB, t=3, p=4) costs 0.13-0.5 s per verify on our 2-core machines; this costs 25-60 ms
-(rerun: `uv run python -m api hash-benchmark`).
+(rerun: `make hash-benchmark`).
 """
 
 import os

@@ -57,7 +57,7 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import make_url
 
-from api import devstack
+import devstack
 from api.pgbouncer import userlist as userlist_line
 from tests.bench.run import (
     ADMIN,

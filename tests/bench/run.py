@@ -59,7 +59,7 @@ from unittest import mock
 
 import httpx
 
-from api import devstack
+import devstack
 from api.core.config import Settings
 
 HERE = Path(__file__).resolve().parent

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from api import devstack
+import devstack
 from api.main import create_app
 from tests.conftest import Database, serving
 from tests.helpers import (

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from api import devstack, pgbouncer
+import devstack
+from api import pgbouncer
 from tests.conftest import Database, serving
 from tests.helpers import (
     live_admin,

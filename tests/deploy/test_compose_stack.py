@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api import dbroles, devstack
+import devstack
+from api import dbroles
 from tests.conftest import docker_reachable
 from tests.helpers import ROOT, assert_problem
 from tests.test_walkthrough import ADMIN, token, walk

