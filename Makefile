@@ -96,10 +96,10 @@ compose-test: env
 	STOREFRONT_COMPOSE_TEST=1 $(UV) run --frozen pytest tests/deploy/test_compose_stack.py $(PYTEST_ARGS)
 
 bench: env pgbouncer wrk
-	@$(UV) run --frozen python -m tests.bench $(BENCH_ARGS)
+	@$(UV) run --frozen python -m bench $(BENCH_ARGS)
 
 bench-compose: env wrk
-	@$(UV) run --frozen python -m tests.bench.compose $(BENCH_ARGS)
+	@$(UV) run --frozen python -m bench.compose $(BENCH_ARGS)
 
 hash-benchmark: env
 	@$(UV) run --frozen python -m devstack hash-benchmark

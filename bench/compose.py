@@ -19,7 +19,7 @@ What it does:
    measured run) while reading each container's CPU time from its cgroup before and after, then
    writes the shipped files back and restarts PgBouncer again;
 5. prints one table of each row's median round, the ratios of `GET /products/{id}` between the
-   arrangements, and writes it all as JSON to `tests/bench/results/` (git-ignored);
+   arrangements, and writes it all as JSON to `bench/results/` (git-ignored);
 6. `docker compose down --volumes` at the end, also on a failure, Ctrl-C or SIGTERM.
 
 The auth arrangements (`--auth`):
@@ -31,7 +31,7 @@ The auth arrangements (`--auth`):
   arrangement. Its userlist.txt holds the password too: PgBouncer still logs in to PostgreSQL,
   which a SCRAM secret allows only with a client's proof, and a trusted client sends none.
 
-Its own entry point rather than an option of `python -m tests.bench`: another stack (containers
+Its own entry point rather than an option of `python -m bench`: another stack (containers
 instead of processes of ours), other options (auth arrangements, no worker counts, no pgbench,
 no statement counts), and each entry's `--help` lists only what applies to it.
 """
@@ -59,7 +59,7 @@ from sqlalchemy.engine import make_url
 
 import devstack
 from api.pgbouncer import userlist as userlist_line
-from tests.bench.run import (
+from bench.run import (
     ADMIN,
     BARE,
     CATEGORIES,
@@ -498,7 +498,7 @@ SHAPE_KEYS = {shape.key for shape in shapes(2, "") if shape.app != BARE}
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench.compose",
+        prog="python -m bench.compose",
         description="Measure the API on compose.yaml's stack, PgBouncer's auth arrangements"
         " compared.",
     )

@@ -1,4 +1,4 @@
-"""`python -m tests.bench.serve`: uvicorn as make bench runs it, for the API and the bare handler.
+"""`python -m bench.serve`: uvicorn as make bench runs it, for the API and the bare handler.
 
 The same command line as `python -m uvicorn` (the Docker image's), with two additions, both set
 up at import, so that uvicorn's spawned workers (which import this module again) get them too:

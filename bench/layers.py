@@ -1,4 +1,4 @@
-"""`python -m tests.bench.layers [--pool-mode queue|null] [--requests N]`: what each layer of a
+"""`python -m bench.layers [--pool-mode queue|null] [--requests N]`: what each layer of a
 `GET /products/{id}` costs the app, in CPU milliseconds per request.
 
 The app is called in-process as an ASGI app on uvloop (no HTTP, no uvicorn, no access log), on
@@ -45,7 +45,7 @@ from sqlalchemy import select
 from api.core.db import ReadSessionDep
 from api.products import service
 from api.products.models import Product, ProductRead
-from tests.bench.run import DATABASE, prepare_database, running_pgbouncer, running_postgres
+from bench.run import DATABASE, prepare_database, running_pgbouncer, running_postgres
 
 ROWS = 1_000  # ids probed, all present in make bench's dataset
 PRODUCTS = Product.__table__  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
--- One request shape for wrk, configured by the environment (tests/bench/run.py sets it):
+-- One request shape for wrk, configured by the environment (bench/run.py sets it):
 --   BENCH_METHOD  GET or POST
 --   BENCH_PATH    the path; "{id}" in it becomes a random id from 1 to BENCH_IDS
 --   BENCH_IDS     the largest id (0: the path is sent as it is)

@@ -22,7 +22,7 @@ What it does, from a clean clone:
 5. runs pgbench on the same database with the same single-row query as `GET /products/{id}`,
    directly and through PgBouncer;
 6. prints one table, checks it against the targets of issue 6, and writes it as JSON to
-   `tests/bench/results/` (git-ignored).
+   `bench/results/` (git-ignored).
 
 Every process it starts dies with it: on Ctrl-C or SIGTERM everything is stopped in order, and
 after a `kill -9` the kernel's parent-death signal stops uvicorn, PgBouncer and PostgreSQL.
@@ -72,7 +72,7 @@ BENCH_USER = {"username": "bench_user", "email": "bench_user@example.com"}
 ADMIN = {"username": "bench_admin", "email": "bench_admin@example.com"}
 Auth = Literal["", "user", "superuser"]
 API = "api.main:create_app"
-BARE = "tests.bench.bare:create_app"  # the bare asyncpg handler, the driver's yardstick
+BARE = "bench.bare:create_app"  # the bare asyncpg handler, the driver's yardstick
 
 
 def say(message: str) -> None:
@@ -410,7 +410,7 @@ def serving(
     shutil.rmtree(lag_dir, ignore_errors=True)
     lag_dir.mkdir(parents=True)
     env = {**env, "BENCH_LOOP_LAG_DIR": str(lag_dir)}
-    command = [*pinned(cpus), sys.executable, "-m", "tests.bench.serve", "--factory", factory]
+    command = [*pinned(cpus), sys.executable, "-m", "bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
     with log.open("wb") as out:
@@ -714,7 +714,7 @@ def pgbench_script(directory: Path) -> Path:
     """`GET /products/{id}`'s query, compiled from the ORM model, with a random id."""
     from sqlalchemy.dialects import postgresql
 
-    from tests.bench.bare import product_query
+    from bench.bare import product_query
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     sql = str(product_query().compile(dialect=dialect)).replace("%(id)s", ":id")
@@ -904,7 +904,7 @@ def targets(rows: list[Row], pool_mode: str) -> list[Target]:
             )
         )
     # The same target as issue 6 words it, measured rather than assumed: the bare handler
-    # (tests/bench/bare.py) on this machine, in this run, instead of the issue's machine's ratio.
+    # (bench/bare.py) on this machine, in this run, instead of the issue's machine's ratio.
     ratio_of(
         "product",
         "bare",
@@ -986,7 +986,7 @@ def at_least_one(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench", description="Measure the API on the make-run stack."
+        prog="python -m bench", description="Measure the API on the make-run stack."
     )
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts (default 1,2)")
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per row")

@@ -8,7 +8,7 @@ API's query (compiled from the model by SQLAlchemy's asyncpg dialect, as the API
 the API's connect arguments (`tls_context`, `client_encoding`, a statement cache only where
 PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no logging set-up of ours.
 One connection per request on DB_POOL_MODE=null (as NullPool), an asyncpg pool otherwise.
-Served by make bench only: `uvicorn --factory tests.bench.bare:create_app`.
+Served by make bench only: `uvicorn --factory bench.bare:create_app`.
 """
 
 import json
