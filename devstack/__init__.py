@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 from api import pgbouncer as pgbouncer_config
 
@@ -233,6 +234,7 @@ class EmbeddedPostgres:
     password, which is made at initdb and kept in `<data_dir>/.password` (mode 0600).
     """
 
+    name: ClassVar[str] = "PostgreSQL"
     data_dir: Path
     port: int = 0
     durable: bool = True  # False for throwaway test clusters: no fsync
@@ -355,6 +357,7 @@ class PgBouncer:
     """PgBouncer in transaction mode in front of a server, from deploy/pgbouncer's template
     (rendered by api/pgbouncer.py, as for Docker Compose)."""
 
+    name: ClassVar[str] = "PgBouncer"
     run_dir: Path
     server_port: int
     password: str

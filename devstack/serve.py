@@ -1,16 +1,29 @@
 """`make run`: the no-Docker stack. An embedded PostgreSQL kept in ./.data, PgBouncer in front when
-installed, the migrations, then uvicorn in the foreground; Ctrl-C or SIGTERM stops everything."""
+installed, the migrations, then uvicorn in the foreground.
+
+It supervises what it starts, as compose's `restart: unless-stopped` and Kubernetes do: a
+PostgreSQL or PgBouncer that dies is reaped (no zombie, no stale pid file) and started again on
+its port, with a log line, up to `RESTARTS` times within `RESTART_WINDOW` seconds; past that the
+stack stops with a message and status 1. uvicorn that dies ends the stack with its status.
+Ctrl-C or SIGTERM (to this process, or to uvicorn alone) stops everything, with status 0.
+"""
 
 import os
 import signal
 import subprocess
 import sys
+import time
+from collections import deque
 from pathlib import Path
 from types import FrameType
 
 import devstack
 
 DATABASE = "storefront"
+RESTARTS = 5
+RESTART_WINDOW = 300.0  # seconds
+POLL_SECONDS = 0.2
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def say(message: str) -> None:
@@ -75,8 +88,12 @@ def serve_local(host: str, port: int, data: Path) -> int:
         )
         if stopping:
             server.send_signal(signal.SIGTERM)
-        code = server.wait()
-        return 0 if stopping else code
+        services: list[devstack.EmbeddedPostgres | devstack.PgBouncer] = [postgres]
+        services += [bouncer] if bouncer is not None else []
+        code = supervise(server, services)
+        if stopping or (code < 0 and -code in STOP_SIGNALS):  # asked to stop: a normal exit
+            return 0
+        return code if code >= 0 else 128 - code  # as a shell reports a signal
     except (devstack.DevStackError, subprocess.CalledProcessError) as exc:
         say(f"failed: {exc}")
         return 1
@@ -86,3 +103,43 @@ def serve_local(host: str, port: int, data: Path) -> int:
             bouncer.stop()
         postgres.stop()
         say("stopped")
+
+
+def supervise(
+    server: subprocess.Popen[bytes],
+    services: list[devstack.EmbeddedPostgres | devstack.PgBouncer],
+) -> int:
+    """Wait for uvicorn to end, meanwhile starting again any service that is not running;
+    uvicorn's exit status, or 1 when a service needed more than RESTARTS starts within
+    RESTART_WINDOW seconds."""
+    starts: dict[str, deque[float]] = {service.name: deque() for service in services}
+    while (code := server.poll()) is None:
+        for service in services:
+            process = service.process
+            if process is not None and process.poll() is None:
+                continue  # running; poll() reaps a child that has ended
+            if process is not None:
+                say(f"{service.name} {describe(process.returncode)}")
+            recent, now = starts[service.name], time.monotonic()
+            while recent and now - recent[0] > RESTART_WINDOW:
+                recent.popleft()
+            if len(recent) >= RESTARTS:
+                say(
+                    f"{service.name} needed {RESTARTS} starts within {RESTART_WINDOW:.0f} s: "
+                    "stopping everything (its log is in the data directory)"
+                )
+                return 1
+            recent.append(now)
+            say(f"starting {service.name} again ({len(recent)} of {RESTARTS})")
+            try:
+                service.start()
+            except devstack.DevStackError as exc:
+                say(f"{service.name} did not start: {exc}")
+        time.sleep(POLL_SECONDS)
+    return code
+
+
+def describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"

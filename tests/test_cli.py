@@ -1,6 +1,9 @@
 """`python -m devstack serve`, the stack behind `make run`: it serves through PgBouncer, stops
-everything it started on SIGTERM, keeps its data, and starts again after being killed."""
+everything it started on SIGTERM (status 0, to it or to uvicorn alone), keeps its data, starts
+again after being killed, and supervises its servers: a killed PgBouncer or PostgreSQL is started
+again and service comes back; one that keeps dying stops the stack."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import httpx
 import pytest
 
 import devstack
+from devstack.serve import RESTARTS
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
@@ -120,3 +124,113 @@ def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path
         # After a failed assertion above: stop it (its children follow).
         devstack.terminate(process, signal.SIGTERM, timeout=60)
     assert wait_gone(data, port) == []
+
+
+def pid_in(pidfile: Path) -> int:
+    return int(pidfile.read_text().split()[0])
+
+
+def until_replaced(pidfile: Path, old: int, url: str, process: subprocess.Popen[bytes]) -> float:
+    """Seconds until a new process of `pidfile` runs and the API is ready again (at most 60)."""
+    started = time.monotonic()
+    while time.monotonic() - started < 60:
+        assert process.poll() is None, "the stack stopped"
+        try:
+            new = pid_in(pidfile)
+            if new != old and httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except (OSError, ValueError, IndexError, httpx.TransportError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"not back in 60 s after {pidfile.name}'s process was killed")
+
+
+PIDFILES = {
+    "PgBouncer": Path("pgbouncer") / "pgbouncer.pid",
+    "PostgreSQL": Path("postgres") / "cluster" / "postmaster.pid",
+}
+
+
+def test_a_killed_pgbouncer_and_a_killed_postgres_are_started_again(tmp_path: Path) -> None:
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(data, port, log)
+    try:
+        wait_ready(url, process, log)
+        created = httpx.post(
+            f"{url}/users/",
+            json={"username": "keeper", "email": "keeper@example.com", "password": "p" * 12},
+        )
+        assert created.status_code == 201, created.text
+        for name, pidfile in PIDFILES.items():
+            old = pid_in(data / pidfile)
+            os.kill(old, signal.SIGKILL)
+            back = until_replaced(data / pidfile, old, url, process)
+            print(f"{name} killed: serving again after {back:.1f} s")
+            assert back < 30
+            assert not Path(f"/proc/{old}").exists(), f"{name}'s process {old} was not reaped"
+            assert f"{name} was killed by SIGKILL" in log.read_text()
+            assert f"starting {name} again (1 of {RESTARTS})" in log.read_text()
+        assert logged_in_username(url) == "keeper"  # the data survived both
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
+    assert wait_gone(data, port) == []
+
+
+def test_a_server_that_keeps_dying_stops_the_stack(tmp_path: Path) -> None:
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    pidfile = data / PIDFILES["PgBouncer"]
+    process = start(data, port, log)
+    try:
+        wait_ready(url, process, log)
+        for _ in range(RESTARTS):
+            old = pid_in(pidfile)
+            os.kill(old, signal.SIGKILL)
+            until_replaced(pidfile, old, url, process)
+        os.kill(pid_in(pidfile), signal.SIGKILL)  # one death more than it starts again
+        assert process.wait(timeout=60) == 1
+        assert f"PgBouncer needed {RESTARTS} starts within" in log.read_text()
+    finally:
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
+    assert wait_gone(data, port) == []
+
+
+def test_sigterm_to_uvicorn_alone_is_a_clean_stop(tmp_path: Path) -> None:
+    """A stop by signal is a normal exit: status 0, not uvicorn's re-raised SIGTERM."""
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    port = devstack.free_port()
+    process = start(data, port, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log)
+        uvicorns = [
+            int(child.name)
+            for child in Path("/proc").iterdir()
+            if child.name.isdigit()
+            and parent_of(child) == process.pid
+            and "-m uvicorn " in cmdline(child)
+        ]
+        assert len(uvicorns) == 1, [cmdline(Path(f"/proc/{pid}")) for pid in uvicorns]
+        os.kill(uvicorns[0], signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
+    assert wait_gone(data, port) == []
+
+
+def parent_of(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
