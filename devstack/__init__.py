@@ -65,9 +65,34 @@ def embedded_bin_dir() -> Path | None:
 
 
 def pgbouncer_binary() -> str | None:
+    """The installed PgBouncer (Debian 12's is 1.18)."""
     return shutil.which("pgbouncer") or next(
         (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
     )
+
+
+def built_pgbouncers() -> list[Path]:
+    """The PgBouncers `make pgbouncer-tracking` built into .data (make test builds one), newest
+    first."""
+
+    def version(binary: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in binary.parent.parent.name.split("-")[1].split("."))
+
+    found = [
+        build / "bin" / "pgbouncer"
+        for build in (ROOT / ".data").glob("pgbouncer-[0-9]*")
+        if (build / "built").exists() and os.access(build / "bin" / "pgbouncer", os.X_OK)
+    ]
+    return sorted(found, key=version, reverse=True)
+
+
+def make_run_pgbouncer() -> str | None:
+    """The PgBouncer `make run` puts in front: a built one (1.21 or later: it tracks prepared
+    statements, as compose's does, and survives a frozen server that crashes 1.18, whose cancel
+    handling ends in `FATAL ... bad client state`, pgbouncer/pgbouncer#801), else the installed
+    one."""
+    built = built_pgbouncers()
+    return str(built[0]) if built else pgbouncer_binary()
 
 
 @cache

@@ -54,7 +54,7 @@ def serve_local(host: str, port: int, data: Path) -> int:
         env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
         env.setdefault("ENVIRONMENT", "development")
         env.setdefault("LOG_JSON", "false")
-        binary = devstack.pgbouncer_binary()
+        binary = devstack.make_run_pgbouncer()
         if binary:
             # As compose does when this PgBouncer can: prepared statements tracked, cache kept.
             bouncer = devstack.PgBouncer(
@@ -62,12 +62,14 @@ def serve_local(host: str, port: int, data: Path) -> int:
                 server_port=postgres.port,
                 password=postgres.password,
                 max_prepared_statements=devstack.tracked_statements(binary),
+                binary=binary,
             ).start()
             env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
             env.update(bouncer.statement_cache_env())
             tracks = bouncer.max_prepared_statements > 0
             cache = "statement cache on" if tracks else "statement cache off (PgBouncer < 1.21)"
-            say(f"PgBouncer (transaction mode) on 127.0.0.1:{bouncer.port}; NullPool, {cache}")
+            version = ".".join(map(str, devstack.pgbouncer_version(binary)))
+            say(f"PgBouncer {version} (transaction mode) on 127.0.0.1:{bouncer.port}; {cache}")
         else:
             env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
             say("PgBouncer is not installed: the API connects directly with a pool. To run as in")

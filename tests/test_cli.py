@@ -3,11 +3,16 @@ everything it started on SIGTERM (status 0, to it or to uvicorn alone), keeps it
 again after being killed, and supervises its servers: a killed PgBouncer or PostgreSQL is started
 again and service comes back; one that keeps dying stops the stack."""
 
+import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,7 +25,7 @@ from tests.helpers import ROOT
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
 
-def start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start(data: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [
@@ -34,6 +39,7 @@ def start(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
                 str(data),
             ],
             cwd=ROOT,
+            env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -234,3 +240,156 @@ def cmdline(proc: Path) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+FREEZE_SECONDS = 20
+COMMAND_TIMEOUT = 15.0  # the setting's default, which make run keeps
+CLOSE_SECONDS = 2.0  # SQLAlchemy's wait to close the stuck connection (see .env.example)
+ADMIN = {"email": "freezer@example.com", "password": secrets.token_urlsafe(16)}
+
+
+@contextmanager
+def frozen(postmaster: int) -> Iterator[None]:
+    """PostgreSQL stopped whole (SIGSTOP): the postmaster and every process it forked, which
+    run in sessions of their own (killpg would reach the postmaster alone)."""
+    family = [postmaster] + [
+        int(proc.name)
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and parent_of(proc) == postmaster
+    ]
+    for pid in family:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in family:
+            os.kill(pid, signal.SIGCONT)
+
+
+@dataclass
+class Answer:
+    sent: float
+    took: float
+    status: int
+    problem: bool
+    retry_after: bool
+
+
+async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Path) -> None:
+    """PostgreSQL frozen for 20 s under reads and orders (the driver's command timeout, 15 s,
+    cancels what waits): every answer is a success or a 503 problem, none later than the command
+    timeout plus the close of the stuck connection, service comes back once it thaws (whatever
+    PgBouncer does: make run starts it again if it dies), and orders and stock agree."""
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    superuser = {
+        "FIRST_SUPERUSER_EMAIL": ADMIN["email"],
+        "FIRST_SUPERUSER_PASSWORD": ADMIN["password"],
+    }
+    process = start(data, port, log, **superuser)
+    try:
+        await asyncio.to_thread(wait_ready, url, process, log)
+        async with httpx.AsyncClient(base_url=url, timeout=90) as http:
+            admin = await bearer(http, ADMIN["email"], ADMIN["password"])
+            product = {"name": "Ice", "slug": "ice", "price": "1.00", "sku": "ICE-1"}
+            created = await http.post(
+                "/products/", json=product | {"stock_quantity": 1_000_000}, headers=admin
+            )
+            assert created.status_code == 201, created.text
+            product_id = created.json()["id"]
+            buyer = {"username": "buyer", "email": "buyer@example.com", "password": "p" * 12}
+            assert (await http.post("/users/", json=buyer)).status_code == 201
+            customer = await bearer(http, "buyer", "p" * 12)
+
+            answers: list[Answer] = []
+            placed: list[int] = []
+            stopping = asyncio.Event()
+            started = time.monotonic()
+
+            async def client(n: int) -> None:
+                while not stopping.is_set():
+                    sent = time.monotonic() - started
+                    if n % 2:
+                        order = {"items": [{"product_id": product_id, "quantity": 1}]}
+                        response = await http.post("/orders/", json=order, headers=customer)
+                    else:
+                        response = await http.get(f"/products/{product_id}")
+                    took = time.monotonic() - started - sent
+                    problem = response.headers.get("content-type") == "application/problem+json"
+                    answers.append(
+                        Answer(
+                            sent,
+                            took,
+                            response.status_code,
+                            problem,
+                            "retry-after" in response.headers,
+                        )
+                    )
+                    if response.status_code == 201:
+                        placed.append(response.json()["id"])
+                    elif response.status_code != 200:
+                        await asyncio.sleep(0.2)
+
+            clients = [asyncio.create_task(client(n)) for n in range(10)]
+            await asyncio.sleep(2)
+            with frozen(pid_in(data / PIDFILES["PostgreSQL"])):
+                await asyncio.sleep(FREEZE_SECONDS)
+            thawed = time.monotonic() - started
+            back = await until_serving(http, product_id, thawed, started)
+            stopping.set()
+            await asyncio.gather(*clients)
+
+            restarts = log.read_text().count("starting PgBouncer again")
+            print(
+                f"PostgreSQL frozen {FREEZE_SECONDS} s: serving again {back:.1f} s after it thawed;"
+                f" {sum(a.status == 503 for a in answers)} of {len(answers)} answers were 503,"
+                f" the slowest in {max(a.took for a in answers):.1f} s;"
+                f" PgBouncer started again {restarts} times"
+            )
+            assert back < 30
+            for answer in answers:
+                assert answer.status in {200, 201} or (
+                    answer.status == 503 and answer.problem and answer.retry_after
+                ), answer
+            assert max(a.took for a in answers) < COMMAND_TIMEOUT + CLOSE_SECONDS + 3
+            assert any(a.status == 503 for a in answers), "the freeze was felt"
+
+            for order_id in placed:  # every order told 201 is there
+                assert (await http.get(f"/orders/{order_id}", headers=customer)).status_code == 200
+            listed = await http.get("/orders/", params={"size": 1}, headers=customer)
+            orders = listed.json()["total"]
+            assert orders >= len(placed)  # a 503 may hide a commit: never the reverse
+            stock = (await http.get(f"/products/{product_id}")).json()["stock_quantity"]
+            assert stock == 1_000_000 - orders  # each order that exists took its unit, no other
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    finally:
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
+    assert wait_gone(data, port) == []
+
+
+async def bearer(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    login = await http.post("/auth/token", data={"username": username, "password": password})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def until_serving(
+    http: httpx.AsyncClient, product_id: int, since: float, started: float
+) -> float:
+    """Seconds from `since` to the first of 20 successful reads in a row (at most 60)."""
+    streak = 0
+    while streak < 20:
+        now = time.monotonic() - started
+        assert now - since < 60, "not serving 60 s after the thaw"
+        try:
+            ok = (await http.get(f"/products/{product_id}", timeout=5)).status_code == 200
+        except httpx.TransportError:
+            ok = False
+        streak = streak + 1 if ok else 0
+        if streak == 1:
+            first = now
+        if not ok:
+            await asyncio.sleep(0.1)
+    return first - since
