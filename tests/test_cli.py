@@ -151,6 +151,32 @@ def until_replaced(pidfile: Path, old: int, url: str, process: subprocess.Popen[
     pytest.fail(f"not back in 60 s after {pidfile.name}'s process was killed")
 
 
+@dataclass
+class Local:
+    """make run's stack, ready: its process, data directory, log and URL."""
+
+    process: subprocess.Popen[bytes]
+    data: Path
+    log: Path
+    url: str
+
+
+@contextmanager
+def make_run(tmp_path: Path, **env: str) -> Iterator[Local]:
+    """The stack started on a data directory of its own and ready; stopped afterwards, and
+    nothing of it left running."""
+    data, log = tmp_path / "data", tmp_path / "serve.log"
+    port = devstack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(data, port, log, **env)
+    try:
+        wait_ready(url, process, log)
+        yield Local(process, data, log, url)
+    finally:
+        devstack.terminate(process, signal.SIGTERM, timeout=60)
+    assert wait_gone(data, port) == []
+
+
 PIDFILES = {
     "PgBouncer": Path("pgbouncer") / "pgbouncer.pid",
     "PostgreSQL": Path("postgres") / "cluster" / "postmaster.pid",
@@ -158,12 +184,8 @@ PIDFILES = {
 
 
 def test_a_killed_pgbouncer_and_a_killed_postgres_are_started_again(tmp_path: Path) -> None:
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    port = devstack.free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start(data, port, log)
-    try:
-        wait_ready(url, process, log)
+    with make_run(tmp_path) as local:
+        process, data, log, url = local.process, local.data, local.log, local.url
         created = httpx.post(
             f"{url}/users/",
             json={"username": "keeper", "email": "keeper@example.com", "password": "p" * 12},
@@ -181,51 +203,33 @@ def test_a_killed_pgbouncer_and_a_killed_postgres_are_started_again(tmp_path: Pa
         assert logged_in_username(url) == "keeper"  # the data survived both
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
-    finally:
-        devstack.terminate(process, signal.SIGTERM, timeout=60)
-    assert wait_gone(data, port) == []
 
 
 def test_a_server_that_keeps_dying_stops_the_stack(tmp_path: Path) -> None:
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    port = devstack.free_port()
-    url = f"http://127.0.0.1:{port}"
-    pidfile = data / PIDFILES["PgBouncer"]
-    process = start(data, port, log)
-    try:
-        wait_ready(url, process, log)
+    with make_run(tmp_path) as local:
+        pidfile = local.data / PIDFILES["PgBouncer"]
         for _ in range(RESTARTS):
             old = pid_in(pidfile)
             os.kill(old, signal.SIGKILL)
-            until_replaced(pidfile, old, url, process)
+            until_replaced(pidfile, old, local.url, local.process)
         os.kill(pid_in(pidfile), signal.SIGKILL)  # one death more than it starts again
-        assert process.wait(timeout=60) == 1
-        assert f"PgBouncer needed {RESTARTS} starts within" in log.read_text()
-    finally:
-        devstack.terminate(process, signal.SIGTERM, timeout=60)
-    assert wait_gone(data, port) == []
+        assert local.process.wait(timeout=60) == 1
+        assert f"PgBouncer needed {RESTARTS} starts within" in local.log.read_text()
 
 
 def test_sigterm_to_uvicorn_alone_is_a_clean_stop(tmp_path: Path) -> None:
     """A stop by signal is a normal exit: status 0, not uvicorn's re-raised SIGTERM."""
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    port = devstack.free_port()
-    process = start(data, port, log)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", process, log)
+    with make_run(tmp_path) as local:
         uvicorns = [
             int(child.name)
             for child in Path("/proc").iterdir()
             if child.name.isdigit()
-            and parent_of(child) == process.pid
+            and parent_of(child) == local.process.pid
             and "-m uvicorn " in cmdline(child)
         ]
         assert len(uvicorns) == 1, [cmdline(Path(f"/proc/{pid}")) for pid in uvicorns]
         os.kill(uvicorns[0], signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    finally:
-        devstack.terminate(process, signal.SIGTERM, timeout=60)
-    assert wait_gone(data, port) == []
+        assert local.process.wait(timeout=60) == 0
 
 
 def parent_of(proc: Path) -> int:
@@ -280,17 +284,13 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
     cancels what waits): every answer is a success or a 503 problem, none later than the command
     timeout plus the close of the stuck connection, service comes back once it thaws (whatever
     PgBouncer does: make run starts it again if it dies), and orders and stock agree."""
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    port = devstack.free_port()
-    url = f"http://127.0.0.1:{port}"
     superuser = {
         "FIRST_SUPERUSER_EMAIL": ADMIN["email"],
         "FIRST_SUPERUSER_PASSWORD": ADMIN["password"],
     }
-    process = start(data, port, log, **superuser)
-    try:
-        await asyncio.to_thread(wait_ready, url, process, log)
-        async with httpx.AsyncClient(base_url=url, timeout=90) as http:
+    with make_run(tmp_path, **superuser) as local:
+        process, data, log = local.process, local.data, local.log
+        async with httpx.AsyncClient(base_url=local.url, timeout=90) as http:
             admin = await bearer(http, ADMIN["email"], ADMIN["password"])
             product = {"name": "Ice", "slug": "ice", "price": "1.00", "sku": "ICE-1"}
             created = await http.post(
@@ -364,9 +364,6 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
             assert stock == 1_000_000 - orders  # each order that exists took its unit, no other
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 60) == 0
-    finally:
-        devstack.terminate(process, signal.SIGTERM, timeout=60)
-    assert wait_gone(data, port) == []
 
 
 async def bearer(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
