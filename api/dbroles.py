@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -96,38 +97,54 @@ async def _execute_formatted(connection: AsyncConnection, template: str, *args: 
     await connection.exec_driver_sql(str(statement))
 
 
-async def _ensure_login(connection: AsyncConnection, login: Login, secret: str) -> None:
-    exists = await connection.scalar(
-        text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": login.role}
+def matches(secret: str | None, password: str, iterations: int) -> bool:
+    """Whether `secret` is the SCRAM secret of `password` with `iterations` rounds (its salt)."""
+    found = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$[^:]+:.+", secret or "")
+    if found is None or int(found[1]) != iterations:
+        return False
+    salt = base64.b64decode(found[2])
+    return hmac.compare_digest(
+        scram_secret(password, iterations=iterations, salt=salt), secret or ""
     )
-    if not exists:
+
+
+async def _ensure_login(connection: AsyncConnection, login: Login, iterations: int) -> str:
+    """The role with LOGIN and no other attribute; its SCRAM secret, kept when it already
+    matches the password (a new salt would change the secret, and PgBouncer's copy with it)."""
+    current = await connection.execute(
+        text("SELECT rolpassword FROM pg_authid WHERE rolname = :role"), {"role": login.role}
+    )
+    row = current.first()
+    if row is None:
         await _execute_formatted(connection, "CREATE ROLE %I", login.role)
     await _execute_formatted(
         connection,
-        "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-        "NOBYPASSRLS PASSWORD %L",
+        "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
         login.role,
-        secret,
     )
+    stored = row[0] if row is not None else None
+    if matches(stored, login.password, iterations):
+        return str(stored)
+    secret = scram_secret(login.password, iterations=iterations)
+    await _execute_formatted(connection, "ALTER ROLE %I PASSWORD %L", login.role, secret)
+    return secret
 
 
 async def ensure_roles(superuser_url: str, *, owner: Login, app: Login) -> str:
     """Create or update the owner and the app's role on the database of `superuser_url`, make
-    the owner own that database, and let the app's role connect to it. Idempotent: a new
-    password replaces the old one. Returns the app role's SCRAM secret (for PgBouncer)."""
+    the owner own that database, and let the app's role connect to it. Idempotent: the same
+    password keeps its secret, a new one replaces it. Returns the app role's SCRAM secret (for
+    PgBouncer)."""
     if owner.role == app.role:
         raise ValueError("the app's role must not be the owner")
     database = make_url(superuser_url).database
     if not database:
         raise ValueError("the superuser URL must name the app's database")
-    app_secret = scram_secret(app.password, iterations=APP_ROLE_SCRAM_ITERATIONS)
     engine = create_async_engine(superuser_url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
-            await _ensure_login(
-                connection, owner, scram_secret(owner.password, iterations=PEOPLE_SCRAM_ITERATIONS)
-            )
-            await _ensure_login(connection, app, app_secret)
+            await _ensure_login(connection, owner, PEOPLE_SCRAM_ITERATIONS)
+            app_secret = await _ensure_login(connection, app, APP_ROLE_SCRAM_ITERATIONS)
             await _execute_formatted(
                 connection, "ALTER DATABASE %I OWNER TO %I", database, owner.role
             )

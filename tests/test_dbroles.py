@@ -141,6 +141,14 @@ async def test_the_db_setup_job_makes_the_roles_and_pgbouncer_s_auth_file(
         (await connect(db, app)).terminate()
         (await connect(db, setup.owner)).terminate()
 
+        # Run again as compose's `up` does, same passwords: nothing changes, so the PgBouncer
+        # that runs on (with the secret in its auth file) keeps logging in to PostgreSQL.
+        owner_secret = await scalar(db.url, secret_sql, setup.owner.role)
+        await asyncio.to_thread(setup.run)
+        assert await scalar(db.url, secret_sql, app.role) == secret
+        assert await scalar(db.url, secret_sql, setup.owner.role) == owner_secret
+        assert (tmp_path / "userlist.txt").read_text() == f'"{app.role}" "{secret}"\n'
+
         rotated = Login(app.role, dbroles.generate_password())
         await asyncio.to_thread(setup.run, rotated)
         with pytest.raises(asyncpg.InvalidPasswordError):
