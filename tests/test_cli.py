@@ -8,7 +8,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,70 +19,9 @@ import pytest
 
 import devstack
 from devstack.serve import RESTARTS
-from tests.helpers import ROOT
+from tests.support.make_run import make_run, start, wait_gone, wait_ready
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
-
-
-def start(data: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devstack",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data),
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> dict[str, object]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            response = httpx.get(f"{url}/health/ready", timeout=2)
-            if response.status_code == 200:
-                body: dict[str, object] = response.json()
-                return body
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"not ready in 90 s:\n{log.read_text()}")
-
-
-def leftovers(data: Path, port: int) -> list[str]:
-    """Processes still running from this data directory, and whether the port still answers."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if str(data) in cmdline and "devstack serve" not in cmdline:
-            found.append(cmdline)
-    try:
-        httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-        found.append(f"something still answers on port {port}")
-    except httpx.TransportError:
-        pass
-    return found
-
-
-def wait_gone(data: Path, port: int) -> list[str]:
-    deadline = time.monotonic() + 30
-    while (left := leftovers(data, port)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return left
 
 
 def logged_in_username(url: str) -> str:
@@ -149,32 +87,6 @@ def until_replaced(pidfile: Path, old: int, url: str, process: subprocess.Popen[
             pass
         time.sleep(0.1)
     pytest.fail(f"not back in 60 s after {pidfile.name}'s process was killed")
-
-
-@dataclass
-class Local:
-    """make run's stack, ready: its process, data directory, log and URL."""
-
-    process: subprocess.Popen[bytes]
-    data: Path
-    log: Path
-    url: str
-
-
-@contextmanager
-def make_run(tmp_path: Path, **env: str) -> Iterator[Local]:
-    """The stack started on a data directory of its own and ready; stopped afterwards, and
-    nothing of it left running."""
-    data, log = tmp_path / "data", tmp_path / "serve.log"
-    port = devstack.free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start(data, port, log, **env)
-    try:
-        wait_ready(url, process, log)
-        yield Local(process, data, log, url)
-    finally:
-        devstack.terminate(process, signal.SIGTERM, timeout=60)
-    assert wait_gone(data, port) == []
 
 
 PIDFILES = {
