@@ -3,6 +3,8 @@
 #               that tracks prepared statements), lint, type check, tests
 #   make run    the API on 127.0.0.1:8000 (PORT overrides) over an embedded PostgreSQL in ./.data
 #   make image  the production image (deploy/Dockerfile); needs a Docker engine
+#   make backup        a dump of the database into backups/ (compose's when it runs, else make run's)
+#   make restore FILE=backups/...  restore one (FORCE=1 replaces a database that holds tables)
 #   make compose-env   a .env for compose with random secrets (refuses to overwrite one)
 #   make compose-test  compose.yaml built, started, walked through and removed; needs Docker
 #   make bench  the API's speed on the make-run stack, as one table (BENCH_ARGS="--help" lists options)
@@ -12,7 +14,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 BENCH_ARGS ?=
 
-.PHONY: compose-env env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench bench-compose hash-benchmark clean
+.PHONY: backup restore compose-env env pgbouncer pgbouncer-tracking wrk lint format typecheck test run image compose-test bench bench-compose hash-benchmark clean
 IMAGE ?= storefront-api:local
 
 # uv from pip when absent; on a Debian system Python (PEP 668) into the user's site.
@@ -86,6 +88,13 @@ run: env
 
 image:
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+backup: env
+	@$(UV) run --frozen python -m devstack backup $(if $(TARGET),--target $(TARGET))
+
+restore: env
+	@test -n "$(FILE)" || { echo "make restore FILE=backups/<a dump> [FORCE=1] [TARGET=compose|local]"; exit 2; }
+	@$(UV) run --frozen python -m devstack restore "$(FILE)" $(if $(TARGET),--target $(TARGET)) $(if $(FORCE),--force)
 
 compose-env: env
 	@if [ -e .env ]; then echo ".env exists; move it away to make a new one."; exit 1; fi

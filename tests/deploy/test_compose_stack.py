@@ -17,10 +17,12 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,6 +30,7 @@ import pytest
 
 import devstack
 from api import dbroles
+from devstack.backup import Compose
 from tests.conftest import docker_reachable
 from tests.helpers import ROOT, assert_problem
 from tests.test_walkthrough import ADMIN, token, walk
@@ -520,3 +523,56 @@ async def test_a_restart_under_load_costs_503s_only_until_it_is_back(
     assert stock == LOAD_STOCK - sum(order.quantity for order in placed)
     acknowledged = Counter(order.owner.id for order in placed)
     assert totals == [acknowledged[customer.id] for customer in customers]
+
+
+def stack_contents(target: Compose) -> dict[str, str]:
+    """Every table's rows in a stable order, and every sequence's position."""
+    found = {}
+    tables = target.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    for table in tables.split():
+        found[table] = target.psql(f"SELECT * FROM {table} AS t ORDER BY t::text")
+    sequences = target.psql("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+    for sequence in sequences.split():
+        found[sequence] = target.psql(f"SELECT last_value, is_called FROM {sequence}")
+    return found
+
+
+async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_path: Path) -> None:
+    """`make backup` through the db service, then `make restore FORCE=1` into the same stack
+    (the API stopped, the database made again, restored, migrated, the API started): every row
+    and sequence as it was, and the next order gets the next id. Runs last: it replaces the
+    database the other tests filled."""
+    project = stack.compose[stack.compose.index("--project-name") + 1]
+    target = Compose(project)
+
+    def devstack_command(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "devstack", *args, "--target", "compose"]
+        return subprocess.run(
+            [*command, "--project", project],
+            cwd=ROOT,
+            env=dict(stack.env),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    made = devstack_command("backup", "--out", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    dump = made.stdout.split()[1]  # "wrote <file> (compose)"
+    assert Path(dump).parent == tmp_path
+    before = stack_contents(target)
+    assert int(before["orders_id_seq"].split("|")[0]) > 0
+
+    refused = devstack_command("restore", dump)
+    assert refused.returncode == 1
+    assert "FORCE=1" in refused.stderr
+    restored = devstack_command("restore", dump, "--force")
+    assert restored.returncode == 0, restored.stderr
+    assert stack_contents(target) == before
+
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        product_id = await create_product(http, admin, 5)
+        order = await http.post("/orders/", json=one_of(product_id), headers=admin)
+        assert order.status_code == 201, order.text
+        assert order.json()["id"] == int(before["orders_id_seq"].split("|")[0]) + 1
