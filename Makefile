@@ -86,8 +86,10 @@ test: env pgbouncer pgbouncer-tracking lint typecheck
 run: env
 	@$(UV) run --frozen python -m devstack serve
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
-	docker build -f deploy/Dockerfile -t $(IMAGE) .
+	docker build -f deploy/Dockerfile -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+	  --build-arg GIT_SHA=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
 
 backup: env
 	@$(UV) run --frozen python -m devstack backup $(if $(TARGET),--target $(TARGET))

@@ -1,5 +1,7 @@
 """${message}
 
+Kind: expand-or-contract (write one: deploy/README.md, "Schema changes and rolling updates";
+tests/test_release.py fails until you do)
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}

@@ -18,6 +18,7 @@ from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
+from api.core.version import VERSION
 from api.health.routes import root as root_router
 from api.health.routes import router as health_router
 from api.notifications.routes import router as notifications_router
@@ -28,7 +29,6 @@ from api.tags.routes import router as tags_router
 from api.users import service as user_service
 from api.users.routes import router as users_router
 
-VERSION = "0.1.0"
 logger = logging.getLogger(__name__)
 
 

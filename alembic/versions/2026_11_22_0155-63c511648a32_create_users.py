@@ -1,5 +1,6 @@
 """Create users: case-insensitively unique emails, unique usernames.
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: 63c511648a32
 Revises:
 Create Date: 2026-11-22 01:55:03.695907+00:00

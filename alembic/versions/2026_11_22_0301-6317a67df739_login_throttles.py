@@ -1,5 +1,6 @@
 """Login throttles: failed logins per account, shared by every API process.
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: 6317a67df739
 Revises: 63c511648a32
 Create Date: 2026-11-22 03:01:07.482563+00:00

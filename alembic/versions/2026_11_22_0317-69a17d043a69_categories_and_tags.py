@@ -1,5 +1,6 @@
 """Categories (a tree; SET NULL when a parent goes) and tags.
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: 69a17d043a69
 Revises: 6317a67df739
 Create Date: 2026-11-22 03:17:45.428159+00:00

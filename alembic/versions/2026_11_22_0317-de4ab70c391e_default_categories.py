@@ -1,5 +1,6 @@
 """Data: the four default categories of the shop.
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: de4ab70c391e
 Revises: 69a17d043a69
 Create Date: 2026-11-22 03:17:57.106729+00:00

@@ -1,6 +1,7 @@
 """Products: Decimal prices, CHECKs on price and stock, one name per category (NULLS NOT
 distinct, so "no category" is one group).
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: 35621a31312d
 Revises: de4ab70c391e
 Create Date: 2026-11-22 03:24:21.981016+00:00

@@ -1,5 +1,6 @@
 """Posts (the blog; CASCADE with their author) and their tags (post_tags).
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: 3c996c31f1a3
 Revises: 35621a31312d
 Create Date: 2026-11-22 03:35:28.921390+00:00

@@ -1,6 +1,7 @@
 """Orders (RESTRICT from users), their items (RESTRICT from products) and notifications
 (CASCADE with their user, SET NULL with their order).
 
+Kind: expand (adds; the previous release runs on the new schema)
 Revision ID: f4a2053a49c7
 Revises: 3c996c31f1a3
 Create Date: 2026-11-22 04:24:50.202380+00:00

@@ -61,8 +61,7 @@ def test_the_final_stage_takes_only_the_builders_output() -> None:
 def test_runs_as_a_numeric_non_root_user() -> None:
     [user] = final().args("USER")
     assert user == "${APP_UID}:${APP_UID}"
-    [arg] = final().args("ARG")
-    assert arg == f"APP_UID={APP_UID}"
+    assert f"APP_UID={APP_UID}" in final().args("ARG")
     assert APP_UID != 0
 
 

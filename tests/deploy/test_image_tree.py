@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from api.core.version import project_version
 from tests.conftest import Database
 from tests.deploy.helpers import db_setup_ran, stages
 from tests.helpers import ROOT, SECRET_KEY, scalar
@@ -29,12 +30,12 @@ def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copies = [args for args in builder.args("COPY") if not args.startswith("--")]
     assert copies, "the builder copies the code"
     for copy in copies:
-        source, target = copy.split()
-        destination = tree / target
-        if (ROOT / source).is_dir():
-            shutil.copytree(ROOT / source, destination, dirs_exist_ok=True)
-        else:
-            shutil.copy(ROOT / source, destination if target != "./" else tree)
+        *sources, target = copy.split()
+        for source in sources:
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, tree / target, dirs_exist_ok=True)
+            else:
+                shutil.copy(ROOT / source, tree / target)
     assert not (tree / "devstack").exists()
     return tree
 
@@ -60,6 +61,8 @@ def test_the_tree_has_no_development_tooling(image_tree: Path) -> None:
 
 def test_commands_without_a_database(image_tree: Path) -> None:
     assert run_in(image_tree, "-m", "api", "--help").returncode == 0
+    version = run_in(image_tree, "-c", "from api.core.version import VERSION; print(VERSION)")
+    assert version.stdout.strip() == project_version()  # pyproject.toml travels with the code
     env = run_in(image_tree, "-m", "api", "compose-env")
     assert env.returncode == 0, env.stderr
     assert "STOREFRONT_APP_PASSWORD=" in env.stdout
