@@ -538,12 +538,25 @@ def stack_contents(target: Compose) -> dict[str, str]:
 
 
 async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_path: Path) -> None:
-    """`make backup` through the db service, then `make restore FORCE=1` into the same stack
+    """A post with a tag beside what the other tests made (users, products, orders with their
+    items), `make backup` through the db service, then `make restore FORCE=1` into the same stack
     (the API stopped, the database made again, restored, migrated, the API started): every row
     and sequence as it was, and the next order gets the next id. Runs last: it replaces the
     database the other tests filled."""
     project = stack.compose[stack.compose.index("--project-name") + 1]
     target = Compose(project)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        tag = await http.post("/tags/", json={"name": unique("kept")}, headers=admin)
+        assert tag.status_code == 201, tag.text
+        post = await http.post(
+            "/posts/", json={"title": unique("Kept "), "content": "x"}, headers=admin
+        )
+        assert post.status_code == 201, post.text
+        tagged = await http.put(
+            f"/posts/{post.json()['id']}/tags/{tag.json()['id']}", headers=admin
+        )
+        assert tagged.status_code == 200, tagged.text
 
     def devstack_command(*args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "devstack", *args, "--target", "compose"]
@@ -562,6 +575,8 @@ async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_pa
     assert Path(dump).parent == tmp_path
     before = stack_contents(target)
     assert int(before["orders_id_seq"].split("|")[0]) > 0
+    assert before["order_items"]
+    assert before["post_tags"]
 
     refused = devstack_command("restore", dump)
     assert refused.returncode == 1
