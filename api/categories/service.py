@@ -12,7 +12,7 @@ from api.categories.models import (
     CategoryUpdate,
 )
 from api.core.db import constraint_errors, update_or_404
-from api.core.errors import Conflict, FieldError, InvalidReference, NotFound
+from api.core.errors import AlreadyExists, FieldError, InvalidReference, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import Product
 
@@ -86,7 +86,7 @@ async def delete_category(*, session: AsyncSession, category_id: int) -> None:
     )
     clash = next((name for name, clashes in await session.exec(products) if clashes), None)
     if clash is not None:
-        raise Conflict(
+        raise AlreadyExists(
             f"Product {clash!r} would collide with an uncategorised product of the same name.",
             errors=[FieldError(field="name", message=f"{clash} exists without a category")],
         )

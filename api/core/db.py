@@ -39,9 +39,10 @@ from api.core.errors import (
     FOREIGN_KEY_VIOLATION,
     RESTRICT_VIOLATION,
     UNIQUE_VIOLATION,
+    AlreadyExists,
     AppError,
-    Conflict,
     FieldError,
+    InUse,
     InvalidReference,
     NotFound,
     violated_constraint,
@@ -216,7 +217,7 @@ def constraint_error(
     unique, references, in_use = unique or {}, references or {}, in_use or {}
     if sqlstate == UNIQUE_VIOLATION and constraint in unique:
         field = unique[constraint or ""]
-        return Conflict(
+        return AlreadyExists(
             f"{field} is already taken.",
             errors=[FieldError(field=field, message="already taken")],
         )
@@ -227,7 +228,7 @@ def constraint_error(
             errors=[FieldError(field=field, message="does not exist")],
         )
     if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
-        return Conflict(in_use[constraint or ""])
+        return InUse(in_use[constraint or ""])
     return None
 
 

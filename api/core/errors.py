@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +28,30 @@ logger = logging.getLogger(__name__)
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 MAX_ERRORS = 20
 MAX_MESSAGE = 200
+
+
+# Every code an answer of the API carries, and when (docs/: the README's errors section).
+PROBLEM_CODES = {
+    "bad_request": "400, a malformed request (bad JSON, a bad header)",
+    "unauthorized": "401, no valid bearer token, or a wrong password at login",
+    "forbidden": "403, authenticated but not allowed",
+    "not_found": "404, no such row, or one the caller may not see",
+    "method_not_allowed": "405",
+    "already_exists": "409, a unique value (username, email, sku, slug, name) is taken",
+    "in_use": "409, the row is still referenced and cannot be deleted",
+    "insufficient_stock": "409, an order or stock change takes more than is in stock",
+    "not_for_sale": "409, an order names a product that is not active",
+    "stock_limit": "409, a stock change would pass the most a product may hold",
+    "invalid_status_transition": "409, an order or post cannot move to that status",
+    "conflict": "409, another request changed the data first (try again)",
+    "request_entity_too_large": "413, a body over MAX_BODY_BYTES",
+    "validation_error": "422, a field, parameter or cursor is invalid (see `errors`)",
+    "invalid_reference": "422, a field names a row that does not exist",
+    "too_many_requests": "429, login throttled (see Retry-After)",
+    "internal_error": "500, a bug: the log line has the details",
+    "database_unavailable": "503, the database cannot be reached in time (Retry-After)",
+    "transaction_conflict": "503, the database undid the transaction; send it again",
+}
 
 
 class FieldError(BaseModel):
@@ -42,7 +66,14 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    code: str
+    code: str = Field(
+        description=(
+            "What went wrong, stable for clients to branch on (the HTTP status says how bad): "
+            + "; ".join(f"`{code}`: {meaning}" for code, meaning in PROBLEM_CODES.items())
+            + "."
+        ),
+        examples=["already_exists", "insufficient_stock"],
+    )
     instance: str | None = None
     errors: list[FieldError] | None = None
 
@@ -83,8 +114,46 @@ class NotFound(AppError):
 
 
 class Conflict(AppError):
+    """The request clashes with the state of the data; each kind below has its own code."""
+
     status_code = 409
     code = "conflict"
+
+
+class AlreadyExists(Conflict):
+    """A value that must be unique (a username, an email, a sku, a slug, a name) is taken."""
+
+    code = "already_exists"
+
+
+class InUse(Conflict):
+    """The row is still referenced (a product ordered, a user with orders) and stays."""
+
+    code = "in_use"
+
+
+class InsufficientStock(Conflict):
+    """An order or a stock change takes more than is in stock."""
+
+    code = "insufficient_stock"
+
+
+class StockLimit(Conflict):
+    """A stock change would put more in stock than a product may hold (MAX_STOCK)."""
+
+    code = "stock_limit"
+
+
+class NotForSale(Conflict):
+    """An order names a product that is not active."""
+
+    code = "not_for_sale"
+
+
+class InvalidStatusTransition(Conflict):
+    """An order or a post cannot move from its status to the one asked for."""
+
+    code = "invalid_status_transition"
 
 
 class InvalidReference(AppError):

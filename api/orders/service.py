@@ -27,6 +27,9 @@ from api.core.errors import (
     Conflict,
     FieldError,
     Forbidden,
+    InsufficientStock,
+    InvalidStatusTransition,
+    NotForSale,
     NotFound,
 )
 from api.core.pagination import Page, PageParams, apaginate
@@ -88,12 +91,12 @@ async def _lock_products(session: AsyncSession, product_ids: list[int]) -> dict[
 
 def _check_line(product: Product, quantity: int) -> None:
     if not product.is_active:
-        raise Conflict(
+        raise NotForSale(
             f"Product {product.id} ({product.name}) is not for sale.",
             errors=[FieldError(field="items", message=f"product {product.id}: inactive")],
         )
     if product.stock_quantity < quantity:
-        raise Conflict(
+        raise InsufficientStock(
             f"Only {product.stock_quantity} of product {product.id} ({product.name}) in stock;"
             f" {quantity} ordered.",
             errors=[
@@ -219,7 +222,7 @@ async def change_status(
         raise Forbidden(f"Only a superuser can mark an order {new_status}.")
     current = OrderStatus(order.status)
     if new_status not in TRANSITIONS.get(current, set()):
-        raise Conflict(f"A {current} order cannot become {new_status}.")
+        raise InvalidStatusTransition(f"A {current} order cannot become {new_status}.")
     if new_status == OrderStatus.cancelled:
         await _restock(session, order.items)
     moved = (

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors, update_or_404
-from api.core.errors import Conflict, NotFound, violated_constraint
+from api.core.errors import InvalidStatusTransition, NotFound, violated_constraint
 from api.core.pagination import Page, PageParams, apaginate
 from api.posts.models import (
     POST_REFERENCE,
@@ -129,7 +129,7 @@ async def change_status(
         raise NotFound("Post", post_id)
     current = PostStatus(db_post.status)
     if new_status not in TRANSITIONS.get(current, set()):
-        raise Conflict(f"A {current} post cannot become {new_status}.")
+        raise InvalidStatusTransition(f"A {current} post cannot become {new_status}.")
     db_post.status = new_status
     if new_status == PostStatus.published:
         db_post.published_at = datetime.now(UTC)

@@ -12,7 +12,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from api.categories.models import Category
 from api.core.db import constraint_errors, get_or_404, update_or_404
-from api.core.errors import Conflict, FieldError, NotFound
+from api.core.errors import FieldError, InsufficientStock, NotFound, StockLimit
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
     IN_USE,
@@ -173,12 +173,12 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
     if updated is None:
         db_product = await get_product(session=session, product_id=product_id)
         if change > 0:
-            raise Conflict(
+            raise StockLimit(
                 f"{db_product.stock_quantity} in stock; adding {change} would pass the"
                 f" maximum of {MAX_STOCK}.",
                 errors=[FieldError(field="change", message=f"at most {MAX_STOCK} in stock")],
             )
-        raise Conflict(
+        raise InsufficientStock(
             f"Only {db_product.stock_quantity} in stock; cannot take {-change}.",
             errors=[FieldError(field="change", message=f"available: {db_product.stock_quantity}")],
         )

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
-from api.core.errors import Conflict, NotFound
+from api.core.errors import AlreadyExists, Conflict, NotFound
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
 from api.orders.models import Order, OrderStatus
@@ -90,7 +90,7 @@ async def ensure_superuser(
         await session.exec(select(User).where(func.lower(User.email) == email.lower()))
     ).first()
     if db_user is None:
-        raise Conflict(f"username {username} is taken by a user with another email")
+        raise AlreadyExists(f"username {username} is taken by a user with another email")
     if promote and not db_user.is_superuser:
         db_user.is_superuser = True
         session.add(db_user)
@@ -142,7 +142,7 @@ async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> 
     except Conflict as exc:
         field = exc.errors[0].field if exc.errors else "value"
         values = [getattr(u, field, None) for u in users_in]
-        raise Conflict(
+        raise AlreadyExists(
             f"{field} is already taken (one of: {', '.join(map(str, values))[:200]}).",
             errors=exc.errors,
         ) from exc

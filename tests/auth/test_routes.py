@@ -230,7 +230,7 @@ class TestMe:
     ) -> None:
         await make_user(session, username="dave")
         assert_problem(
-            await as_carol.patch("/users/me", json={"username": "dave"}), 409, "conflict"
+            await as_carol.patch("/users/me", json={"username": "dave"}), 409, "already_exists"
         )
 
     async def test_invalid_change_is_422(self, as_carol: httpx.AsyncClient) -> None:

@@ -50,7 +50,7 @@ class TestCreateCategory:
     ) -> None:
         body = {"name": "Electronics", "slug": "electronics", "description": "Electronic devices"}
         response = await admin_client.post("/categories/", json=body)
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"name"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"name"}
 
     async def test_a_missing_parent_is_422_naming_it(
         self, admin_client: httpx.AsyncClient, session: AsyncSession
@@ -186,7 +186,7 @@ class TestUpdateCategory:
     ) -> None:
         category = await make_category(session, name="Audio")
         response = await admin_client.patch(f"/categories/{category.id}", json={"name": "Books"})
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"name"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"name"}
 
 
 class TestDeleteCategory:

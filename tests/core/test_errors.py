@@ -12,7 +12,7 @@ from sqlmodel import func, select
 from starlette.types import Message
 
 from api.core.db import SessionDep, build_engine, use_engine
-from api.core.errors import PROBLEM_MEDIA_TYPE
+from api.core.errors import PROBLEM_CODES, PROBLEM_MEDIA_TYPE, AppError
 from api.main import create_app
 from tests.conftest import Database
 from tests.helpers import app_without_database, assert_problem, settings_for_tests
@@ -205,3 +205,17 @@ async def test_a_chunked_body_under_the_limit_reaches_the_route(
 
     assert response.status_code == 201, response.text
     assert response.json()["username"] == "chunky"
+
+
+def test_every_code_an_answer_can_carry_is_documented_in_the_openapi_problem() -> None:
+    """Clients branch on `code`: each one the app raises is in PROBLEM_CODES, which the OpenAPI
+    document's Problem schema lists."""
+
+    def subclasses(cls: type[AppError]) -> list[type[AppError]]:
+        return [cls, *(sub for child in cls.__subclasses__() for sub in subclasses(child))]
+
+    raised = {cls.code for cls in subclasses(AppError)}
+    assert raised <= set(PROBLEM_CODES)
+    schema = create_app(settings_for_tests()).openapi()["components"]["schemas"]["Problem"]
+    for code in PROBLEM_CODES:
+        assert f"`{code}`" in schema["properties"]["code"]["description"]

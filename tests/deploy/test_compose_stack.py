@@ -244,7 +244,7 @@ async def test_an_order_storm_through_pgbouncer_sells_the_stock_once(stack: Stac
     others = {r.text for r in storm if r.status_code not in (201, 409)}
     assert statuses == {201: STORM_STOCK, 409: STORM_ORDERS - STORM_STOCK}, (statuses, others)
     for refusal in (r for r in storm if r.status_code == 409):
-        body = assert_problem(refusal, 409, "conflict")
+        body = assert_problem(refusal, 409, "insufficient_stock")
         assert body["errors"] == [
             {"field": "items", "message": f"product {product_id}: available 0"}
         ]

@@ -126,7 +126,7 @@ class TestCreateOrder:
     ) -> None:
         response = await customer_client.post("/orders/", json=order_body((cable, 2), (cable, 2)))
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "insufficient_stock")
         assert "Only 3" in body["detail"]
         assert await stock_of(session, cable) == 3
 
@@ -139,7 +139,7 @@ class TestCreateOrder:
     ) -> None:
         response = await customer_client.post("/orders/", json=order_body((mouse, 1), (cable, 4)))
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "insufficient_stock")
         assert body["detail"] == (f"Only 3 of product {cable.id} (USB Cable) in stock; 4 ordered.")
         assert body["errors"] == [{"field": "items", "message": f"product {cable.id}: available 3"}]
         assert await stock_of(session, mouse) == 10  # the first line's take is undone
@@ -166,7 +166,7 @@ class TestCreateOrder:
 
         response = await customer_client.post("/orders/", json=order_body((retired, 1)))
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "not_for_sale")
         assert "Old Phone" in body["detail"]
         assert await stock_of(session, retired) == 5
 
@@ -571,7 +571,7 @@ class TestStatus:
             f"/orders/{order['id']}/status", params={"new_status": new_status}
         )
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "invalid_status_transition")
         assert body["detail"] == f"A {current} order cannot become {new_status}."
         db_order = await session.get(Order, order["id"])
         assert db_order is not None
@@ -683,7 +683,7 @@ class TestHistoryIsKept:
 
         response = await admin_client.delete(f"/{model.__tablename__}/{row.id}")
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "in_use")
         assert hint in body["detail"]
         assert await session.get(model, row.id) is not None
 

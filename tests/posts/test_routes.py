@@ -91,7 +91,7 @@ class TestCreatePost:
     ) -> None:
         await make_post(session, author=alice, title="Taken")
         response = await as_alice.post("/posts/", json={"title": "Taken", "content": "x"})
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"slug"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"slug"}
 
     @pytest.mark.parametrize(
         ("body", "field"),
@@ -257,7 +257,7 @@ class TestWrites:
 
         response = await as_alice.patch(f"/posts/{post.id}", json={"slug": "first"})
 
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"slug"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"slug"}
 
     async def test_a_superuser_may_delete(
         self, admin_client: httpx.AsyncClient, alice: User, session: AsyncSession
@@ -329,7 +329,7 @@ class TestStatus:
 
         response = await as_alice.patch(f"/posts/{post.id}/status", params={"new_status": target})
 
-        detail = assert_problem(response, 409, "conflict")["detail"]
+        detail = assert_problem(response, 409, "invalid_status_transition")["detail"]
         assert start.value in detail
         assert target in detail
 

@@ -89,7 +89,7 @@ class TestCreateProduct:
     ) -> None:
         assert (await admin_client.post("/products/", json=MOUSE)).status_code == 201
         response = await admin_client.post("/products/", json=MOUSE | change)
-        assert error_fields(assert_problem(response, 409, "conflict")) == {field}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {field}
         assert await count_products(session) == 1
 
     async def test_one_name_per_category_and_no_category_is_one_group(
@@ -104,7 +104,7 @@ class TestCreateProduct:
             "/products/", json=MOUSE | {"slug": "c", "sku": "C-1", "category_id": books.id}
         )
 
-        assert error_fields(assert_problem(again, 409, "conflict")) == {"name"}
+        assert error_fields(assert_problem(again, 409, "already_exists")) == {"name"}
         assert elsewhere.status_code == 201
 
     async def test_a_missing_category_is_422(self, admin_client: httpx.AsyncClient) -> None:
@@ -268,7 +268,7 @@ class TestStock:
 
         response = await admin_client.post(f"/products/{product.id}/stock", json={"change": -3})
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "insufficient_stock")
         assert "Only 2 in stock" in body["detail"]
         await session.refresh(product)
         assert product.stock_quantity == 2
@@ -297,7 +297,7 @@ class TestStock:
 
         response = await admin_client.post(f"/products/{product.id}/stock", json={"change": 3})
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "stock_limit")
         assert error_fields(body) == {"change"}
         assert str(MAX_STOCK) in body["detail"]
         await session.refresh(product)
@@ -365,7 +365,7 @@ class TestUpdateAndDelete:
             f"/products/{product.id}", json={field: "taken", "price": "1.00"}
         )
 
-        assert error_fields(assert_problem(response, 409, "conflict")) == {field}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {field}
         await session.refresh(product)
         assert (product.sku, product.slug, product.price) == ("WIDGET", "widget", Decimal("9.99"))
 
@@ -431,5 +431,5 @@ class TestUpdateAndDelete:
 
         response = await admin_client.delete(f"/categories/{gadgets.id}")
 
-        assert "Widget" in assert_problem(response, 409, "conflict")["detail"]
+        assert "Widget" in assert_problem(response, 409, "already_exists")["detail"]
         assert await session.get(Category, gadgets.id) is not None

@@ -48,7 +48,7 @@ class TestCreateTag:
     ) -> None:
         await make_tag(session, name="python")
 
-        body_ = assert_problem(await admin_client.post("/tags/", json=body), 409, "conflict")
+        body_ = assert_problem(await admin_client.post("/tags/", json=body), 409, "already_exists")
 
         assert error_fields(body_) == {field}
         assert await count_tags(session) == 1
@@ -123,7 +123,7 @@ class TestUpdateAndDeleteTag:
 
         response = await admin_client.patch(f"/tags/{tag.id}", json={"slug": "taken"})
 
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"slug"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"slug"}
 
     async def test_null_name_is_422(
         self, admin_client: httpx.AsyncClient, session: AsyncSession

@@ -39,7 +39,7 @@ class TestBulkCreate:
 
         response = await admin_client.post("/users/bulk", json=[new_user(1), new_user(2)])
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "already_exists")
         assert error_fields(body) == {"email"}
         assert "bulk2@example.com" in body["detail"]
         assert await non_admins(session) == 1
@@ -129,7 +129,7 @@ class TestReplaceAndDeactivate:
             json={"username": "renamed", "email": "taken@example.com", "is_active": True},
         )
 
-        assert error_fields(assert_problem(response, 409, "conflict")) == {"email"}
+        assert error_fields(assert_problem(response, 409, "already_exists")) == {"email"}
         db_user = await session.get(User, user.id, populate_existing=True)
         assert db_user is not None
         assert (db_user.username, db_user.full_name) == (user.username, "Kept")

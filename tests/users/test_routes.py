@@ -57,7 +57,7 @@ class TestCreateUser:
 
         response = await client.post("/users/", json=VALID)
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "already_exists")
         assert error_fields(body) == {"username"}
         assert await count_users(session) == 1
 
@@ -68,7 +68,7 @@ class TestCreateUser:
 
         response = await client.post("/users/", json=VALID | {"email": "ALICE@example.COM"})
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "already_exists")
         assert error_fields(body) == {"email"}
         assert "email" in body["detail"]
         assert await count_users(session) == 1
@@ -302,7 +302,7 @@ class TestUpdateUser:
             f"/users/{user.id}", json={"email": "TAKEN@example.com"}
         )
 
-        body = assert_problem(response, 409, "conflict")
+        body = assert_problem(response, 409, "already_exists")
         assert error_fields(body) == {"email"}
         db_user = await reload(session, user.id)  # type: ignore[arg-type]
         assert db_user is not None
