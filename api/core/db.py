@@ -7,7 +7,7 @@ Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no conn
 - 1.18 (Debian 12; the default, `PGBOUNCER_PREPARED_STATEMENTS=false`) hands each transaction to
   any server connection, so a named statement prepared on one would be missing (or already exist)
   on the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
-  behind on the server (measured: tests/core/test_pgbouncer.py).
+  behind on the server (tests/core/test_pgbouncer.py shows both).
 - 1.21 and later with `max_prepared_statements` > 0 (`PGBOUNCER_PREPARED_STATEMENTS=true`; what
   compose.yaml and deploy/k8s run) track protocol-level prepared statements per client and
   prepare them on whichever server connection runs them, so asyncpg keeps its statement cache:
@@ -68,7 +68,7 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         "command_timeout": settings.db_command_timeout,
         "ssl": tls_context(settings),
         # Spelled as the server reports it: asyncpg's own 'utf-8' differs, and PgBouncer then
-        # prefixes every transaction with SET client_encoding (measured: make bench).
+        # prefixes every transaction with SET client_encoding.
         "server_settings": {"client_encoding": "UTF8"},
     }
     if not settings.statement_cache:
@@ -144,8 +144,7 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the session closes, and its connection goes back to the pool, once the
 # response is built (the rows serialized), before it is sent. With the default it closed after
 # the send, and the next request on a keep-alive connection could find the pool still short of
-# that connection and queue for one (make bench, pooled, 50 connections: GET /products/{id}'s
-# p99 1,078 -> 354 ms, page 1's 2,849 -> 1,106 ms).
+# that connection and queue for one: the tail latency of a pooled app under load.
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
@@ -245,8 +244,7 @@ async def get_by_key(session: AsyncSession, model: type[M], key: Any) -> M | Non
     """The row of `model` with primary key `key`, or None. What `session.get` does for a row
     not yet in the session, by a statement built once per model: SQLAlchemy computes a
     statement's cache key once per statement object, and `session.get` builds a new one per
-    call (make bench, GET /products/{id}: app CPU 3.02 -> 2.67 ms on NullPool, 1.90 -> 1.58 ms
-    pooled). A row the session already holds (the current user, looked up again by id) is
+    call. A row the session already holds (the current user, looked up again by id) is
     `session.get`'s: no statement."""
     if sa_inspect(model).identity_key_from_primary_key((key,)) in session.identity_map:
         return await session.get(model, key)

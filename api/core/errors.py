@@ -30,7 +30,7 @@ MAX_ERRORS = 20
 MAX_MESSAGE = 200
 
 
-# Every code an answer of the API carries, and when (docs/: the README's errors section).
+# Every code an answer of the API carries, and when (docs/api.md lists them too).
 PROBLEM_CODES = {
     "bad_request": "400, a malformed request (bad JSON, a bad header)",
     "unauthorized": "401, no valid bearer token, or a wrong password at login",

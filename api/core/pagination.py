@@ -20,8 +20,7 @@ and only valid for a list in the order that made it: a malformed or foreign one 
 list query ends its ORDER BY with a unique column (the id), which keyset paging needs.
 
 The page is built without validating its rows: the route's response model validates them once,
-on the way out (fastapi-pagination, used before, validated each page twice, its own way and
-FastAPI's).
+on the way out.
 """
 
 import base64
@@ -206,8 +205,8 @@ def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
 def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:
     """count(*) of the query's first COUNT_CAP + 1 rows, in whatever order is cheapest. The rows
     are counted without their columns (`SELECT 1`, same FROM and WHERE; loader options go with
-    the columns): PostgreSQL otherwise forms every column of the 10,001 rows it counts (make
-    bench's products: 2.9 -> 2.4 ms a count). A DISTINCT or GROUP BY depends on its columns,
+    the columns): PostgreSQL otherwise forms every column of the 10,001 rows it counts. A
+    DISTINCT or GROUP BY depends on its columns,
     so such a query keeps them."""
     rows: Select[Any] = query
     if not (query._distinct or query._group_by_clauses):
