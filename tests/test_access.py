@@ -1,5 +1,5 @@
 """Every route of the OpenAPI document, called as anonymous, as a user, as another user and as a
-superuser, against the access table in the README."""
+superuser, against the access table in docs/api.md."""
 
 import itertools
 import re
@@ -31,7 +31,7 @@ serial = itertools.count(1)
 
 
 def access_table() -> dict[tuple[str, str], str]:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "api.md").read_text()
     section = readme.split("\n## Access\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| (\S+) \| (\w+) \|$", section, re.M)
     return {(method, path): level for method, path, level in rows}
@@ -45,8 +45,8 @@ def openapi_routes() -> set[tuple[str, str]]:
 def test_the_table_lists_every_route_and_only_routes() -> None:
     table = access_table()
     assert set(table.values()) <= LEVELS
-    assert openapi_routes() - table.keys() == set(), "routes missing from the README table"
-    assert table.keys() - openapi_routes() == set(), "the README table lists unknown routes"
+    assert openapi_routes() - table.keys() == set(), "routes missing from the table in docs/api.md"
+    assert table.keys() - openapi_routes() == set(), "the table in docs/api.md lists unknown routes"
 
 
 async def call(
