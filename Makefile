@@ -96,7 +96,7 @@ backup: env
 
 restore: env
 	@test -n "$(FILE)" || { echo "make restore FILE=backups/<a dump> [FORCE=1] [TARGET=compose|local]"; exit 2; }
-	@$(UV) run --frozen python -m devstack restore "$(FILE)" $(if $(TARGET),--target $(TARGET)) $(if $(FORCE),--force)
+	@$(UV) run --frozen python -m devstack restore "$(FILE)" $(if $(TARGET),--target $(TARGET)) $(if $(filter 1,$(FORCE)),--force)
 
 compose-env: env
 	@if [ -e .env ]; then echo ".env exists; move it away to make a new one."; exit 1; fi

@@ -43,9 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.add_argument("--target", choices=["compose", "local"], default=None)
         command.add_argument("--data-dir", type=Path, default=devstack.ROOT / ".data" / "postgres")
         command.add_argument("--project", default=None, help="the compose project's name")
-        if name == "backup":
-            command.add_argument("--out", type=Path, default=backups.BACKUPS)
-        else:
+        command.add_argument(
+            "--out", type=Path, default=backups.BACKUPS, help="where dumps are written"
+        )
+        if name == "restore":
             command.add_argument("file", type=Path)
             command.add_argument("--force", action="store_true", help="replace a database")
     bench = commands.add_parser("hash-benchmark", help="time one password verify")
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "backup":
                 print(f"wrote {backups.main_backup(target, args.out)} ({target.name})")
             else:
-                backups.main_restore(target, args.file, force=args.force)
+                backups.main_restore(target, args.file, force=args.force, safety=args.out)
                 print(f"restored {args.file} into the {target.name} database and migrated it")
         except (backups.BackupError, devstack.DevStackError) as exc:
             print(f"{args.command}: {exc}", file=sys.stderr)

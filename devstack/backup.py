@@ -3,9 +3,10 @@ for the compose stack (through its `db` service) or make run's embedded cluster 
 
 A backup is `pg_dump --format=custom` (one snapshot: consistent while the API writes), written to
 `backups/storefront-<UTC time>-<Alembic revision>.dump` through a temporary name, so a file there
-is always whole. A restore stops the API, refuses a database that already holds tables unless
-forced (then the database is dropped and made again, empty, for its owner), restores the dump in
-one transaction, runs `alembic upgrade head` (a dump of an older release comes up to date) and
+is always whole. A restore checks that the file is a whole dump, stops the API, refuses a
+database that already holds tables unless forced (then the database is first dumped into
+backups/, then dropped and made again, empty, for its owner), restores the dump in one
+transaction, runs `alembic upgrade head` (a dump of an older release comes up to date) and
 starts the API again.
 
 Which stack: `--target compose` or `local`; by default compose when its `db` service runs,
@@ -41,6 +42,7 @@ class Target(Protocol):
 
     def psql(self, sql: str, *, database: str = DATABASE) -> str: ...
     def dump(self, out: Path) -> None: ...
+    def verify(self, dump: Path) -> None: ...
     def restore(self, dump: Path) -> None: ...
     def migrate(self) -> None: ...
     def stop_api(self) -> None: ...
@@ -90,6 +92,14 @@ class Compose:
             )
         if result.returncode != 0:
             raise BackupError(f"pg_dump: {result.stderr.decode(errors='replace').strip()}")
+
+    def verify(self, dump: Path) -> None:
+        with dump.open("rb") as file:
+            result = subprocess.run(
+                self.exec_db("pg_restore", "--list"), stdin=file, capture_output=True
+            )
+        if result.returncode != 0:
+            raise BackupError(f"{dump} is not a whole dump: {result.stderr.decode().strip()}")
 
     def restore(self, dump: Path) -> None:
         with dump.open("rb") as file:
@@ -172,6 +182,13 @@ class Local:
             [pg_dump, *self.connection(), "--format=custom", "-f", str(out)], env=self.environment()
         )
 
+    def verify(self, dump: Path) -> None:
+        pg_restore = str(self.postgres.bin_dir / "pg_restore")
+        try:
+            run([pg_restore, "--list", str(dump)])
+        except BackupError as exc:
+            raise BackupError(f"{dump} is not a whole dump: {exc}") from exc
+
     def restore(self, dump: Path) -> None:
         pg_restore = str(self.postgres.bin_dir / "pg_restore")
         command = [pg_restore, *self.connection(), "--exit-on-error", "--single-transaction"]
@@ -193,16 +210,18 @@ class Local:
 
 def revision(target: Target) -> str:
     try:
-        found = target.psql("SELECT version_num FROM alembic_version").strip()
+        found = target.psql("SELECT version_num FROM alembic_version").split()
     except BackupError:
         return "unmigrated"
-    return found or "unmigrated"
+    return "+".join(found) or "unmigrated"
 
 
 def backup(target: Target, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"storefront-{stamp}-{revision(target)}.dump"
+    if final.exists():
+        raise BackupError(f"{final} exists")
     partial = final.with_suffix(".dump.partial")
     try:
         target.dump(partial)
@@ -216,16 +235,19 @@ def tables_in(target: Target) -> int:
     return int(target.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
 
 
-def restore(target: Target, dump: Path, *, force: bool) -> None:
+def restore(target: Target, dump: Path, *, force: bool, safety: Path = BACKUPS) -> None:
     if not dump.is_file():
         raise BackupError(f"{dump}: no such file")
+    target.verify(dump)  # a truncated or foreign file is refused before anything changes
     target.stop_api()
     if tables_in(target):
         if not force:
             raise BackupError(
                 f"the {target.name} database already holds tables: FORCE=1 replaces it "
-                "(everything in it is lost)"
+                "(a dump of it is taken first)"
             )
+        before = backup(target, safety)
+        print(f"the database as it was, before the restore: {before}", file=sys.stderr)
         owner = target.psql(
             f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{DATABASE}'"
         ).strip()
@@ -256,10 +278,10 @@ def main_backup(target: Compose | Local, out: Path) -> Path:
     return backup(target, out)
 
 
-def main_restore(target: Compose | Local, dump: Path, *, force: bool) -> None:
+def main_restore(target: Compose | Local, dump: Path, *, force: bool, safety: Path) -> None:
     if isinstance(target, Local):
         target.stop_api()  # before starting a cluster of our own
         with target.started(fresh_ok=True):
-            restore(target, dump, force=force)
+            restore(target, dump, force=force, safety=safety)
         return
-    restore(target, dump, force=force)
+    restore(target, dump, force=force, safety=safety)

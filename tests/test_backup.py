@@ -92,6 +92,11 @@ def test_a_backup_of_make_run_restores_row_for_row(tmp_path: Path) -> None:
     assert dump.name.endswith(f"-{head}.dump")  # named with the schema's revision
 
     copy_cluster = copy / "data" / "postgres"  # where make_run(copy) keeps it
+    truncated = tmp_path / "truncated.dump"
+    truncated.write_bytes(dump.read_bytes()[:2000])
+    broken = devstack_command("restore", str(truncated), "--data-dir", str(copy_cluster))
+    assert broken.returncode == 1
+    assert "not a whole dump" in broken.stderr
     restored = devstack_command("restore", str(dump), "--data-dir", str(copy_cluster))
     assert restored.returncode == 0, restored.stderr
     again = devstack_command("restore", str(dump), "--data-dir", str(copy_cluster))

@@ -525,6 +525,12 @@ async def test_a_restart_under_load_costs_503s_only_until_it_is_back(
     assert totals == [acknowledged[customer.id] for customer in customers]
 
 
+def cut_short(dump: Path, copy: Path) -> Path:
+    """The dump's first 2,000 bytes: what a copy interrupted on its way looks like."""
+    copy.write_bytes(dump.read_bytes()[:2000])
+    return copy
+
+
 def stack_contents(target: Compose) -> dict[str, str]:
     """Every table's rows in a stable order, and every sequence's position."""
     found = {}
@@ -581,8 +587,15 @@ async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_pa
     refused = devstack_command("restore", dump)
     assert refused.returncode == 1
     assert "FORCE=1" in refused.stderr
-    restored = devstack_command("restore", dump, "--force")
+    truncated = await asyncio.to_thread(cut_short, Path(dump), tmp_path / "truncated.dump")
+    broken = devstack_command("restore", str(truncated), "--force")
+    assert broken.returncode == 1
+    assert "not a whole dump" in broken.stderr
+    assert stack_contents(target) == before  # nothing was dropped
+    restored = devstack_command("restore", dump, "--force", "--out", str(tmp_path / "before"))
     assert restored.returncode == 0, restored.stderr
+    [before_restore] = (tmp_path / "before").iterdir()  # the replaced database, dumped first
+    assert before_restore.stat().st_size > 0
     assert stack_contents(target) == before
 
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
