@@ -140,9 +140,17 @@ async def ensure_roles(superuser_url: str, *, owner: Login, app: Login) -> str:
     database = make_url(superuser_url).database
     if not database:
         raise ValueError("the superuser URL must name the app's database")
-    engine = create_async_engine(superuser_url, poolclass=NullPool)
+    engine = create_async_engine(superuser_url, poolclass=NullPool, hide_parameters=True)
     try:
         async with engine.begin() as connection:
+            superuser = await connection.scalar(
+                text("SELECT rolsuper FROM pg_roles WHERE rolname = :role"), {"role": owner.role}
+            )
+            if superuser:
+                raise ValueError(
+                    f"{owner.role} is a superuser here (a volume made before the roles were "
+                    "split, when it was POSTGRES_USER): see CHANGELOG.md, 'Upgrading from 0.1.0'"
+                )
             await _ensure_login(connection, owner, PEOPLE_SCRAM_ITERATIONS)
             app_secret = await _ensure_login(connection, app, APP_ROLE_SCRAM_ITERATIONS)
             await _execute_formatted(

@@ -166,6 +166,23 @@ def test_the_db_setup_job_names_what_it_misses(
     assert "SUPERUSER_DATABASE_URL" in capsys.readouterr().err
 
 
+async def test_an_owner_that_is_a_superuser_is_refused(
+    make_database: Callable[[str], Awaitable[Database]],
+) -> None:
+    """A compose volume made before the roles were split has the owner as its superuser:
+    db-setup says so instead of stripping the bootstrap superuser of its rights."""
+    db = await make_database("superowner")
+    owner = Login(f"super_owner_{secrets.token_hex(4)}", dbroles.generate_password())
+    await admin_execute(db.server_url, f'CREATE ROLE "{owner.role}" SUPERUSER LOGIN')
+    try:
+        app = Login(f"app_{secrets.token_hex(4)}", dbroles.generate_password())
+        with pytest.raises(ValueError, match="is a superuser here"):
+            await dbroles.ensure_roles(db.url, owner=owner, app=app)
+        assert await query(db.url, "SELECT 1 FROM pg_roles WHERE rolname = $1", app.role) == []
+    finally:
+        await admin_execute(db.server_url, f'DROP ROLE "{owner.role}"')
+
+
 async def test_the_app_role_is_never_the_owner() -> None:
     same = Login("storefront", "x" * 43)
     with pytest.raises(ValueError, match="must not be the owner"):
