@@ -115,14 +115,17 @@ def supervise(
     uvicorn's exit status, or 1 when a service needed more than RESTARTS starts within
     RESTART_WINDOW seconds."""
     starts: dict[str, deque[float]] = {service.name: deque() for service in services}
+    not_before: dict[str, float] = {}  # after a failed start, a pause that grows with each
     while (code := server.poll()) is None:
         for service in services:
             process = service.process
             if process is not None and process.poll() is None:
                 continue  # running; poll() reaps a child that has ended
-            if process is not None:
-                say(f"{service.name} {describe(process.returncode)}")
             recent, now = starts[service.name], time.monotonic()
+            if now < not_before.get(service.name, 0.0):
+                continue
+            if process is not None and process.returncode is not None:
+                say(f"{service.name} {describe(process.returncode)}")
             while recent and now - recent[0] > RESTART_WINDOW:
                 recent.popleft()
             if len(recent) >= RESTARTS:
@@ -135,8 +138,9 @@ def supervise(
             say(f"starting {service.name} again ({len(recent)} of {RESTARTS})")
             try:
                 service.start()
-            except devstack.DevStackError as exc:
+            except (devstack.DevStackError, OSError) as exc:
                 say(f"{service.name} did not start: {exc}")
+                not_before[service.name] = time.monotonic() + len(recent)
         time.sleep(POLL_SECONDS)
     return code
 
