@@ -11,6 +11,7 @@ always with an explicit value (0 turns tracking off).
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from dataclasses import dataclass
@@ -82,17 +83,25 @@ def userlist(user: str, password: str) -> str:
     return '"{}" "{}"\n'.format(user.replace('"', '""'), password.replace('"', '""'))
 
 
+def replace_file(path: Path, text: str, mode: int) -> None:
+    """`path` holds `text` with `mode`, whole: written beside it, then renamed over it, so a
+    PgBouncer starting meanwhile reads the old file or the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    partial.chmod(mode)
+    os.replace(partial, path)
+
+
 def write(directory: Path, config: PgBouncerConfig, *, user: str, password: str) -> Path:
-    """Write pgbouncer.ini (0644) and userlist.txt (0600, the password) into `directory`;
-    returns the ini's path."""
+    """Write pgbouncer.ini (0644) and userlist.txt (0600, the password or secret) into
+    `directory`; returns the ini's path."""
     directory.mkdir(parents=True, exist_ok=True)
     ini = directory / "pgbouncer.ini"
-    ini.write_text(render(config))
-    ini.chmod(0o644)
-    users = directory / "userlist.txt"
-    users.touch(mode=0o600)
-    users.chmod(0o600)
-    users.write_text(userlist(user, password))
+    replace_file(ini, render(config), 0o644)
+    replace_file(directory / "userlist.txt", userlist(user, password), 0o600)
     return ini
 
 

@@ -159,7 +159,12 @@ class Local:
         try:
             if port is None:
                 self.server.start()
+            if fresh_ok:
                 self.server.create_database(DATABASE)
+            elif not self.psql(
+                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'", database="postgres"
+            ).strip():
+                raise BackupError(f"no {DATABASE} database in {self.data_dir}: nothing to back up")
             yield self
         finally:
             if port is None:
