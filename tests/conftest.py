@@ -52,6 +52,7 @@ from tests.helpers import (
     alembic,
     asyncpg_url,
     client_for,
+    drop_database,
     running_pgbouncer,
     settings_for_tests,
 )
@@ -194,7 +195,7 @@ async def make_database(
 
     yield make
     for name in created:
-        await admin_execute(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(postgres_server, name)
 
 
 @pytest.fixture(scope="session")
@@ -220,10 +221,10 @@ async def make_production_database(
 
     yield make
     for db in made:
-        await admin_execute(db.server_url, f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
-        for login in (db.app, db.owner):
-            assert login is not None
-            await admin_execute(db.server_url, f'DROP ROLE IF EXISTS "{login.role}"')
+        owner, app = db.owner, db.app
+        assert owner is not None
+        assert app is not None
+        await drop_database(db.server_url, db.name, app.role, owner.role)
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,13 @@ async def admin_execute(
         await conn.close()
 
 
+async def drop_database(server_url: str, name: str, *roles: str) -> None:
+    """Drop a test database (its sessions too), then the roles made for it, which belong to
+    the whole server."""
+    drops = [f'DROP ROLE IF EXISTS "{role}"' for role in roles]
+    await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', *drops)
+
+
 async def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     """One statement on a connection of its own, outside the app; its rows (none for most
     writes)."""
@@ -269,6 +276,13 @@ def client_for(app: FastAPI, user: User | None = None) -> httpx.AsyncClient:
     )
 
 
+async def log_in(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    """The bearer header of a login through `POST /auth/token` (username or email)."""
+    login = await http.post("/auth/token", data={"username": username, "password": password})
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
@@ -280,6 +294,4 @@ async def live_admin(client: httpx.AsyncClient, database_url: str) -> dict[str, 
         " VALUES ('boss', 'boss@example.com', $1, true)",
         password_hash.hash(ADMIN_PASSWORD),
     )
-    login = await client.post("/auth/token", data={"username": "boss", "password": ADMIN_PASSWORD})
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+    return await log_in(client, "boss", ADMIN_PASSWORD)

@@ -19,6 +19,7 @@ import pytest
 
 import devstack
 from devstack.serve import RESTARTS
+from tests.helpers import log_in
 from tests.support.make_run import make_run, start, wait_gone, wait_ready
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
@@ -203,7 +204,7 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
     with make_run(tmp_path, **superuser) as local:
         process, data, log = local.process, local.data, local.log
         async with httpx.AsyncClient(base_url=local.url, timeout=90) as http:
-            admin = await bearer(http, ADMIN["email"], ADMIN["password"])
+            admin = await log_in(http, ADMIN["email"], ADMIN["password"])
             product = {"name": "Ice", "slug": "ice", "price": "1.00", "sku": "ICE-1"}
             created = await http.post(
                 "/products/", json=product | {"stock_quantity": 1_000_000}, headers=admin
@@ -212,7 +213,7 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
             product_id = created.json()["id"]
             buyer = {"username": "buyer", "email": "buyer@example.com", "password": "p" * 12}
             assert (await http.post("/users/", json=buyer)).status_code == 201
-            customer = await bearer(http, "buyer", "p" * 12)
+            customer = await log_in(http, "buyer", "p" * 12)
 
             answers: list[Answer] = []
             placed: list[int] = []
@@ -276,12 +277,6 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
             assert stock == 1_000_000 - orders  # each order that exists took its unit, no other
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 60) == 0
-
-
-async def bearer(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    login = await http.post("/auth/token", data={"username": username, "password": password})
-    assert login.status_code == 200, login.text
-    return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
 async def until_serving(

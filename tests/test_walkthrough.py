@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import Database, serving
-from tests.helpers import running_pgbouncer
+from tests.helpers import log_in, running_pgbouncer
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
@@ -36,14 +36,8 @@ async def test_the_seed_walkthrough(
             await walk(http)
 
 
-async def token(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
-    response = await http.post("/auth/token", data={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
 async def walk(http: httpx.AsyncClient) -> None:
-    admin = await token(http, ADMIN["email"], ADMIN["password"])
+    admin = await log_in(http, ADMIN["email"], ADMIN["password"])
 
     # Create a category: Electronics exists already (the data migration), so look it up.
     category = {"name": "Electronics", "slug": "electronics", "description": "Electronic devices"}
@@ -76,7 +70,7 @@ async def walk(http: httpx.AsyncClient) -> None:
     created = await http.post("/users/", json=user)
     assert created.status_code == 201, created.text
     user_id = created.json()["id"]
-    john = await token(http, "johndoe", "SecurePass123")
+    john = await log_in(http, "johndoe", "SecurePass123")
 
     # Create an order (the seed names the user in the body: their own id is accepted).
     order = {"user_id": user_id, "items": [{"product_id": product_id, "quantity": 2}]}

@@ -17,7 +17,7 @@ from api import dbroles
 from api.core.config import Settings
 from api.dbroles import Login
 from tests.conftest import Database
-from tests.helpers import ROOT, admin_execute
+from tests.helpers import ROOT, drop_database
 
 SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
 # Read by uvicorn itself (the image's CMD), not by the app's settings.
@@ -99,11 +99,7 @@ async def db_setup_ran(database: Database, out: Path) -> AsyncIterator[DbSetup]:
         await asyncio.to_thread(setup.run)
         yield setup
     finally:
-        await admin_execute(
-            database.server_url, f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)'
-        )
-        for login in (setup.app, setup.owner):
-            await admin_execute(database.server_url, f'DROP ROLE IF EXISTS "{login.role}"')
+        await drop_database(database.server_url, database.name, setup.app.role, setup.owner.role)
 
 
 @dataclass

@@ -32,8 +32,8 @@ import devstack
 from api import dbroles
 from devstack.backup import Compose
 from tests.conftest import docker_reachable
-from tests.helpers import ROOT, assert_problem
-from tests.test_walkthrough import ADMIN, token, walk
+from tests.helpers import ROOT, assert_problem, log_in
+from tests.test_walkthrough import ADMIN, walk
 
 OPT_IN = "STOREFRONT_COMPOSE_TEST"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"
@@ -164,7 +164,7 @@ async def sign_up(http: httpx.AsyncClient, count: int) -> list[Customer]:
         user = {"username": username, "email": f"{username}@example.com", "password": password}
         created = await http.post("/users/", json=user)
         assert created.status_code == 201, created.text
-        customers.append(Customer(created.json()["id"], await token(http, username, password)))
+        customers.append(Customer(created.json()["id"], await log_in(http, username, password)))
     return customers
 
 
@@ -228,7 +228,7 @@ async def test_an_order_storm_through_pgbouncer_sells_the_stock_once(stack: Stac
     with asyncpg's statement cache on: ten placed, thirty refused with a 409 problem, nothing in
     between, and no prepared statement lost or duplicated on the way."""
     async with httpx.AsyncClient(base_url=stack.url, timeout=120) as http:
-        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        admin = await log_in(http, ADMIN["email"], ADMIN["password"])
         product_id = await create_product(http, admin, STORM_STOCK)
         customers = await sign_up(http, STORM_CUSTOMERS)
         buyers = [customers[n % STORM_CUSTOMERS] for n in range(STORM_ORDERS)]
@@ -482,7 +482,7 @@ async def test_a_restart_under_load_costs_503s_only_until_it_is_back(
     service's return, which comes within RECOVERY_BOUND of the restart's end; no order told 201
     is lost, and the stock went down by exactly the orders placed."""
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as http:
-        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        admin = await log_in(http, ADMIN["email"], ADMIN["password"])
         product_id = await create_product(http, admin, LOAD_STOCK)
         customers = await sign_up(http, LOAD_CLIENTS)
         placed: list[Placed] = []
@@ -552,7 +552,7 @@ async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_pa
     project = stack.compose[stack.compose.index("--project-name") + 1]
     target = Compose(project)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
-        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        admin = await log_in(http, ADMIN["email"], ADMIN["password"])
         tag = await http.post("/tags/", json={"name": unique("kept")}, headers=admin)
         assert tag.status_code == 201, tag.text
         post = await http.post(
@@ -599,7 +599,7 @@ async def test_a_backup_restores_into_the_stack_row_for_row(stack: Stack, tmp_pa
     assert stack_contents(target) == before
 
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
-        admin = await token(http, ADMIN["email"], ADMIN["password"])
+        admin = await log_in(http, ADMIN["email"], ADMIN["password"])
         product_id = await create_product(http, admin, 5)
         order = await http.post("/orders/", json=one_of(product_id), headers=admin)
         assert order.status_code == 201, order.text
