@@ -54,8 +54,25 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if result.returncode != 0:
-        raise BackupError(f"{Path(command[0]).name}: {result.stderr.strip()[-2000:]}")
+        raise BackupError(f"{program(command)}: {result.stderr.strip()[-2000:]}")
     return result
+
+
+def program(command: list[str]) -> str:
+    """The PostgreSQL tool a command runs (inside `docker compose exec` too), for messages."""
+    names = [Path(part).name for part in command]
+    return next((name for name in names if name.startswith(("pg_", "psql"))), names[0])
+
+
+def stream(command: list[str], *, source: Path | None = None, into: Path | None = None) -> None:
+    """Run `command` with a dump file as its standard input (`source`) or output (`into`)."""
+    with contextlib.ExitStack() as files:
+        stdin = files.enter_context(source.open("rb")) if source else subprocess.DEVNULL
+        stdout = files.enter_context(into.open("wb")) if into else subprocess.DEVNULL
+        result = subprocess.run(command, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        error = result.stderr.decode(errors="replace").strip()[-2000:]
+        raise BackupError(f"{program(command)}: {error}")
 
 
 @dataclass
@@ -84,35 +101,14 @@ class Compose:
         return run(self.exec_db("psql", "-U", "postgres", "-d", database, "-XAtqc", sql)).stdout
 
     def dump(self, out: Path) -> None:
-        with out.open("wb") as file:
-            result = subprocess.run(
-                self.exec_db("pg_dump", "-U", "postgres", "--format=custom", DATABASE),
-                stdout=file,
-                stderr=subprocess.PIPE,
-            )
-        if result.returncode != 0:
-            raise BackupError(f"pg_dump: {result.stderr.decode(errors='replace').strip()}")
+        stream(self.exec_db("pg_dump", "-U", "postgres", "--format=custom", DATABASE), into=out)
 
     def verify(self, dump: Path) -> None:
-        with dump.open("rb") as file:
-            result = subprocess.run(
-                self.exec_db("pg_restore", "--list"), stdin=file, capture_output=True
-            )
-        if result.returncode != 0:
-            raise BackupError(f"{dump} is not a whole dump: {result.stderr.decode().strip()}")
+        stream(self.exec_db("pg_restore", "--list"), source=dump)
 
     def restore(self, dump: Path) -> None:
-        with dump.open("rb") as file:
-            result = subprocess.run(
-                self.exec_db(
-                    "pg_restore", "-U", "postgres", "-d", DATABASE, "--exit-on-error",
-                    "--single-transaction",
-                ),
-                stdin=file,
-                capture_output=True,
-            )  # fmt: skip
-        if result.returncode != 0:
-            raise BackupError(f"pg_restore: {result.stderr.decode(errors='replace').strip()}")
+        restore = ["pg_restore", "-U", "postgres", "-d", DATABASE, "--exit-on-error"]
+        stream(self.exec_db(*restore, "--single-transaction"), source=dump)
 
     def migrate(self) -> None:
         run(self.command("run", "--rm", "--no-deps", "migrate"))
@@ -188,11 +184,7 @@ class Local:
         )
 
     def verify(self, dump: Path) -> None:
-        pg_restore = str(self.postgres.bin_dir / "pg_restore")
-        try:
-            run([pg_restore, "--list", str(dump)])
-        except BackupError as exc:
-            raise BackupError(f"{dump} is not a whole dump: {exc}") from exc
+        run([str(self.postgres.bin_dir / "pg_restore"), "--list", str(dump)])
 
     def restore(self, dump: Path) -> None:
         pg_restore = str(self.postgres.bin_dir / "pg_restore")
@@ -243,7 +235,10 @@ def tables_in(target: Target) -> int:
 def restore(target: Target, dump: Path, *, force: bool, safety: Path = BACKUPS) -> None:
     if not dump.is_file():
         raise BackupError(f"{dump}: no such file")
-    target.verify(dump)  # a truncated or foreign file is refused before anything changes
+    try:  # a truncated or foreign file is refused before anything changes
+        target.verify(dump)
+    except BackupError as exc:
+        raise BackupError(f"{dump} is not a whole dump: {exc}") from exc
     target.stop_api()
     if tables_in(target):
         if not force:
