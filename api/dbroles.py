@@ -103,9 +103,7 @@ def matches(secret: str | None, password: str, iterations: int) -> bool:
     if found is None or int(found[1]) != iterations:
         return False
     salt = base64.b64decode(found[2])
-    return hmac.compare_digest(
-        scram_secret(password, iterations=iterations, salt=salt), secret or ""
-    )
+    return hmac.compare_digest(scram_secret(password, iterations=iterations, salt=salt), found[0])
 
 
 async def _ensure_login(connection: AsyncConnection, login: Login, iterations: int) -> str:
