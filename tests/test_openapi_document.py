@@ -1,0 +1,69 @@
+"""The OpenAPI document does not drift by accident.
+
+`tests/openapi.json` is the document clients generate their code from. This test compares the
+app's document with it, schema by schema and operation by operation, so that a refactor of the
+models or the routes cannot change a property, a constraint, a required field or a status without
+a reviewer seeing it. A change made on purpose rewrites the file in the same commit:
+
+    .venv/bin/python -m tests.test_openapi_document
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from api.main import create_app
+from tests.helpers import settings_for_tests
+
+SNAPSHOT = Path(__file__).with_name("openapi.json")
+
+
+def current_document() -> dict[str, Any]:
+    document = create_app(settings_for_tests()).openapi()
+    # The release is the package's version, which changes without the contract changing.
+    document["info"].pop("version")
+    return document
+
+
+CURRENT = current_document()
+RECORDED = json.loads(SNAPSHOT.read_text())
+
+
+def test_the_same_schemas_are_published() -> None:
+    assert sorted(CURRENT["components"]["schemas"]) == sorted(RECORDED["components"]["schemas"])
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED["components"]["schemas"]))
+def test_each_schema_keeps_its_properties_and_constraints(name: str) -> None:
+    assert CURRENT["components"]["schemas"].get(name) == RECORDED["components"]["schemas"][name]
+
+
+def test_the_same_operations_are_published() -> None:
+    def operations(document: dict[str, Any]) -> list[str]:
+        return sorted(
+            f"{verb.upper()} {path}" for path, item in document["paths"].items() for verb in item
+        )
+
+    assert operations(CURRENT) == operations(RECORDED)
+
+
+@pytest.mark.parametrize("path", sorted(RECORDED["paths"]))
+def test_each_path_keeps_its_parameters_bodies_and_answers(path: str) -> None:
+    assert CURRENT["paths"].get(path) == RECORDED["paths"][path]
+
+
+def test_the_rest_of_the_document_is_unchanged() -> None:
+    def rest(document: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in document.items() if key not in {"paths", "components"}}
+
+    assert rest(CURRENT) == rest(RECORDED)
+    assert {k: v for k, v in CURRENT["components"].items() if k != "schemas"} == {
+        k: v for k, v in RECORDED["components"].items() if k != "schemas"
+    }
+
+
+if __name__ == "__main__":
+    SNAPSHOT.write_text(json.dumps(current_document(), indent=2, sort_keys=True) + "\n")
+    print(f"wrote {SNAPSHOT}")
