@@ -23,13 +23,36 @@ from api.health.routes import root as root_router
 from api.health.routes import router as health_router
 from api.notifications.routes import router as notifications_router
 from api.orders.routes import router as orders_router
+from api.orders.routes import users_router as orders_users_router
 from api.posts.routes import router as posts_router
+from api.posts.routes import users_router as posts_users_router
+from api.products.routes import categories_router as products_categories_router
 from api.products.routes import router as products_router
 from api.tags.routes import router as tags_router
 from api.users import service as user_service
 from api.users.routes import router as users_router
 
 logger = logging.getLogger(__name__)
+
+# Most requested first: FastAPI tries the routes in order, each included router's one by one,
+# so a router's place costs or saves its requests time (docs/design.md). Correctness does not
+# depend on it: overlapping paths are told apart by their types (api.core.routing), and a test
+# includes the routers in reverse order.
+ROUTERS = (
+    root_router,
+    health_router,
+    products_router,
+    categories_router,
+    products_categories_router,
+    tags_router,
+    posts_router,
+    orders_router,
+    auth_router,
+    users_router,
+    posts_users_router,
+    orders_users_router,
+    notifications_router,
+)
 
 
 @asynccontextmanager
@@ -109,23 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    # Routers in order of expected traffic: FastAPI 0.165 tries every route of every router
-    # included before the one that matches (fastapi/fastapi#16159 would skip by prefix), about
-    # 4 us each. Catalog and blog reads first, sign-in and accounts last (in-process, per
-    # request: GET /products/{id} -150 us, GET /orders/{id} -100 us, GET /users/{id} +210 us).
-    # Where two routers' paths overlap the first one answers: notifications'
-    # /users/{user_id}/notifications lies under /users, and GET /users/by-email/notifications
-    # is users' by-email lookup, so notifications come after users.
-    app.include_router(root_router)
-    app.include_router(health_router)
-    app.include_router(products_router)
-    app.include_router(categories_router)
-    app.include_router(tags_router)
-    app.include_router(posts_router)
-    app.include_router(orders_router)
-    app.include_router(auth_router)
-    app.include_router(users_router)
-    app.include_router(notifications_router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read.

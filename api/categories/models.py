@@ -1,7 +1,7 @@
 """The Category family: a tree of categories (a parent each, SET NULL when it goes)."""
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 from sqlmodel import Field, Relationship, SQLModel
 
@@ -13,9 +13,6 @@ from api.core.models import (
     slug_field,
     text_field,
 )
-
-if TYPE_CHECKING:
-    from api.products.models import Product
 
 NAME_MAX = 100
 
@@ -49,10 +46,6 @@ class Category(CategoryBase, table=True):
         back_populates="parent",
         sa_relationship_kwargs={"lazy": "raise", "order_by": "Category.id"},
         passive_deletes=True,
-    )
-    # The database uncategorises products when their category goes (ON DELETE SET NULL).
-    products: list["Product"] = Relationship(
-        back_populates="category", sa_relationship_kwargs={"lazy": "raise"}, passive_deletes=True
     )
 
 

@@ -167,13 +167,14 @@ async def constraint_errors(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AsyncIterator[None]:
     """Flush the block's changes and let the database's constraints decide: a broken unique
     constraint is a 409 naming its field, a foreign key to a missing row a 422 naming its field,
     a delete that a RESTRICT foreign key refuses a 409 saying what still refers to the row. No
-    check-then-write race. `unique` and `references` go from constraint name to field name,
-    `in_use` from constraint name to the message.
+    check-then-write race. `unique` and `references` go from constraint name to field name;
+    `in_use` is the message of a refused delete, for a block that only deletes: the package
+    whose row it is does not know the names of the keys other packages point at it.
 
     No savepoint: the answer ends the request, whose transaction is rolled back, so nothing has
     to stay usable after the error (a savepoint cost every create and delete two statements, the
@@ -189,7 +190,7 @@ async def constraint_answers(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AsyncIterator[None]:
     """`constraint_errors` without its flush, for a block whose statements run as they are sent
     (an UPDATE ... RETURNING): a broken constraint the maps name is raised as its answer, any
@@ -208,12 +209,12 @@ def constraint_error(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AppError | None:
     """The answer for a broken constraint named in the maps (see `constraint_errors`), or None
     for one they do not name."""
     sqlstate, constraint = violated_constraint(exc)
-    unique, references, in_use = unique or {}, references or {}, in_use or {}
+    unique, references = unique or {}, references or {}
     if sqlstate == UNIQUE_VIOLATION and constraint in unique:
         field = unique[constraint or ""]
         return AlreadyExists(
@@ -226,8 +227,8 @@ def constraint_error(
             f"{field} does not name an existing row.",
             errors=[FieldError(field=field, message="does not exist")],
         )
-    if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
-        return InUse(in_use[constraint or ""])
+    if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and in_use is not None:
+        return InUse(in_use)
     return None
 
 

@@ -155,5 +155,18 @@ class OrderStats(SQLModel):
     orders_by_status: dict[OrderStatus, int]
 
 
+class InactiveDeleted(SQLModel):
+    deleted: int
+    kept_with_orders: int = Field(description="Inactive users kept because they have orders.")
+
+
+class TopSpender(SQLModel):
+    user_id: int
+    username: str
+    email: str
+    order_count: int
+    total_spent: Decimal = Field(description="Sum of the totals of their orders not cancelled.")
+
+
 UNIQUE_ORDER_NUMBER = "uq_orders_order_number"
 REFERENCES = {"fk_orders_user_id_users": "user_id"}

@@ -16,6 +16,7 @@ from api.core.models import (
     updated_at_field,
 )
 from api.tags.models import TagRead
+from api.users.models import UserRead
 
 if TYPE_CHECKING:
     from api.tags.models import Tag
@@ -101,6 +102,18 @@ class PostUpdate(SQLModel):
     title: Title = UNCHANGED
     slug: PostSlug = UNCHANGED
     content: Content = UNCHANGED
+
+
+class PostSummary(SQLModel):
+    id: int
+    title: str
+    slug: str
+    status: str
+    published_at: datetime | None
+
+
+class UserReadWithPosts(UserRead):
+    posts: list[PostSummary]
 
 
 UNIQUE_FIELDS = {"uq_posts_slug": "slug"}

@@ -84,9 +84,7 @@ class Product(ProductBase, table=True):
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
-    category: Optional["Category"] = Relationship(
-        back_populates="products", sa_relationship_kwargs={"lazy": "raise"}
-    )
+    category: Optional["Category"] = Relationship(sa_relationship_kwargs={"lazy": "raise"})
 
 
 class ProductCreate(ProductBase):
@@ -151,4 +149,4 @@ UNIQUE_FIELDS = {
 }
 REFERENCES = {"fk_products_category_id_categories": "category_id"}
 # A product on an order is history: the database refuses the delete (RESTRICT).
-IN_USE = {"fk_order_items_product_id_products": "The product is on orders: deactivate it instead."}
+IN_USE = "The product is on orders: deactivate it instead."

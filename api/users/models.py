@@ -2,7 +2,6 @@
 request/response shapes derived from them."""
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated
 
 from pydantic import EmailStr
@@ -76,18 +75,6 @@ class UserReplace(UserBase):
     is_active: bool
 
 
-class UserReadWithPosts(UserRead):
-    posts: list["PostSummary"]
-
-
-class PostSummary(SQLModel):
-    id: int
-    title: str
-    slug: str
-    status: str
-    published_at: datetime | None
-
-
 class ActiveCount(SQLModel):
     active_users: int
 
@@ -96,21 +83,8 @@ class Deactivated(SQLModel):
     deactivated: int
 
 
-class InactiveDeleted(SQLModel):
-    deleted: int
-    kept_with_orders: int = Field(description="Inactive users kept because they have orders.")
-
-
-class TopSpender(SQLModel):
-    user_id: int
-    username: str
-    email: str
-    order_count: int
-    total_spent: Decimal = Field(description="Sum of the totals of their orders not cancelled.")
-
-
 # A user with orders is history: the database refuses the delete (RESTRICT).
-IN_USE = {"fk_orders_user_id_users": "The user has orders: deactivate them (soft delete) instead."}
+IN_USE = "The user has orders: deactivate them (soft delete) instead."
 
 # Unique constraint -> the field a 409 names.
 UNIQUE_FIELDS = {"uq_users_username": "username", "uq_users_email_lower": "email"}
