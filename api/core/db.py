@@ -132,7 +132,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The session of a route that only reads, in autocommit: the driver sends no BEGIN before
     its statements and no COMMIT after them, two round trips of the four a single-row read made
-    (make bench: about 5 % of a NullPool GET /products/{id}'s CPU). The route loses nothing: at
+    (docs/benchmarks.md). The route loses nothing: at
     READ COMMITTED, PostgreSQL's default and ours, each statement of a transaction takes its own
     snapshot anyway. Not for a route that writes or locks, nor for one that also depends on
     SessionDep (the current user's lookup does): two sessions would be two connections."""
@@ -142,20 +142,21 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 # scope="function": the session closes, and its connection goes back to the pool, once the
-# response is built (the rows serialized), before it is sent. With the default it closed after
-# the send, and the next request on a keep-alive connection could find the pool still short of
-# that connection and queue for one: the tail latency of a pooled app under load.
+# response is built (the rows serialized), before it is sent. With the default it would close
+# after the send, and the next request on a keep-alive connection could find the pool still
+# short of that connection and queue for one: the tail latency of a pooled app under load.
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 async def release_connection(session: AsyncSession) -> None:
-    """End the request's transaction, which has only read so far (the caller's user), and give
-    its connection back (closed on NullPool): for slow work that needs no database, such as
-    hashing passwords (25-60 ms of argon2 each). Held through it, the connection is a PgBouncer
-    server connection idle in a transaction, which no other client can use. The session's next
-    statement opens a new transaction, at the price of a COMMIT and a BEGIN (and on NullPool a
-    second connect). The one commit a service makes: refused when the session holds changes
-    (a statement already sent, an UPDATE say, cannot be seen here: call it before any)."""
+    """End the request's transaction, which has only read so far (the caller's user), and
+    give its connection back (closed on NullPool): for slow work that needs no database,
+    such as hashing passwords (argon2, tens of milliseconds each). Held through it, the
+    connection is a PgBouncer server connection idle in a transaction, which no other client
+    can use. The session's next statement opens a new transaction, at the price of a COMMIT
+    and a BEGIN (and on NullPool a second connect). The one commit a service makes: refused
+    when the session holds changes (a statement already sent, an UPDATE say, cannot be seen
+    here: call it before any)."""
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("release_connection would commit unflushed changes")
     await session.commit()
