@@ -38,6 +38,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import devstack
 from api import dbroles
+from api.core.config import DEPRECATED_SETTINGS
 from api.core.db import build_engine, use_engine
 from api.dbroles import Login
 from api.main import create_app
@@ -54,6 +55,7 @@ from tests.helpers import (
     client_for,
     drop_database,
     running_pgbouncer,
+    setting_fields,
     settings_for_tests,
 )
 
@@ -250,7 +252,7 @@ def pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
 
 @pytest.fixture(scope="session")
 async def direct_engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    engine = build_engine(settings_for_tests(db_pool_mode="queue"), url=database.url)
+    engine = build_engine(settings_for_tests(db_pool="queue"), url=database.url)
     yield engine
     await engine.dispose()
 
@@ -260,7 +262,8 @@ async def pgbouncer_engine(
     database: Database, pgbouncer: devstack.PgBouncer
 ) -> AsyncIterator[AsyncEngine]:
     """The production engine settings: NullPool, no statement cache, through PgBouncer."""
-    engine = build_engine(settings_for_tests(db_pool_mode="null"), url=pgbouncer.url(database.name))
+    settings = settings_for_tests(db_pool="null", db_statement_cache=False)
+    engine = build_engine(settings, url=pgbouncer.url(database.name))
     yield engine
     await engine.dispose()
 
@@ -307,7 +310,13 @@ async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]
 @pytest.fixture
 def app(db_connection: AsyncConnection, via: str) -> FastAPI:
     """The app in-process; its request sessions run inside the test's transaction."""
-    app = create_app(settings_for_tests(db_pool_mode="null" if via == "pgbouncer" else "queue"))
+    behind_pgbouncer = via == "pgbouncer"
+    app = create_app(
+        settings_for_tests(
+            db_pool="null" if behind_pgbouncer else "queue",
+            db_statement_cache=not behind_pgbouncer,
+        )
+    )
     app.state.sessionmaker = app.state.read_sessionmaker = savepoint_sessions(db_connection)
     return app
 
@@ -390,7 +399,8 @@ def serving(
         "ENVIRONMENT": "test",
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": pgbouncer.url(database.name),
-        "DB_POOL_MODE": "null",
+        "DB_POOL": "null",
+        "DB_STATEMENT_CACHE": "false",
         "MIGRATIONS_DATABASE_URL": database.url,
         "LOG_JSON": "false",
         **env_overrides,
@@ -454,10 +464,8 @@ def silent_database() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see the settings they set, not whatever the developer's shell exports."""
-    from api.core.config import Settings
-
-    for name in Settings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
+    for name in [*setting_fields(), *DEPRECATED_SETTINGS]:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

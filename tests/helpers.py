@@ -16,11 +16,12 @@ from typing import Any
 import asyncpg
 import httpx
 from fastapi import FastAPI
+from pydantic.fields import FieldInfo
 from sqlalchemy.engine import make_url
 
 import devstack
 from api.auth.service import create_access_token
-from api.core.config import Settings
+from api.core.config import DEPRECATED_SETTINGS, Settings
 from api.core.db import build_engine, use_engine
 from api.core.security import password_hash
 from api.main import create_app
@@ -39,6 +40,16 @@ def asyncpg_url(url: str, database: str | None = None) -> str:
 
 def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def setting_fields() -> dict[str, FieldInfo]:
+    """Settings' fields by the variable that sets each, without DEPRECATED_SETTINGS: those are
+    read, but are no settings of their own."""
+    return {
+        name.upper(): field
+        for name, field in Settings.model_fields.items()
+        if field.validation_alias not in DEPRECATED_SETTINGS
+    }
 
 
 def settings_for_tests(**overrides: Any) -> Settings:

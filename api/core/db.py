@@ -1,21 +1,22 @@
 """The one engine/session module: engine construction, the request's session, unique-violation
 handling.
 
-Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no connections of its own
-(NullPool). Whether asyncpg may keep prepared statements depends on the PgBouncer:
+Behind PgBouncer in transaction mode (`DB_POOL=null`) the app keeps no connections of its own
+(NullPool). Whether asyncpg may keep prepared statements (`DB_STATEMENT_CACHE`) depends on the
+PgBouncer:
 
-- 1.18 (Debian 12; the default, `PGBOUNCER_PREPARED_STATEMENTS=false`) hands each transaction to
-  any server connection, so a named statement prepared on one would be missing (or already exist)
-  on the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
-  behind on the server (tests/core/test_pgbouncer.py shows both).
-- 1.21 and later with `max_prepared_statements` > 0 (`PGBOUNCER_PREPARED_STATEMENTS=true`; what
-  compose.yaml and deploy/k8s run) track protocol-level prepared statements per client and
-  prepare them on whichever server connection runs them, so asyncpg keeps its statement cache:
-  a statement repeated on one connection is parsed and planned once.
+- 1.18 (Debian 12; `DB_STATEMENT_CACHE=false`) hands each transaction to any server connection,
+  so a named statement prepared on one would be missing (or already exist) on the next. With
+  `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing behind on the
+  server (tests/core/test_pgbouncer.py shows both).
+- 1.21 and later with `max_prepared_statements` > 0 (`DB_STATEMENT_CACHE=true`; what compose.yaml
+  and deploy/k8s run) track protocol-level prepared statements per client and prepare them on
+  whichever server connection runs them, so asyncpg keeps its statement cache: a statement
+  repeated on one connection is parsed and planned once.
 
-A small app-side pool in front of PgBouncer (`DB_POOL_MODE=queue`, `DB_THROUGH_PGBOUNCER=true`)
-follows the same rule. It is safe in transaction mode because nothing crosses a transaction: the
-app sets no session state, and named statements only exist where PgBouncer tracks them.
+A small app-side pool in front of PgBouncer (`DB_POOL=queue`) follows the same rule. It is safe in
+transaction mode because nothing crosses a transaction: the app sets no session state, and named
+statements only exist where PgBouncer tracks them.
 """
 
 import ssl
@@ -71,14 +72,14 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         # prefixes every transaction with SET client_encoding.
         "server_settings": {"client_encoding": "UTF8"},
     }
-    if not settings.statement_cache:
+    if not settings.db_statement_cache:
         arguments["statement_cache_size"] = 0
     return arguments
 
 
 def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     pool: dict[str, Any]
-    if settings.db_pool_mode == "null":
+    if settings.db_pool == "null":
         pool = {"poolclass": NullPool}
     else:
         pool = {

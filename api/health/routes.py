@@ -65,7 +65,7 @@ async def ready(request: Request) -> Readiness:
     except DATABASE_ERRORS as exc:
         # Not ready whatever the reason: unreachable, wrong password, missing database.
         raise DatabaseUnavailable from exc
-    return Readiness(latency_ms=_ms_since(started), pool_mode=settings.db_pool_mode)
+    return Readiness(latency_ms=_ms_since(started), pool_mode=settings.db_pool)
 
 
 class PoolFigures(BaseModel):
@@ -89,7 +89,7 @@ async def database(request: Request, session: SessionDep) -> DatabaseFigures:
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
     await (await session.connection()).execute(text("SELECT 1"))
-    figures = DatabaseFigures(pool_mode=settings.db_pool_mode, latency_ms=_ms_since(started))
+    figures = DatabaseFigures(pool_mode=settings.db_pool, latency_ms=_ms_since(started))
     pool = session.bind.sync_engine.pool if session.bind else None
     if isinstance(pool, QueuePool):
         figures.pool = PoolFigures(

@@ -109,7 +109,7 @@ async def test_failing_logins_never_wait_for_a_second_connection(committed: Data
     settings = settings_for_tests(
         database_url=committed.url,
         login_max_failures=100,
-        db_pool_mode="queue",
+        db_pool="queue",
         db_pool_size=2,
         db_max_overflow=0,
         db_pool_timeout=2.0,

@@ -198,7 +198,7 @@ async def test_an_exhausted_pool_is_a_prompt_503(database: Database) -> None:
 
 
 async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) -> None:
-    app = create_app(settings_for_tests(database_url=database.url, db_pool_mode="queue"))
+    app = create_app(settings_for_tests(database_url=database.url, db_pool="queue"))
 
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
@@ -222,7 +222,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     the caller up through SessionDep) still runs in a transaction, which shows that the spy sees
     them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
     app, _ = app_on_committed
-    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool_mode": "null"}))
+    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool": "null"}))
     use_engine(app, null_engine)
     product_id = await scalar(
         committed.url,

@@ -14,12 +14,11 @@ from typing import Any
 import yaml
 
 from api import dbroles
-from api.core.config import Settings
 from api.dbroles import Login
 from tests.conftest import Database
-from tests.helpers import ROOT, drop_database
+from tests.helpers import ROOT, drop_database, setting_fields
 
-SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
+SETTINGS = frozenset(setting_fields())
 # Read by uvicorn itself (the image's CMD), not by the app's settings.
 SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"})
 APP_UID = 10001  # deploy/Dockerfile's ARG APP_UID

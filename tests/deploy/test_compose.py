@@ -94,8 +94,8 @@ def test_the_api_goes_through_pgbouncer_on_nullpool_with_its_statement_cache() -
     env = environment("api")
     url = make_url(env["DATABASE_URL"])
     assert (url.host, url.port) == ("pgbouncer", 6432)
-    assert env["DB_POOL_MODE"] == "null"
-    assert env["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert env["DB_POOL"] == "null"
+    assert env["DB_STATEMENT_CACHE"] == "true"
     assert "MIGRATIONS_DATABASE_URL" not in env  # the API knows only PgBouncer
     assert url.username == "storefront_app"
     assert service("api")["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
@@ -238,4 +238,4 @@ def test_pgbouncer_reads_the_template_rendered_by_the_job(
     assert str(api_port) in bouncer["healthcheck"]["test"]
     # Tracking on in PgBouncer exactly when the API keeps its statement cache.
     assert int(settings["max_prepared_statements"]) > 0
-    assert environment("api")["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert environment("api")["DB_STATEMENT_CACHE"] == "true"

@@ -163,9 +163,9 @@ def test_the_api_reaches_postgres_through_the_pooler_with_its_statement_cache() 
     url = make_url(env("Deployment")["DATABASE_URL"]["value"])
     assert url.host == the("Pooler")["metadata"]["name"]
     assert url.port == 5432
-    assert config_map()["DB_POOL_MODE"] == "null"
+    assert config_map()["DB_POOL"] == "null"
     parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
-    assert config_map()["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert config_map()["DB_STATEMENT_CACHE"] == "true"
     assert int(parameters["max_prepared_statements"]) > 0
 
 
