@@ -105,7 +105,7 @@ def pgbouncer_version(binary: str) -> tuple[int, ...]:
 def tracked_statements(binary: str) -> int:
     """The `max_prepared_statements` that `make run` (like compose) gives this PgBouncer: room
     for the app's statement cache where it tracks prepared statements (1.21 and later), else 0.
-    The app's PGBOUNCER_PREPARED_STATEMENTS follows (PgBouncer.statement_cache_env)."""
+    The app's DB_STATEMENT_CACHE follows (PgBouncer.statement_cache_env)."""
     tracks = pgbouncer_config.tracks_prepared_statements(pgbouncer_version(binary))
     return pgbouncer_config.DEFAULT_MAX_PREPARED_STATEMENTS if tracks else 0
 
@@ -405,7 +405,7 @@ class PgBouncer:
     def statement_cache_env(self) -> dict[str, str]:
         """The app's setting that goes with this PgBouncer, as compose sets it: the statement
         cache on where PgBouncer tracks prepared statements."""
-        return {"PGBOUNCER_PREPARED_STATEMENTS": str(self.max_prepared_statements > 0).lower()}
+        return {"DB_STATEMENT_CACHE": str(self.max_prepared_statements > 0).lower()}
 
     def start(self) -> PgBouncer:
         binary = self.binary or pgbouncer_binary()
