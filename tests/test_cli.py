@@ -45,6 +45,7 @@ def test_serve_local_stops_cleanly_keeps_data_and_survives_a_kill(tmp_path: Path
     try:
         ready = wait_ready(url, process, log)
         assert ready["pool_mode"] == "null", "make run puts PgBouncer in front when installed"
+        assert "deprecated" not in log.read_text(), "make run sets DB_POOL, DB_STATEMENT_CACHE"
         created = httpx.post(
             f"{url}/users/",
             json={"username": "keeper", "email": "keeper@example.com", "password": "p" * 12},
