@@ -220,7 +220,9 @@ CALLS = [
     Call("GET", "/users/{user_id}", 2),
     Call("PATCH", "/users/{user_id}", 2, json={"bio": "Lamps."}),
     Call("DELETE", "/users/{user_id}", 3),
-    Call("DELETE", "/users/{user_id}/soft", 2),
+    # A deactivation locks the active superusers first, so that one always stays.
+    Call("DELETE", "/users/{user_id}/soft", 3),
+    Call("PATCH", "/users/{user_id}", 3, json={"is_active": False}),
     Call("GET", "/users/{caller_id}/notifications", 2),
     Call("POST", "/notifications/{notification_id}/read", 3),
 ]
