@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -18,6 +19,8 @@ from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
+from api.core.request_id import HEADER as REQUEST_ID_HEADER
+from api.core.request_id import well_formed
 from api.core.version import VERSION
 from api.health.routes import root as root_router
 from api.health.routes import router as health_router
@@ -136,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
-    # CORS headers a browser can read.
+    # CORS headers a browser can read; the request id wraps both, so every answer carries it,
+    # a CORS preflight's and a 413 too.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -144,5 +148,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            expose_headers=[REQUEST_ID_HEADER],
+        )
+    if settings.request_ids:
+        app.add_middleware(
+            CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=well_formed
         )
     return app

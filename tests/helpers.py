@@ -109,7 +109,8 @@ def alembic(
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The answer is an RFC 9457 problem with this status and stable code."""
+    """The answer is an RFC 9457 problem with this status and stable code, and the id of the
+    request it answers."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
@@ -118,6 +119,7 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["type"] == f"urn:storefront:problem:{code}"
     assert body["title"]
     assert body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
     return body
 
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET_KEY)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
+    # X-Request-ID on every answer, in problem bodies and on the request's log lines; off only
+    # to measure what it costs.
+    request_ids: bool = True
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_token_expire_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)

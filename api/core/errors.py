@@ -23,6 +23,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from api.core.request_id import HEADER as REQUEST_ID_HEADER
+from api.core.request_id import current as current_request_id
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -78,6 +81,13 @@ class Problem(BaseModel):
     )
     instance: str | None = None
     errors: list[FieldError] | None = None
+    request_id: str | None = Field(
+        default=None,
+        description=(
+            "The request's id, as in its `X-Request-ID` header: the server's log lines for the "
+            "request carry it, so quote it when reporting a problem."
+        ),
+    )
 
 
 class AppError(Exception):
@@ -237,6 +247,7 @@ def problem_response(
         code=code,
         instance=instance,
         errors=list(errors) if errors is not None else None,
+        request_id=current_request_id(),
     )
     return JSONResponse(
         body.model_dump(exclude_none=True),
@@ -384,14 +395,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """An exception no other handler takes. Starlette answers it from its outermost middleware,
+    outside the one that adds `X-Request-ID` to answers, so the header is set here."""
+    response = await _unexpected_error(request, exc)
+    if (request_id := current_request_id()) is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     # Database and network errors are handled by class, so that an outage is a 503 answered
     # like any other error; everything else reaches the catch-all (a 500 with no internals).
-    for error_class in (*DATABASE_ERRORS, Exception):
+    for error_class in DATABASE_ERRORS:
         app.add_exception_handler(error_class, _unexpected_error)
+    app.add_exception_handler(Exception, _server_error)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -4,6 +4,7 @@ import logging
 
 import structlog
 
+from api.core import request_id
 from api.core.config import Settings
 
 
@@ -15,6 +16,7 @@ def configure_logging(settings: Settings) -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
+            request_id.add_to_log,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
