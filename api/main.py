@@ -19,6 +19,7 @@ from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
+from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
 from api.core.request_id import well_formed
 from api.core.version import VERSION
@@ -139,8 +140,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
-    # CORS headers a browser can read; the request id wraps both, so every answer carries it,
-    # a CORS preflight's and a 413 too.
+    # CORS headers a browser can read; the access log sees every answer, a CORS preflight's and
+    # a 413 too; the request id wraps them all, so every answer and access line carries it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -149,6 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=[REQUEST_ID_HEADER],
+        )
+    if settings.access_log:
+        app.add_middleware(
+            ObserveRequests, access_log=settings.access_log, log_probes=settings.access_log_probes
         )
     if settings.request_ids:
         app.add_middleware(

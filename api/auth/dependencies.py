@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 from api.auth import service
 from api.core.db import SessionDep
 from api.core.errors import Forbidden, Unauthorized
+from api.core.observability import record_user
 from api.users.models import User
 
 bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -20,7 +21,9 @@ async def get_current_user(
     if not token:
         raise Unauthorized("Not authenticated: send a bearer token.")
     user_id = service.user_id_from_token(token=token, settings=request.app.state.settings)
-    return await service.get_active_user(session=session, user_id=user_id)
+    user = await service.get_active_user(session=session, user_id=user_id)
+    record_user(request, user_id)
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

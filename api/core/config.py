@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # X-Request-ID on every answer, in problem bodies and on the request's log lines; off only
     # to measure what it costs.
     request_ids: bool = True
+    # One line per request (api.access): method, route template, status, duration, request id,
+    # user id, client address. Health probes are left out unless ACCESS_LOG_PROBES.
+    access_log: bool = True
+    access_log_probes: bool = False
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_token_expire_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)

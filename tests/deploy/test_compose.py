@@ -17,6 +17,7 @@ from api import pgbouncer
 from tests.conftest import Database
 from tests.deploy.helpers import (
     APP_UID,
+    SERVER_VARIABLES,
     SETTINGS,
     DbSetup,
     check_jsonschema,
@@ -101,6 +102,11 @@ def test_the_api_goes_through_pgbouncer_on_nullpool_with_its_statement_cache() -
     assert service("api")["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
 
 
+def test_the_api_trusts_forwarded_client_addresses_from_loopback_unless_told() -> None:
+    assert environment("api")["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    assert "FORWARDED_ALLOW_IPS" in compose_variables()
+
+
 def test_migrations_go_straight_to_the_database_as_the_owner_and_grant_the_app_role() -> None:
     migrate = service("migrate")
     assert migrate["command"] == ["alembic", "upgrade", "head"]
@@ -154,7 +160,8 @@ def test_app_services_use_the_settings_names(name: str) -> None:
     app = service(name)
     assert app["env_file"] == [{"path": ".env", "required": False}]
     job_only = {"SUPERUSER_DATABASE_URL"} if name == "db-setup" else set()
-    assert set(app["environment"]) <= SETTINGS | job_only | PASSWORDS
+    server = SERVER_VARIABLES if name == "api" else set()
+    assert set(app["environment"]) <= SETTINGS | job_only | server | PASSWORDS
     # The roles' passwords reach the app containers only inside the URLs they need.
     assert {key: app["environment"][key] for key in PASSWORDS} == dict.fromkeys(PASSWORDS, "")
 

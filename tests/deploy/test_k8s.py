@@ -7,6 +7,7 @@ objects agree with each other, with compose.yaml and with the PgBouncer template
 import configparser
 import copy
 import hashlib
+import ipaddress
 import re
 import subprocess
 import sys
@@ -220,6 +221,14 @@ def test_the_api_logs_in_as_the_managed_role_with_its_password() -> None:
 def test_environment_names_are_settings(kind: str) -> None:
     assert set(env(kind)) - URL_PARTS <= SETTINGS
     assert set(config_map()) <= SETTINGS | SERVER_VARIABLES
+
+
+def test_client_addresses_come_from_proxies_in_the_pod_network() -> None:
+    networks = [
+        ipaddress.ip_network(item) for item in config_map()["FORWARDED_ALLOW_IPS"].split(",")
+    ]
+    assert networks
+    assert all(network.is_private and network.prefixlen >= 8 for network in networks)
 
 
 def test_probes_use_the_health_routes() -> None:

@@ -1,5 +1,5 @@
 """The app's log as a server writes it, in-process: `configure_logging` (what the lifespan
-runs) with JSON lines into a buffer, and the process's logging put back afterwards."""
+runs) into a buffer, and the process's logging put back afterwards."""
 
 import io
 import json
@@ -15,25 +15,35 @@ SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 @contextmanager
-def json_log(settings: Settings) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Logging configured from `settings`, as JSON lines; yields a function that answers the
-    lines written so far, parsed."""
+def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
+    """Logging configured from `settings`; yields a function that answers what was written."""
     root = logging.getLogger()
     saved_root = root.handlers[:], root.level
     saved = {
         name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
         for name in SERVER_LOGGERS
     }
-    configure_logging(settings.model_copy(update={"log_json": True}))
+    configure_logging(settings)
     [handler] = root.handlers
     assert isinstance(handler, logging.StreamHandler)
     buffer = io.StringIO()
     handler.setStream(buffer)
     try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+        yield buffer.getvalue
     finally:
         root.handlers[:], level = saved_root
         root.setLevel(level)
         for name, (handlers, propagate) in saved.items():
             logging.getLogger(name).handlers[:] = handlers
             logging.getLogger(name).propagate = propagate
+
+
+@contextmanager
+def json_log(settings: Settings) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """`captured_log` as JSON lines, parsed."""
+    with captured_log(settings.model_copy(update={"log_json": True})) as text:
+        yield lambda: [json.loads(line) for line in text().splitlines()]
+
+
+def access_lines(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line.get("logger") == "api.access"]
