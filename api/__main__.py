@@ -1,5 +1,7 @@
 """The image's commands: `python -m api <command>` (development commands: `python -m devstack`).
 
+serve             the server: uvicorn with the arguments that follow, once the metrics directory
+                  (PROMETHEUS_MULTIPROC_DIR, when set) is empty; uvicorn replaces this process.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
 db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
@@ -86,9 +88,26 @@ def db_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(arguments: Sequence[str]) -> int:
+    """Empty the metrics directory, then become uvicorn (the same process: PID 1 in the image
+    stays uvicorn, and gets its signals). The workers count in that directory, and a worker
+    must not empty it when it starts, or it would wipe the others' counts: this runs once,
+    before any of them. Only prometheus-client's files go (*.db), whatever else is there."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *arguments])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "serve", help="uvicorn with the arguments that follow, the metrics directory emptied"
+    )
     superuser = commands.add_parser("create-superuser", help="create or promote a superuser")
     superuser.add_argument("--email", required=True)
     superuser.add_argument("--username", default="admin")
@@ -115,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.add_argument("--max-client-conn", type=int, default=500)
     commands.add_parser("compose-env", help="print a .env with random secrets for compose")
     commands.add_parser("app-role-password", help="a password for the app's role, its secret")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        return serve(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "create-superuser":
         return create_superuser(args.email, args.username)
     if args.command == "db-setup":

@@ -3,6 +3,7 @@
 import ctypes
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth.routes import router as auth_router
 from api.categories.routes import router as categories_router
+from api.core import metrics
 from api.core.config import Settings, get_settings
 from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
@@ -23,6 +25,7 @@ from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
 from api.core.request_id import well_formed
 from api.core.version import VERSION
+from api.health.routes import metrics_router
 from api.health.routes import root as root_router
 from api.health.routes import router as health_router
 from api.notifications.routes import router as notifications_router
@@ -63,16 +66,31 @@ ROUTERS = (
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Logging is configured by the running server, not by the factory: building an app (as the
     # tests do, many times) leaves the process's handlers alone.
-    configure_logging(app.state.settings)
-    engine = build_engine(app.state.settings)
+    settings: Settings = app.state.settings
+    configure_logging(settings)
+    if settings.metrics_enabled:
+        start_metrics(settings)
+    engine = build_engine(settings)
     use_engine(app, engine)
-    await create_first_superuser(app.state.settings, app.state.sessionmaker)
+    await create_first_superuser(settings, app.state.sessionmaker)
     settle_garbage_collector()
     return_large_blocks()
     try:
         yield
     finally:
         await engine.dispose()
+        metrics.forget_process()
+
+
+def start_metrics(settings: Settings) -> None:
+    metrics.record_build(VERSION, settings.git_sha)
+    workers = os.environ.get("WEB_CONCURRENCY", "1")
+    if not metrics.MULTIPROCESS_DIR and workers.isdigit() and int(workers) > 1:
+        logger.warning(
+            "%s workers without PROMETHEUS_MULTIPROC_DIR: each scrape sees one worker's "
+            "metrics; start the server with `python -m api serve` and that variable set",
+            workers,
+        )
 
 
 def settle_garbage_collector() -> None:
@@ -138,10 +156,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
-    # CORS headers a browser can read; the access log sees every answer, a CORS preflight's and
-    # a 413 too; the request id wraps them all, so every answer and access line carries it.
+    # CORS headers a browser can read; the access log and the metrics see every answer, a CORS
+    # preflight's and a 413 too; the request id wraps them all, so every answer and access line
+    # carries it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -151,9 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=[REQUEST_ID_HEADER],
         )
-    if settings.access_log:
+    if settings.access_log or settings.metrics_enabled:
         app.add_middleware(
-            ObserveRequests, access_log=settings.access_log, log_probes=settings.access_log_probes
+            ObserveRequests,
+            access_log=settings.access_log,
+            log_probes=settings.access_log_probes,
+            metrics=settings.metrics_enabled,
         )
     if settings.request_ids:
         app.add_middleware(

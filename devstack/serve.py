@@ -80,7 +80,9 @@ def serve_local(host: str, port: int, data: Path) -> int:
         if stopping:
             return 0
         say(f"serving on http://{host}:{port} (Ctrl-C stops everything)")
-        uvicorn = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+        # As the image starts it: the launcher empties the metrics directory, then is uvicorn.
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data / "metrics"))
+        uvicorn = [sys.executable, "-m", "api", "serve", "--factory", "api.main:create_app"]
         uvicorn += ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "10"]
         server = subprocess.Popen(
             uvicorn,

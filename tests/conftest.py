@@ -389,10 +389,13 @@ def serving(
     database: "Database",
     pgbouncer: devstack.PgBouncer,
     log_dir: Path,
+    launcher: bool = False,
+    /,
     **env_overrides: str,
 ) -> Iterator[str]:
     """A real uvicorn process with the production engine settings, through the real PgBouncer
-    (as the role it logs in as), on `database`; its base URL."""
+    (as the role it logs in as), on `database`; its base URL. `launcher`: started as the image
+    starts it, through `python -m api serve`."""
     port = devstack.free_port()
     env = {
         **os.environ,
@@ -405,7 +408,8 @@ def serving(
         "LOG_JSON": "false",
         **env_overrides,
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
+    command = [sys.executable, "-m", *(["api", "serve"] if launcher else ["uvicorn"])]
+    command += ["--factory", "api.main:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     # Idle keep-alive connections outlive the test's pauses: with uvicorn's 5 s default, a slow
     # run can reuse a connection at the moment the server closes it (a client-side ReadError).

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth.models import LoginThrottle, PasswordChange, Token
+from api.core import metrics
 from api.core.config import Settings
 from api.core.db import get_by_key, release_connection
 from api.core.errors import BadRequest, Conflict, TooManyRequests, Unauthorized
@@ -80,6 +81,7 @@ async def authenticate(
             locked = select(LoginThrottle.locked_until).where(LoginThrottle.key == key)
             locked_until = (await own.exec(locked)).first()
             wait = (locked_until - datetime.now(UTC)).total_seconds() if locked_until else 0
+            metrics.FAILED_LOGINS.labels("throttled").inc()
             raise TooManyRequests(
                 "Too many failed logins; try again later.", retry_after=max(int(wait) + 1, 1)
             )
@@ -87,6 +89,7 @@ async def authenticate(
         user = (await own.exec(select(User).where(by_name_or_email))).first()
     valid = await verify_password(password, user.hashed_password if user else dummy_hash())
     if user is None or not valid or not user.is_active:
+        metrics.FAILED_LOGINS.labels("bad_credentials").inc()
         raise Unauthorized(BAD_CREDENTIALS)
     await session.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
     return create_access_token(user=user, settings=settings)

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     # user id, client address. Health probes are left out unless ACCESS_LOG_PROBES.
     access_log: bool = True
     access_log_probes: bool = False
+    # GET /metrics (Prometheus) and what feeds it; with METRICS_TOKEN a scraper sends it as a
+    # bearer token, without one only loopback clients are answered.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    # The commit the image was built from (its GIT_SHA build argument), shown by build info.
+    git_sha: str = "unknown"
     cors_origins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     access_token_expire_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)

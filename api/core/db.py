@@ -35,6 +35,7 @@ from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core import metrics
 from api.core.config import Settings
 from api.core.errors import (
     FOREIGN_KEY_VIOLATION,
@@ -80,7 +81,7 @@ def connect_args(settings: Settings) -> dict[str, Any]:
 def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     pool: dict[str, Any]
     if settings.db_pool == "null":
-        pool = {"poolclass": NullPool}
+        pool = {"poolclass": metrics.TimedNullPool if settings.metrics_enabled else NullPool}
     else:
         pool = {
             "pool_size": settings.db_pool_size,
@@ -89,7 +90,9 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             "pool_pre_ping": settings.db_pool_pre_ping,
             "pool_recycle": 1800,
         }
-    return create_async_engine(
+        if settings.metrics_enabled:
+            pool["poolclass"] = metrics.TimedQueuePool
+    engine = create_async_engine(
         url or settings.database_url,
         echo=settings.db_echo,
         # Statement parameters (password hashes, emails) never reach an error message or a log.
@@ -97,6 +100,9 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         connect_args=connect_args(settings),
         **pool,
     )
+    if settings.metrics_enabled:
+        metrics.time_connects(engine)
+    return engine
 
 
 def build_sessionmaker(

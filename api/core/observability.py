@@ -1,4 +1,6 @@
-"""What each request leaves behind: one access log line (`api.access`), in place of uvicorn's.
+"""What each request leaves behind: one access log line (`api.access`), in place of uvicorn's,
+and its metrics (api.core.metrics): the count and latency by route template, the requests in
+flight.
 
 The line names the route's template (`/products/{product_id}`), never the raw path or its query
 string, so no token, password or id typed into a URL reaches the log; `unmatched` stands for a
@@ -13,10 +15,13 @@ from time import perf_counter
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.core import metrics
+
 ACCESS = logging.getLogger("api.access")
 UNMATCHED = "unmatched"
-# The orchestrators' polls (GET): left out of the access log unless ACCESS_LOG_PROBES.
-PROBES = frozenset({"/health", "/health/ready"})
+# The orchestrators' polls and Prometheus' scrapes (GET): left out of the access log unless
+# ACCESS_LOG_PROBES.
+PROBES = frozenset({"/health", "/health/ready", "/metrics"})
 # The fields of an access line besides the event, the request id, the level and the time.
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "user_id", "client")
 USER_ID = "user_id"  # the request state's key for the authenticated user
@@ -33,13 +38,14 @@ def record_user(request: Request, user_id: int) -> None:
 
 
 class ObserveRequests:
-    """Times each HTTP request and writes its access line once the answer is sent (or the
-    app raised: Starlette then answers 500)."""
+    """Times each HTTP request; once the answer is sent (or the app raised: Starlette then
+    answers 500) writes its access line and counts it."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool, log_probes: bool) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool, log_probes: bool, metrics: bool) -> None:
         self.app = app
         self.access_log = access_log
         self.log_probes = log_probes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,11 +59,17 @@ class ObserveRequests:
                 status = message["status"]
             await send(message)
 
+        if self.metrics:
+            metrics.IN_FLIGHT.inc()
         started = perf_counter()
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            self.log(scope, status, perf_counter() - started)
+            seconds = perf_counter() - started
+            if self.metrics:
+                metrics.IN_FLIGHT.dec()
+                metrics.observe_request(scope["method"], route_template(scope), status, seconds)
+            self.log(scope, status, seconds)
 
     def log(self, scope: Scope, status: int, seconds: float) -> None:
         if not self.access_log or not ACCESS.isEnabledFor(logging.INFO):

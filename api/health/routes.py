@@ -1,20 +1,26 @@
-"""The root, liveness, readiness and the database's figures."""
+"""The root, liveness, readiness, the database's figures and Prometheus' metrics."""
 
+import hmac
+import ipaddress
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.pool import QueuePool
 
 from api.auth.dependencies import admin_only
+from api.core import metrics
 from api.core.config import Settings
 from api.core.db import SessionDep
-from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, responses
+from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, Forbidden, Unauthorized, responses
 
 router = APIRouter(prefix="/health", tags=["health"])
 root = APIRouter(tags=["health"])
+# Included when METRICS_ENABLED; not in the OpenAPI document (it is no API for clients).
+metrics_router = APIRouter()
 
 
 class Index(BaseModel):
@@ -99,3 +105,36 @@ async def database(request: Request, session: SessionDep) -> DatabaseFigures:
             overflow=pool.overflow(),
         )
     return figures
+
+
+def direct_loopback(request: Request) -> bool:
+    """A client on this host that came straight here: a request relayed by a proxy (one that
+    says so in X-Forwarded-For or Forwarded) is not local, whatever address it names."""
+    headers = request.headers
+    if request.client is None or "x-forwarded-for" in headers or "forwarded" in headers:
+        return False
+    try:
+        return ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+def scraper(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))],
+) -> None:
+    """With METRICS_TOKEN: a bearer of it. Without: a loopback client (a sidecar, a
+    `kubectl port-forward`, `docker compose exec`)."""
+    token = request.app.state.settings.metrics_token
+    if token is not None:
+        sent = bearer.credentials.encode() if bearer else b""
+        if not hmac.compare_digest(sent, token.get_secret_value().encode()):
+            raise Unauthorized("Send METRICS_TOKEN as a bearer token.")
+    elif not direct_loopback(request):
+        raise Forbidden("Without METRICS_TOKEN, metrics are served to loopback clients only.")
+
+
+@metrics_router.get("/metrics", include_in_schema=False, dependencies=[Depends(scraper)])
+def prometheus_metrics() -> Response:
+    """Every worker's metrics in Prometheus' text format (read from files: off the event loop)."""
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)

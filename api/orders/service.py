@@ -33,6 +33,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core import metrics
 from api.core.db import constraint_answers, constraint_errors
 from api.core.errors import (
     Conflict,
@@ -173,6 +174,7 @@ async def create_order(*, session: AsyncSession, caller: User, order_in: OrderCr
         message=f"Order {order.order_number} received: {order.total_amount} in total.",
         order_id=order.id,
     )
+    metrics.count_on_commit(session, metrics.ORDERS_PLACED)
     return order
 
 
@@ -256,6 +258,8 @@ async def change_status(
         message=f"Order {order.order_number} is now {new_status}.",
         order_id=order_id,
     )
+    if new_status == OrderStatus.cancelled:
+        metrics.count_on_commit(session, metrics.ORDERS_CANCELLED)
     return order
 
 

@@ -9,6 +9,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core import metrics
 from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
 from api.core.errors import AlreadyExists, Conflict, LastSuperuser, NotFound, OwnAccount
 from api.core.pagination import Page, PageParams, apaginate
@@ -30,6 +31,7 @@ async def create_user(*, session: AsyncSession, user_in: UserCreate) -> User:
     async with constraint_errors(session, unique=UNIQUE_FIELDS):
         session.add(db_user)
     await session.refresh(db_user)
+    metrics.count_on_commit(session, metrics.SIGN_UPS)
     return db_user
 
 

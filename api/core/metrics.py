@@ -1,0 +1,214 @@
+"""Prometheus metrics (prometheus-client), served at `GET /metrics`.
+
+With several uvicorn workers every worker counts in files of its own, in the directory named by
+`PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode), and a scrape, whichever
+worker answers it, sums them. The launcher (`python -m api serve`, the image's command) empties
+that directory once, before uvicorn starts its workers: a worker's own start must not, or it
+would wipe the counts of the others. Without the variable (in-process tests, a bare `uvicorn`)
+the process counts in memory.
+
+Label values are bounded: a method outside HTTP's usual ones is `other`, a path no route has is
+`unmatched` (api.core.observability), never the raw path.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
+from sqlalchemy.pool.base import PoolProxiedConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if MULTIPROCESS_DIR:
+    # A one-off command in the image (create-superuser) finds no directory the launcher made.
+    Path(MULTIPROCESS_DIR).mkdir(parents=True, exist_ok=True)
+
+# The *_created series (a start time per series) are off: half the series, and multiprocess
+# mode has none to offer.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# From a millisecond (a cached read) to ten seconds (past every database timeout but one).
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests answered, by method, route template and status class.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from a request's arrival to its answer's last byte, by method and route template.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "http_requests_in_flight",
+    "HTTP requests being answered, summed over the live workers.",
+    multiprocess_mode="livesum",
+)
+DB_CONNECT = Histogram(
+    "storefront_db_connect_seconds",
+    "Time to open a database connection (to PgBouncer on NullPool: one per request).",
+    buckets=LATENCY_BUCKETS,
+)
+DB_CONNECT_ERRORS = Counter(
+    "storefront_db_connect_errors", "Database connections that could not be opened."
+)
+DB_ACQUIRE = Histogram(
+    "storefront_db_acquire_seconds",
+    "Time to get a connection for a request: from the app's pool (its wait and pre-ping "
+    "included) or, on NullPool, a new one.",
+    buckets=LATENCY_BUCKETS,
+)
+DB_ACQUIRE_ERRORS = Counter(
+    "storefront_db_acquire_errors",
+    "Requests for a connection that failed: the pool's timeout, or a connection refused.",
+)
+ORDERS_PLACED = Counter("storefront_orders_placed", "Orders placed (committed).")
+ORDERS_CANCELLED = Counter("storefront_orders_cancelled", "Orders cancelled (committed).")
+SIGN_UPS = Counter("storefront_sign_ups", "Users who signed up (committed).")
+FAILED_LOGINS = Counter(
+    "storefront_failed_logins",
+    "Refused logins: bad_credentials (an unknown user, a wrong password, a deactivated "
+    "account) or throttled (too many failures).",
+    ["reason"],
+)
+BUILD_INFO = Gauge(
+    "storefront_build_info",
+    "The running release: its version and the commit it was built from.",
+    ["version", "git_sha"],
+    multiprocess_mode="max",
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    method = method if method in METHODS else "other"
+    REQUESTS.labels(method, route, f"{status // 100}xx").inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def count_on_commit(session: AsyncSession, counter: Counter) -> None:
+    """`counter` goes up when the session's transaction commits: a request that fails after
+    this (its commit refused, an error answered) counts nothing."""
+
+    def committed(sync_session: Session) -> None:
+        if not sync_session.in_nested_transaction():  # a savepoint's release is no commit
+            counter.inc()
+
+    event.listen(session.sync_session, "after_commit", committed)
+
+
+def _timed_checkout(connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:
+    started = perf_counter()
+    try:
+        connection = connect()
+    except Exception:
+        DB_ACQUIRE_ERRORS.inc()
+        raise
+    DB_ACQUIRE.observe(perf_counter() - started)
+    return connection
+
+
+class TimedNullPool(NullPool):
+    """NullPool whose checkouts (a new connection each) are timed."""
+
+    # Its log lines under SQLAlchemy's name for the pool, so at SQLAlchemy's level.
+    _sqla_logger_namespace = f"{NullPool.__module__}.{NullPool.__name__}"
+
+    def connect(self) -> PoolProxiedConnection:
+        return _timed_checkout(super().connect)
+
+
+class TimedQueuePool(AsyncAdaptedQueuePool):
+    """The async engine's default pool, whose checkouts are timed."""
+
+    _sqla_logger_namespace = f"{AsyncAdaptedQueuePool.__module__}.{AsyncAdaptedQueuePool.__name__}"
+
+    def connect(self) -> PoolProxiedConnection:
+        return _timed_checkout(super().connect)
+
+
+def time_connects(engine: AsyncEngine) -> None:
+    """Time each connection the engine opens, and count those that fail: SQLAlchemy's
+    `do_connect` event, which connects as the dialect would and hands the connection back."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def connect(dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
+        started = perf_counter()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except Exception:
+            DB_CONNECT_ERRORS.inc()
+            raise
+        DB_CONNECT.observe(perf_counter() - started)
+        return connection
+
+
+def record_build(version: str, git_sha: str) -> None:
+    BUILD_INFO.labels(version, git_sha).set(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_process(pid: int | None = None) -> None:
+    """A worker that stops takes its in-flight requests out of the live gauges' sums (the
+    others' files stay: counters and histograms keep what a worker counted)."""
+    if MULTIPROCESS_DIR:
+        mark_process_dead(os.getpid() if pid is None else pid, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+
+
+def exposition() -> bytes:
+    """The metrics in Prometheus' text format: every worker's, summed, in multiprocess mode.
+    A worker killed without stopping (uvicorn starts another) leaves live gauges behind; they
+    are dropped here, as gunicorn's `child_exit` hook would."""
+    if not MULTIPROCESS_DIR:
+        return generate_latest(REGISTRY)
+    for path in Path(MULTIPROCESS_DIR).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if not _alive(pid):
+            forget_process(pid)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
