@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
@@ -15,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth.routes import router as auth_router
 from api.categories.routes import router as categories_router
-from api.core import metrics
+from api.core import metrics, tracing
 from api.core.config import Settings, get_settings
 from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
@@ -38,6 +39,9 @@ from api.products.routes import router as products_router
 from api.tags.routes import router as tags_router
 from api.users import service as user_service
 from api.users.routes import router as users_router
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +76,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         start_metrics(settings)
     engine = build_engine(settings)
     use_engine(app, engine)
+    provider: TracerProvider | None = app.state.tracer_provider
+    if provider is not None:
+        tracing.trace_sql(engine, provider)
     await create_first_superuser(settings, app.state.sessionmaker)
     settle_garbage_collector()
     return_large_blocks()
@@ -80,6 +87,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await engine.dispose()
         metrics.forget_process()
+        if provider is not None:
+            tracing.stop_tracing_sql()
+            provider.force_flush()
 
 
 def start_metrics(settings: Settings) -> None:
@@ -144,15 +154,22 @@ async def create_first_superuser(
         logger.info("created the first superuser %s", settings.first_superuser_username)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: "TracerProvider | None" = None
+) -> FastAPI:
+    """The app; traced into `tracer_provider` when given, else as the OTEL_* variables say
+    (api.core.tracing)."""
     settings = settings or get_settings()
+    provider = tracer_provider or tracing.provider_from_environment()
     app = FastAPI(
         title="Storefront API",
         version=VERSION,
         description="A shop and its blog: users, catalog, orders, posts.",
         lifespan=lifespan,
+        telemetry=tracing.telemetry(provider),
     )
     app.state.settings = settings
+    app.state.tracer_provider = provider
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -162,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read; the access log and the metrics see every answer, a CORS
     # preflight's and a 413 too; the request id wraps them all, so every answer and access line
-    # carries it.
+    # carries it. FastAPI's server span, when traced, wraps the whole stack.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -179,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log_probes=settings.access_log_probes,
             metrics=settings.metrics_enabled,
         )
+    if provider is not None:
+        app.add_middleware(tracing.RequestIdOnSpan)
     if settings.request_ids:
         app.add_middleware(
             CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=well_formed

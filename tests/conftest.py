@@ -467,8 +467,10 @@ def silent_database() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests see the settings they set, not whatever the developer's shell exports."""
-    for name in [*setting_fields(), *DEPRECATED_SETTINGS]:
+    """Tests see the settings they set, not whatever the developer's shell exports (nor its
+    OpenTelemetry variables, which would trace every app a test builds)."""
+    otel = [name for name in os.environ if name.startswith("OTEL_")]
+    for name in [*setting_fields(), *DEPRECATED_SETTINGS, *otel]:
         monkeypatch.delenv(name, raising=False)
 
 
