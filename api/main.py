@@ -1,7 +1,5 @@
-"""The application factory: `uvicorn --factory api.main:create_app`."""
+"""The application factory; servers launch the app through api/launch.py."""
 
-import ctypes
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,45 +38,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = build_engine(app.state.settings)
     use_engine(app, engine)
     await create_first_superuser(app.state.settings, app.state.sessionmaker)
-    settle_garbage_collector()
-    return_large_blocks()
     try:
         yield
     finally:
         await engine.dispose()
-
-
-def settle_garbage_collector() -> None:
-    """Once per process, at its first startup: what is alive then (modules, the app, its
-    routes and models) lives as long as the process, so it leaves the collector's sight
-    (gc.freeze), and the youngest generation is collected every 20,000 allocations, not 700.
-
-    Measured with py-spy under make bench (GET /products/{id}, one worker): the collector took
-    11 % of the worker's CPU; 7 % after the freeze alone; none seen after both.
-    """
-    if gc.get_freeze_count():
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-
-def return_large_blocks() -> None:
-    """Blocks of 128 KiB and more always come from mmap, so freeing them gives the memory back.
-
-    glibc otherwise raises that threshold to the size of each large block freed (up to
-    32 MiB): from the second password hash on (argon2, 19 MiB) the hash's memory came from the
-    heap and stayed resident, 19 MB of a worker's 117. Setting the threshold, to glibc's own
-    default, turns the raising off. Without glibc's mallopt (musl, macOS) nothing changes.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
 async def create_first_superuser(

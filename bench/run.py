@@ -14,13 +14,14 @@ What it does, from a clean clone:
    through PgBouncer) and loads a deterministic dataset generated in SQL (`dataset.sql`);
 3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
    (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL_MODE=null through PgBouncer, JSON
-   logs with uvicorn's access log, as the Docker image runs it), signs up a user and logs in
-   that user and the first superuser, then measures every request shape with wrk (`wrk.lua`,
-   one thread by default, on the last CPU it may use): a warm-up run, then a measured run at 50
-   connections; then, with the same settings and worker count, the bare asyncpg handler of
-   `bare.py` (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and
-   our code add to the driver; both through `serve.py` (uvicorn's command line, with each
-   worker's event-loop lag sampled);
+   logs with uvicorn's access log) and launched as the Docker image launches it
+   (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in that user and
+   the first superuser, then measures every request shape with wrk (`wrk.lua`, one thread by
+   default, on the last CPU it may use): a warm-up run, then a measured run at 50 connections;
+   then, with the same settings and worker count, the bare asyncpg handler of `bare.py`
+   (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and our code add
+   to the driver; both through `serve.py` (uvicorn's command line, with each worker's
+   event-loop lag sampled);
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `dataset.count_statements`), reads the workers' RSS from /proc after each run and their
    loop lag during it;
@@ -50,6 +51,7 @@ from pathlib import Path
 from unittest import mock
 
 import devstack
+from api import launch
 from api.core.config import Settings
 from bench.dataset import (
     CATEGORIES,
@@ -234,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             "FIRST_SUPERUSER_EMAIL": ADMIN["email"],
             "FIRST_SUPERUSER_USERNAME": ADMIN["username"],
             "FIRST_SUPERUSER_PASSWORD": password,
+            **launch.MALLOC_ENV,  # as deploy/Dockerfile launches the API
             **cache,
             **extra,
         }

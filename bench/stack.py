@@ -26,7 +26,7 @@ import httpx
 
 import devstack
 
-API = "api.main:create_app"
+API = "api.launch:create_app"  # the API as its servers launch it (deploy/Dockerfile)
 BARE = "bench.bare:create_app"  # the bare asyncpg handler, the driver's yardstick
 BENCH_USER = {"username": "bench_user", "email": "bench_user@example.com"}
 ADMIN = {"username": "bench_admin", "email": "bench_admin@example.com"}

@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 
+from api import launch
 from tests.deploy.helpers import APP_UID, Stage, stages
 from tests.helpers import ROOT
 
@@ -77,13 +78,18 @@ def test_uvicorn_in_exec_form_with_workers_proxy_headers_and_keep_alive_from_the
 ):
     [cmd] = final().args("CMD")
     command = json.loads(cmd)  # exec form: uvicorn is PID 1 and receives SIGTERM
-    assert command[:3] == ["uvicorn", "--factory", "api.main:create_app"]
+    assert command[:3] == ["uvicorn", "--factory", "api.launch:create_app"]
     assert "--proxy-headers" in command
     assert "--workers" not in command  # uvicorn reads WEB_CONCURRENCY
     env = env_of(final())
     assert int(env["WEB_CONCURRENCY"]) >= 1
     assert env["FORWARDED_ALLOW_IPS"]
     assert int(env["UVICORN_TIMEOUT_KEEP_ALIVE"]) > 60  # beyond a load balancer's idle timeout
+
+
+def test_glibc_reads_the_launchs_malloc_env_as_make_run_and_make_bench_set_it() -> None:
+    env = env_of(final())
+    assert {key: env.get(key) for key in launch.MALLOC_ENV} == launch.MALLOC_ENV
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
