@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,7 +20,7 @@ from typing import Any
 
 import devstack
 from bench.dataset import CATEGORIES, ORDERS, PRODUCTS, USERS
-from bench.stack import run_quiet
+from bench.stack import API, run_quiet
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -161,6 +162,66 @@ def aligned(lines: list[list[str]], right: set[int]) -> str:
     return "\n".join(out)
 
 
+def comparisons(rows: list[Row], references: dict[str, str]) -> list[dict[str, Any]]:
+    """Each variant's row beside its reference's (same request shape): rates and their ratio
+    by round, the workers' RSS."""
+    by_server = {(row.server, row.key): row for row in rows}
+    found = []
+    for row in rows:
+        reference = by_server.get((references.get(row.server, ""), row.key))
+        if reference is None:
+            continue
+        mine, theirs = row.round_rps or [row.rps], reference.round_rps or [reference.rps]
+        by_round = [round(a / b, 3) for a, b in zip(mine, theirs, strict=True) if b]
+        rss, reference_rss = sum(row.rss_mb or []), sum(reference.rss_mb or [])
+        found.append(
+            {
+                "server": row.server,
+                "reference": reference.server,
+                "key": row.key,
+                "label": row.label,
+                "rps": row.rps,
+                "reference_rps": reference.rps,
+                "ratio": statistics.median(by_round) if by_round else None,
+                "ratio_by_round": by_round,
+                "rss_mb": row.rss_mb,
+                "reference_rss_mb": reference.rss_mb,
+                "rss_ratio": round(rss / reference_rss, 3) if reference_rss else None,
+                "cpu_ms_app": (row.cpu_ms or {}).get("app"),
+                "reference_cpu_ms_app": (reference.cpu_ms or {}).get("app"),
+            }
+        )
+    return found
+
+
+def comparison_table(compared: list[dict[str, Any]]) -> str:
+    head = ["server", "request", "rps", "reference", "rps", "x ref", "by round"]
+    head += ["app CPU ms/req", "RSS MB", "ref RSS MB", "RSS x ref"]
+    lines = [head]
+
+    def mb(values: list[float] | None) -> str:
+        return "/".join(f"{v:.0f}" for v in values or [])
+
+    for c in compared:
+        cpu = [c["cpu_ms_app"], c["reference_cpu_ms_app"]]
+        lines.append(
+            [
+                c["server"],
+                c["label"],
+                f"{c['rps']:,.0f}",
+                c["reference"],
+                f"{c['reference_rps']:,.0f}",
+                "" if c["ratio"] is None else f"{c['ratio']:.3f}",
+                " ".join(f"{r:.2f}" for r in c["ratio_by_round"]),
+                " vs ".join("-" if v is None else f"{v:.2f}" for v in cpu),
+                mb(c["rss_mb"]),
+                mb(c["reference_rss_mb"]),
+                "" if c["rss_ratio"] is None else f"{c['rss_ratio']:.3f}",
+            ]
+        )
+    return aligned(lines, right={2, 4, 5, 8, 9, 10})
+
+
 @dataclass
 class Target:
     name: str
@@ -268,7 +329,10 @@ def report(
     config: dict[str, Any],
     load_seconds: float,
     started_at: datetime,
+    references: dict[str, str] | None = None,
 ) -> None:
+    """Print the run and write it as JSON; `references`: each variant's server (its label) and
+    the server its rows are compared with."""
     print()
     print(
         f"make bench, {started_at:%Y-%m-%d %H:%M} UTC: {info['cores']} cores ({info['cpu']}),"
@@ -285,6 +349,14 @@ def report(
         + (f"; DATABASE_URL query: {config['url_query']}" if config["url_query"] else "")
         + (f"; env: {config['env']}" if config["env"] else "")
     )
+    for name, variant in config["variants"].items():
+        settings = ", ".join(
+            f"{key}={value}" if value is not None else f"{key} unset"
+            for key, value in variant["env"].items()
+        )
+        factory = f"--factory {variant['factory']}" if variant["factory"] != API else ""
+        root = f"the API from {variant['api_root']}" if variant["api_root"] else ""
+        print(f"variant {name}: {'; '.join(filter(None, [settings, factory, root]))}")
     print(
         f"load: wrk, {config['connections']} connections, {config['threads']} threads"
         f" (pgbench: {config['pgbench_threads']}),"
@@ -296,6 +368,17 @@ def report(
     print()
     print(table(rows))
     print()
+    compared = comparisons(rows, references or {})
+    if compared:
+        print(comparison_table(compared))
+        print()
+        for line in (
+            "x ref: a variant's rate over its reference's (the server it is measured beside), the",
+            "median of the rounds' ratios (each round runs both back to back); RSS: each worker",
+            "after the row's median round, and the sum's ratio to the reference's.",
+        ):
+            print(line)
+        print()
     for line in (
         "SQL/req: statements the database executed per request (pg_stat_statements): app and",
         "driver (+ BEGIN/COMMIT/SAVEPOINT). x /health: to /health of the same server (pgbench:",
@@ -317,6 +400,7 @@ def report(
         "dataset": dataset_figures(load_seconds),
         "rows": [asdict(row) | {"failed": row.failed} for row in rows],
         "targets": [asdict(target) for target in found],
+        "comparisons": compared,
         "load_average_at_end": os.getloadavg(),
     }
     save(document, f"bench-{started_at:%Y%m%d-%H%M%S}.json", "latest.json")

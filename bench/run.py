@@ -21,14 +21,16 @@ What it does, from a clean clone:
    then, with the same settings and worker count, the bare asyncpg handler of `bare.py`
    (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and our code add
    to the driver; both through `serve.py` (uvicorn's command line, with each worker's
-   event-loop lag sampled);
+   event-loop lag sampled). With `--variant` (another environment or factory) and `--baseline`
+   (the API's code from another checkout), a server of each variant runs beside the default
+   one, and every row is measured on each in turn, so that noise hits them alike;
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `dataset.count_statements`), reads the workers' RSS from /proc after each run and their
    loop lag during it;
 5. runs pgbench on the same database with the same single-row query as `GET /products/{id}`,
    directly and through PgBouncer;
-6. prints one table, checks it against the targets of issue 6, and writes it as JSON to
-   `bench/results/` (git-ignored).
+6. prints one table (and, with variants, each variant's rows beside its reference's), checks
+   it against the targets of issue 6, and writes it as JSON to `bench/results/` (git-ignored).
 
 Every process it starts dies with it: on Ctrl-C or SIGTERM everything is stopped in order, and
 after a `kill -9` the kernel's parent-death signal stops uvicorn, PgBouncer and PostgreSQL.
@@ -46,6 +48,7 @@ import json
 import os
 import re
 import secrets
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
@@ -60,6 +63,7 @@ from bench.dataset import (
     PRODUCTS,
     USERS,
     Counted,
+    Shape,
     count_statements,
     deep_cursor,
     prepare_database,
@@ -70,10 +74,14 @@ from bench.report import Row, fill_ratios, machine, median_row, report, targets
 from bench.stack import (
     ADMIN,
     API,
+    APP,
     BARE,
     BenchError,
+    Server,
+    Variant,
     at_least_one,
     entry,
+    run_quiet,
     running_pgbouncer,
     running_postgres,
     say,
@@ -81,6 +89,9 @@ from bench.stack import (
     tool,
     track_statements,
 )
+
+# --baseline serves these shapes only: the framework alone, and the route most read.
+BASELINE_SHAPES = frozenset({"health", "product"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -172,6 +183,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " a max_prepared_statements replaces make run's (200 from 1.21 on, else 0), and the app's"
         " statement cache follows it unless --env PGBOUNCER_PREPARED_STATEMENTS says otherwise",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME[:KEY=VALUE|:-KEY|:factory=MODULE:ATTR]",
+        help="servers launched another way, measured beside the default ones in the same run,"
+        " rows interleaved: NAME's environment gets KEY=VALUE or loses KEY, or its API is"
+        " another uvicorn factory (repeatable; every --variant of one NAME adds to it). E.g."
+        f" --variant no-gc:factory={APP} (the app without api/launch.py's garbage-collector"
+        " settling), --variant no-mallopt:-MALLOC_MMAP_THRESHOLD_",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="a checkout of another commit (git worktree add DIR COMMIT) whose API is served"
+        " beside each server (its twin in every variant), for /health and GET /products/{id}",
+    )
     parser.add_argument("--label", default="", help="a note recorded with the results")
     parser.add_argument(
         "--data-dir", type=Path, default=devstack.ROOT / ".data" / "bench", help="cluster, logs"
@@ -194,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     if devstack.make_run_pgbouncer() is None:
         raise BenchError(devstack.PGBOUNCER_INSTALL_HINT)
     worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
-    only = {key.strip() for key in args.only.split(",") if key.strip()}
+    only = frozenset(key.strip() for key in args.only.split(",") if key.strip())
+    chosen = variants(args.variant, args.baseline)
     load = Load(
         args.connections, args.threads, args.pgbench_threads, args.warmup, args.duration,
         args.timeout, args.wrk_cpus,
@@ -248,53 +278,12 @@ def run(args: argparse.Namespace) -> int:
         info = machine(postgres, wrk)
         assert postgres.process is not None
         assert bouncer.process is not None
-        groups = {"pgbouncer": bouncer.process.pid, "postgres": postgres.process.pid}
-        counts: dict[str, Counted] = {}
-        cursor = ""
+        stage = Stage(
+            args, wrk, load, postgres, env, password, data_dir, chosen, only,
+            groups={"pgbouncer": bouncer.process.pid, "postgres": postgres.process.pid},
+        )  # fmt: skip
         for n, workers in enumerate(worker_counts):
-            with contextlib.ExitStack() as servers:
-                # The API first (the cursor comes from it); the bare handler, when asked for, on
-                # a server of its own beside it, so that its rounds rotate with the API's.
-                api = servers.enter_context(
-                    serving(env, workers, data_dir / f"uvicorn-{workers}.log", password,
-                            first=n == 0, factory=API, cpus=args.app_cpus)
-                )  # fmt: skip
-                if not cursor:
-                    cursor, _ = deep_cursor(api.url, args.deep_page)
-                todo = [s for s in shapes(args.deep_page, cursor) if not only or s.key in only]
-                by_app = {API: api}
-                if any(shape.app == BARE for shape in todo):
-                    by_app[BARE] = servers.enter_context(
-                        serving(env, workers, data_dir / f"uvicorn-{workers}-bare.log", password,
-                                first=False, factory=BARE, cpus=args.app_cpus)
-                    )  # fmt: skip
-                if any(shape.key not in counts for shape in todo):
-                    say("counting SQL statements per request (pg_stat_statements)")
-                    track_statements(postgres, on=True)
-                    for shape in todo:
-                        if shape.key not in counts:
-                            counts[shape.key] = count_statements(
-                                postgres, by_app[shape.app], shape, args.count
-                            )
-                    track_statements(postgres, on=False)
-                runs: dict[str, list[Row]] = {}
-                for round_ in range(1, args.rounds + 1):
-                    for shape in todo:
-                        server = by_app[shape.app]
-                        of = f", round {round_} of {args.rounds}" if args.rounds > 1 else ""
-                        say(
-                            f"{server.label}: {shape.label}"
-                            f" ({load.warmup} s + {load.duration} s{of})"
-                        )
-                        runs.setdefault(shape.key, []).append(
-                            measure(wrk, server, shape, load, groups)
-                        )
-            for shape in todo:
-                row = median_row(runs[shape.key])
-                counted = counts[shape.key]
-                row.statements, row.statement_kinds = counted.total, counted.kinds
-                row.statement_queries = counted.queries
-                rows.append(row)
+            rows += measure_workers(stage, workers, first=n == 0)
         if not args.no_pgbench:
             for port, label, key, reconnect in (
                 (postgres.port, "pgbench, the same query, direct", "pgbench_direct", False),
@@ -308,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
             ):
                 say(label)
                 rows.append(
-                    run_pgbench(postgres, port, label, key, load, groups, reconnect=reconnect)
+                    run_pgbench(postgres, port, label, key, load, stage.groups, reconnect=reconnect)
                 )
     fill_ratios(rows)
     pool_mode = env_pool_mode(extra)
@@ -321,6 +310,11 @@ def run(args: argparse.Namespace) -> int:
         "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
         "env": extra,
+        "variants": {
+            v.name: {"env": v.env, "factory": v.factory, "api_root": v.api_root and str(v.api_root)}
+            for v in chosen
+            if v.name
+        },
         "connections": load.connections,
         "threads": load.threads,
         "wrk_cpus": load.wrk_cpus,
@@ -332,8 +326,135 @@ def run(args: argparse.Namespace) -> int:
         "deep_page": args.deep_page,
         "label": args.label,
     }
-    report(rows, found, info, config, load_seconds, started_at)
+    references = {
+        v.label(workers): next(r for r in chosen if r.name == v.reference).label(workers)
+        for v in chosen
+        if v.name
+        for workers in worker_counts
+    }
+    report(rows, found, info, config, load_seconds, started_at, references)
     return 0
+
+
+@dataclass
+class Stage:
+    """What every worker count's servers are measured with."""
+
+    args: argparse.Namespace
+    wrk: str
+    load: Load
+    postgres: devstack.EmbeddedPostgres
+    env: dict[str, str]
+    password: str
+    data_dir: Path
+    variants: list[Variant]
+    only: frozenset[str]
+    groups: dict[str, int]  # PgBouncer's and PostgreSQL's pids, for the meters
+    counts: dict[tuple[str, str], Counted] = field(default_factory=dict)  # by variant, shape
+    cursor: str = ""  # the deep page's, from the first API server
+
+
+def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
+    """Every request shape on servers of `workers` workers, one server per variant (and one
+    for the bare handler beside each, when asked for), the variants' rows interleaved: in
+    round r, shape i starts with the variant (r + i) mod n, so that none always runs first."""
+    args = stage.args
+    with contextlib.ExitStack() as servers:
+        by_server: dict[tuple[str, str], Server] = {}
+        lineup: list[tuple[Shape, list[Variant]]] = []
+        for variant in stage.variants:
+            slug = re.sub(r"\W+", "-", variant.name).strip("-")
+            log = stage.data_dir / f"uvicorn-{workers}{'-' if slug else ''}{slug}.log"
+            by_server[variant.name, API] = servers.enter_context(
+                serving(stage.env, workers, log, stage.password, first=first and not variant.name,
+                        factory=variant.factory, cpus=args.app_cpus, variant=variant)
+            )  # fmt: skip
+            if not stage.cursor:
+                stage.cursor, _ = deep_cursor(by_server["", API].url, args.deep_page)
+            if any(s.app == BARE and serves(variant, s, stage.only) for s in all_shapes(stage)):
+                by_server[variant.name, BARE] = servers.enter_context(
+                    serving(stage.env, workers, log.with_name(f"{log.stem}-bare.log"),
+                            stage.password, first=False, factory=BARE, cpus=args.app_cpus,
+                            variant=variant)
+                )  # fmt: skip
+        for shape in all_shapes(stage):
+            served_by = [v for v in stage.variants if serves(v, shape, stage.only)]
+            if served_by:
+                lineup.append((shape, served_by))
+        uncounted = [(s, v) for s, vs in lineup for v in vs if (v.name, s.key) not in stage.counts]
+        if uncounted:
+            say("counting SQL statements per request (pg_stat_statements)")
+            track_statements(stage.postgres, on=True)
+            for shape, variant in uncounted:
+                server = by_server[variant.name, shape.app]
+                stage.counts[variant.name, shape.key] = count_statements(
+                    stage.postgres, server, shape, args.count
+                )
+            track_statements(stage.postgres, on=False)
+        runs: dict[tuple[str, str], list[Row]] = {}
+        for round_ in range(args.rounds):
+            of = f", round {round_ + 1} of {args.rounds}" if args.rounds > 1 else ""
+            for i, (shape, served_by) in enumerate(lineup):
+                turn = (round_ + i) % len(served_by)
+                for variant in served_by[turn:] + served_by[:turn]:
+                    server = by_server[variant.name, shape.app]
+                    load = stage.load
+                    say(f"{server.label}: {shape.label} ({load.warmup} s + {load.duration} s{of})")
+                    runs.setdefault((variant.name, shape.key), []).append(
+                        measure(stage.wrk, server, shape, load, stage.groups)
+                    )
+    rows = []
+    for variant in stage.variants:
+        for shape, served_by in lineup:
+            if variant in served_by:
+                row = median_row(runs[variant.name, shape.key])
+                counted = stage.counts[variant.name, shape.key]
+                row.statements, row.statement_kinds = counted.total, counted.kinds
+                row.statement_queries = counted.queries
+                rows.append(row)
+    return rows
+
+
+def all_shapes(stage: Stage) -> list[Shape]:
+    return shapes(stage.args.deep_page, stage.cursor)
+
+
+def serves(variant: Variant, shape: Shape, only: frozenset[str]) -> bool:
+    """Whether the variant's servers measure the shape (--only, and a variant's own shapes)."""
+    return (not only or shape.key in only) and (variant.keys is None or shape.key in variant.keys)
+
+
+def variants(specs: list[str], baseline: Path | None) -> list[Variant]:
+    """The servers measured side by side: the default, each --variant's (its settings gathered
+    from every --variant of its name) and, with --baseline, a twin of each serving the API's code
+    from that checkout, for /health and GET /products/{id}."""
+    found = {"": Variant()}
+    for spec in specs:
+        name, _, setting = (part.strip() for part in spec.partition(":"))
+        key, equals, value = setting.removeprefix("-").partition("=")
+        unset = setting.startswith("-")
+        if not name or (setting and (not key or unset == bool(equals))):
+            raise BenchError(f"--variant {spec!r}: NAME, NAME:KEY=VALUE or NAME:-KEY")
+        variant = found.setdefault(name, Variant(name))
+        if key == "factory" and equals:
+            variant.factory = value
+        elif setting:
+            variant.env[key] = None if unset else value
+    if baseline is not None:
+        root = baseline.resolve()
+        if not (root / "api" / "main.py").is_file():
+            raise BenchError(f"--baseline {baseline}: no api/main.py there")
+        commit = run_quiet(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]).stdout
+        at = commit.strip() or root.name
+        # A checkout older than api/launch.py: its app factory, which tuned the process itself.
+        launched = (root / "api" / "launch.py").is_file()
+        for variant in list(found.values()):
+            name = f"{variant.name}, {at}" if variant.name else at
+            factory = variant.factory if launched else APP
+            found[name] = Variant(
+                name, dict(variant.env), factory, root, variant.name, BASELINE_SHAPES
+            )
+    return list(found.values())
 
 
 def env_pool_mode(extra: dict[str, str]) -> str:

@@ -27,6 +27,7 @@ import httpx
 import devstack
 
 API = "api.launch:create_app"  # the API as its servers launch it (deploy/Dockerfile)
+APP = "api.main:create_app"  # the app alone, without the launch's tuning
 BARE = "bench.bare:create_app"  # the bare asyncpg handler, the driver's yardstick
 BENCH_USER = {"username": "bench_user", "email": "bench_user@example.com"}
 ADMIN = {"username": "bench_admin", "email": "bench_admin@example.com"}
@@ -162,6 +163,31 @@ def rss_kib(pid: int) -> int:
 
 
 @dataclass
+class Variant:
+    """A way to launch the servers, measured beside the default one in the same run, its rows
+    interleaved with the default's (`make bench --variant/--baseline`): other environment
+    variables (a value of None unsets one), another factory, or the API's code from another
+    checkout."""
+
+    name: str = ""  # "": the servers as make bench launches them by default
+    env: dict[str, str | None] = field(default_factory=dict)
+    factory: str = API  # the API's uvicorn factory
+    api_root: Path | None = None  # serve.py imports `api` from there (BENCH_API_ROOT)
+    reference: str = ""  # the variant its rows are compared with
+    keys: frozenset[str] | None = None  # the request shapes it serves; None: all
+
+    def label(self, workers: int) -> str:
+        count = f"{workers} worker{'s' if workers > 1 else ''}"
+        return f"{count}, {self.name}" if self.name else count
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        changed = {**env, **{k: v for k, v in self.env.items() if v is not None}}
+        if self.api_root is not None:
+            changed["BENCH_API_ROOT"] = str(self.api_root)
+        return {k: v for k, v in changed.items() if self.env.get(k, "") is not None}
+
+
+@dataclass
 class Server:
     """A uvicorn with `workers` worker processes, serving the app on a loopback port."""
 
@@ -191,16 +217,17 @@ def serving(
     first: bool,
     factory: str = API,
     cpus: str = "",
+    variant: Variant | None = None,
 ) -> Iterator[Server]:
+    variant = variant or Variant()
     port = devstack.free_port()
-    label = f"{workers} worker{'s' if workers > 1 else ''}"
     # As the Docker image runs uvicorn (deploy/Dockerfile), with the worker count and a loopback
     # port, through serve.py: the same command line, plus the loop-lag sampler and any
     # experiment's engine arguments.
     lag_dir = log.with_suffix(".lag")
     shutil.rmtree(lag_dir, ignore_errors=True)
     lag_dir.mkdir(parents=True)
-    env = {**env, "BENCH_LOOP_LAG_DIR": str(lag_dir)}
+    env = {**variant.environment(env), "BENCH_LOOP_LAG_DIR": str(lag_dir)}
     command = [*pinned(cpus), sys.executable, "-m", "bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
@@ -213,10 +240,10 @@ def serving(
             stderr=subprocess.STDOUT,
             preexec_fn=devstack.child_setup(None, signal.SIGTERM),
         )
-    server = Server(label, f"http://127.0.0.1:{port}", process, workers, lag_dir)
+    server = Server(variant.label(workers), f"http://127.0.0.1:{port}", process, workers, lag_dir)
     try:
         wait_until_ready(server, log)
-        if factory == API:
+        if factory != BARE:
             server.tokens = log_in(server.url, password, sign_up=first)
         yield server
     finally:
