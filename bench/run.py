@@ -434,7 +434,9 @@ def variants(specs: list[str], baseline: Path | None) -> list[Variant]:
         key, equals, value = setting.removeprefix("-").partition("=")
         unset = setting.startswith("-")
         if not name or (setting and (not key or unset == bool(equals))):
-            raise BenchError(f"--variant {spec!r}: NAME, NAME:KEY=VALUE or NAME:-KEY")
+            raise BenchError(
+                f"--variant {spec!r}: NAME, NAME:KEY=VALUE, NAME:-KEY or NAME:factory=MODULE:ATTR"
+            )
         variant = found.setdefault(name, Variant(name))
         if key == "factory" and equals:
             variant.factory = value
@@ -446,7 +448,8 @@ def variants(specs: list[str], baseline: Path | None) -> list[Variant]:
             raise BenchError(f"--baseline {baseline}: no api/main.py there")
         commit = run_quiet(["git", "-C", str(root), "rev-parse", "--short", "HEAD"]).stdout
         at = commit.strip() or root.name
-        # A checkout older than api/launch.py: its app factory, which tuned the process itself.
+        # A checkout without api/launch.py is served through its app factory (0d07f60's tuned
+        # its process there).
         launched = (root / "api" / "launch.py").is_file()
         for variant in list(found.values()):
             name = f"{variant.name}, {at}" if variant.name else at
