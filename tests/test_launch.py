@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+from asgi_lifespan import LifespanManager
+
 from api import launch
-from tests.helpers import ROOT
+from tests.helpers import ROOT, settings_for_tests
 
 
 def in_fresh_interpreter(script: str, env: dict[str, str] | None = None) -> str:
@@ -55,3 +58,20 @@ def test_the_launched_app_settles_the_garbage_collector_once_started() -> None:
     assert app_alone == ["0", "700"]
     assert int(launched[0]) > 10_000  # the modules' objects, the app's
     assert launched[1] == "20000"
+
+
+async def test_the_collector_is_settled_after_the_apps_own_startup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In this process, with the settling recorded instead of done: it comes once the app's own
+    startup has given it its sessions."""
+    settled: list[bool] = []
+    app = launch.create_app(settings_for_tests())
+    monkeypatch.setattr(
+        launch,
+        "settle_garbage_collector",
+        lambda: settled.append(hasattr(app.state, "sessionmaker")),
+    )
+
+    async with LifespanManager(app):
+        assert settled == [True]
