@@ -44,7 +44,6 @@ from api.dbroles import Login
 from api.main import create_app
 from api.models import metadata
 from api.users.models import User
-from tests.factories import make_user
 from tests.helpers import (
     ROOT,
     SECRET_KEY,
@@ -58,6 +57,7 @@ from tests.helpers import (
     setting_fields,
     settings_for_tests,
 )
+from tests.support.factories import make_user
 
 
 @cache

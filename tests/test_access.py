@@ -16,8 +16,8 @@ from api.main import create_app
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.factories import make_notification, make_order, make_post, make_user
 from tests.helpers import ROOT, client_for, settings_for_tests
+from tests.support.factories import make_notification, make_order, make_post, make_user
 
 LEVELS = {"public", "user", "owner", "superuser"}
 # Required query parameters, so that a refusal is about who calls, not about what is missing.

@@ -15,8 +15,8 @@ from api.main import create_app
 from api.users.dependencies import USER_PATH_WORDS
 from api.users.models import User
 from tests.conftest import savepoint_sessions
-from tests.factories import make_user
 from tests.helpers import client_for, settings_for_tests
+from tests.support.factories import make_user
 
 TEMPLATES = create_app(settings_for_tests()).openapi()["paths"]
 PARAMETER = re.compile(r"^\{[^}]+\}$")
