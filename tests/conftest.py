@@ -44,20 +44,11 @@ from api.dbroles import Login
 from api.main import create_app
 from api.models import metadata
 from api.users.models import User
-from tests.helpers import (
-    ROOT,
-    SECRET_KEY,
-    SECRET_PATTERNS,
-    admin_execute,
-    alembic,
-    asyncpg_url,
-    client_for,
-    drop_database,
-    running_pgbouncer,
-    setting_fields,
-    settings_for_tests,
-)
+from tests.support.app import ROOT, SECRET_KEY, setting_fields, settings_for_tests
+from tests.support.client import SECRET_PATTERNS, client_for
+from tests.support.database import admin_execute, alembic, asyncpg_url, drop_database
 from tests.support.factories import make_user
+from tests.support.pgbouncer import running_pgbouncer
 
 
 @cache

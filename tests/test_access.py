@@ -16,7 +16,8 @@ from api.main import create_app
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.helpers import ROOT, client_for, settings_for_tests
+from tests.support.app import ROOT, settings_for_tests
+from tests.support.client import client_for
 from tests.support.factories import make_notification, make_order, make_post, make_user
 
 LEVELS = {"public", "user", "owner", "superuser"}

@@ -19,7 +19,7 @@ import pytest
 
 import devstack
 from devstack.serve import RESTARTS
-from tests.helpers import log_in
+from tests.support.client import log_in
 from tests.support.make_run import make_run, start, wait_gone, wait_ready
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from api.main import create_app
-from tests.helpers import settings_for_tests
+from tests.support.app import settings_for_tests
 
 SNAPSHOT = Path(__file__).with_name("openapi.json")
 

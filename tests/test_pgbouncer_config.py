@@ -17,7 +17,10 @@ from api import pgbouncer
 from api.core.config import Settings
 from api.core.db import build_engine
 from tests.conftest import Database, database_backend, serving
-from tests.helpers import live_admin, running_pgbouncer, scalar, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.database import scalar
+from tests.support.live_server import live_admin
+from tests.support.pgbouncer import running_pgbouncer
 
 COMPOSE_LIKE_URL = "postgresql+asyncpg://storefront:s3cret@db:5432/storefront"
 

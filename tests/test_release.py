@@ -10,7 +10,7 @@ import tomllib
 import httpx
 
 from tests.deploy.helpers import load_yaml, stages
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 

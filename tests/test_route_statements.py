@@ -23,7 +23,7 @@ from api.core.security import password_hash
 from api.posts.models import PostStatus
 from api.products.models import Product
 from api.users.models import User
-from tests.helpers import client_for
+from tests.support.client import client_for
 from tests.test_access import openapi_routes
 from tests.test_statement_counts import Arena, Caller, app_statements, recording, table_of
 

@@ -43,7 +43,8 @@ from api.posts.models import Post, PostStatus, PostTagLink
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.helpers import client_for, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import client_for
 
 Caller = Literal["anonymous", "user", "superuser"]
 Ids = dict[str, int]
@@ -97,7 +98,7 @@ class Arena:
             User(
                 username=f"{prefix}_{k}",
                 email=f"{prefix}_{k}@example.com",
-                # Nobody logs in here: tokens are made from the id (tests.helpers.bearer).
+                # Nobody logs in here: tokens are made from the id (tests.support.client.bearer).
                 hashed_password="not-a-password-hash",
                 is_superuser=is_superuser,
             )

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import Database, serving
-from tests.helpers import log_in, running_pgbouncer
+from tests.support.client import log_in
+from tests.support.pgbouncer import running_pgbouncer
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

@@ -7,7 +7,7 @@ import pytest
 
 from api.core.security import password_hash
 from tests.conftest import Database
-from tests.helpers import query
+from tests.support.database import query
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

@@ -12,7 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth import service as auth_service
 from api.core import security
 from api.users.models import User
-from tests.helpers import SECRET_KEY, assert_problem, client_for
+from tests.support.app import SECRET_KEY
+from tests.support.client import assert_problem, client_for
 from tests.support.factories import DEFAULT_PASSWORD, make_user
 
 

@@ -16,7 +16,8 @@ import yaml
 from api import dbroles
 from api.dbroles import Login
 from tests.conftest import Database
-from tests.helpers import ROOT, drop_database, setting_fields
+from tests.support.app import ROOT, setting_fields
+from tests.support.database import drop_database
 
 SETTINGS = frozenset(setting_fields())
 # Read by uvicorn itself (the image's CMD), not by the app's settings.

@@ -5,7 +5,7 @@ import re
 from typing import Any
 
 from tests.deploy.helpers import check_jsonschema, load_yaml
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 

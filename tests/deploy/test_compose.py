@@ -25,7 +25,7 @@ from tests.deploy.helpers import (
     db_setup_ran,
     interpolate,
 )
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
 APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings

@@ -32,7 +32,8 @@ import devstack
 from api import dbroles
 from devstack.backup import Compose
 from tests.conftest import docker_reachable
-from tests.helpers import ROOT, assert_problem, log_in
+from tests.support.app import ROOT
+from tests.support.client import assert_problem, log_in
 from tests.test_walkthrough import ADMIN, walk
 
 OPT_IN = "STOREFRONT_COMPOSE_TEST"

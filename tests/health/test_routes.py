@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import Database
-from tests.helpers import app_without_database, assert_problem
+from tests.support.app import app_without_database
+from tests.support.client import assert_problem
 
 
 async def test_liveness(client: httpx.AsyncClient) -> None:

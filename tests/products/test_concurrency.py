@@ -6,7 +6,8 @@ import httpx
 import pytest
 
 from tests.conftest import Database
-from tests.helpers import live_admin, scalar
+from tests.support.database import scalar
+from tests.support.live_server import live_admin
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

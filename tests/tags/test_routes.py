@@ -8,7 +8,7 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.tags.models import Tag
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
 from tests.support.factories import make_tag
 
 

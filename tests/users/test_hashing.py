@@ -16,7 +16,8 @@ from api.core.security import password_hash
 from api.users import service as users_service
 from api.users.models import User
 from tests.conftest import Database
-from tests.helpers import client_for, query, scalar
+from tests.support.client import client_for
+from tests.support.database import query, scalar
 
 pytestmark = pytest.mark.concurrent
 
