@@ -11,29 +11,19 @@ The database server is picked in this order, and the pytest header says which on
 """
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import devstack
@@ -44,78 +34,24 @@ from api.dbroles import Login
 from api.main import create_app
 from api.models import metadata
 from api.users.models import User
-from tests.support.app import ROOT, SECRET_KEY, setting_fields, settings_for_tests
+from tests.support.app import setting_fields, settings_for_tests
 from tests.support.client import SECRET_PATTERNS, client_for
-from tests.support.database import admin_execute, alembic, asyncpg_url, drop_database
+from tests.support.database import (
+    Database,
+    admin_execute,
+    alembic,
+    drop_database,
+    savepoint_sessions,
+)
 from tests.support.factories import make_user
+from tests.support.live_server import serving
 from tests.support.pgbouncer import running_pgbouncer
-
-
-@cache
-def docker_reachable() -> bool:
-    import docker
-
-    # docker-py leaks its socket when no engine answers; collect it here, where its
-    # ResourceWarning is expected, instead of in whichever test runs next.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = docker.from_env(timeout=3)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            return False
-        finally:
-            gc.collect()
-
-
-POSTGRES_IMAGE = "postgres:18"  # the image compose.yaml runs
-
-
-def reaper_state() -> str:
-    from testcontainers.core.config import testcontainers_config
-
-    if testcontainers_config.ryuk_disabled:
-        return "reaper (ryuk) off: TESTCONTAINERS_RYUK_DISABLED=true"
-    return f"reaper (ryuk) on: {testcontainers_config.ryuk_image}"
-
-
-def testcontainers_server() -> Iterator[str]:
-    """A superuser URL to a PostgresContainer, removed at the end (by the reaper too, if on)."""
-    from docker.errors import DockerException
-    from testcontainers.community.postgres import PostgresContainer
-
-    container = PostgresContainer(
-        POSTGRES_IMAGE, password=secrets.token_urlsafe(24), driver="asyncpg"
-    )
-    try:
-        container.start()
-    except DockerException as exc:
-        container.stop()
-        hint = (
-            ""
-            if "off" in reaper_state()
-            else (
-                " If the reaper's image cannot be pulled here, run with "
-                "TESTCONTAINERS_RYUK_DISABLED=true."
-            )
-        )
-        pytest.fail(f"testcontainers could not start {POSTGRES_IMAGE}: {exc}.{hint}", pytrace=False)
-    try:
-        yield container.get_connection_url()
-    finally:
-        container.stop()
-
-
-@cache
-def database_backend() -> str:
-    if os.environ.get("TEST_DATABASE_URL"):
-        return "TEST_DATABASE_URL"
-    if docker_reachable():
-        return "testcontainers"
-    return "embedded"
+from tests.support.postgres_server import (
+    POSTGRES_IMAGE,
+    database_backend,
+    reaper_state,
+    testcontainers_server,
+)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -127,31 +63,6 @@ def pytest_report_header(config: pytest.Config) -> str:
         "no Docker engine",
     }
     return f"database: {described[database_backend()]}"
-
-
-@dataclass
-class Database:
-    server_url: str
-    name: str
-    # Set on a database arranged as deployments arrange it (make_production_database).
-    owner: Login | None = None
-    app: Login | None = None
-    app_secret: str | None = None  # the app role's SCRAM secret, for PgBouncer's auth file
-
-    @property
-    def url(self) -> str:
-        """The superuser's URL to this database."""
-        return asyncpg_url(self.server_url, self.name)
-
-    def url_as(self, login: Login) -> str:
-        url = make_url(self.url).set(username=login.role, password=login.password)
-        return url.render_as_string(hide_password=False)
-
-    @property
-    def app_url(self) -> str:
-        """The app role's direct URL (a PgBouncer in front logs in with the same login)."""
-        assert self.app is not None, "not a production-shaped database"
-        return self.url_as(self.app)
 
 
 @pytest.fixture(scope="session")
@@ -281,16 +192,6 @@ async def db_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await transaction.rollback()
 
 
-def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
-    """Sessions whose commit and rollback act on a savepoint inside the test's transaction."""
-    return async_sessionmaker(
-        bind=connection,
-        class_=AsyncSession,
-        join_transaction_mode="create_savepoint",
-        expire_on_commit=False,
-    )
-
-
 @pytest.fixture
 async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
     """A session for arranging data and re-querying the database after a request."""
@@ -375,54 +276,6 @@ async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, 
     await engine.dispose()
 
 
-@contextmanager
-def serving(
-    database: "Database",
-    pgbouncer: devstack.PgBouncer,
-    log_dir: Path,
-    **env_overrides: str,
-) -> Iterator[str]:
-    """A real uvicorn process with the production engine settings, through the real PgBouncer
-    (as the role it logs in as), on `database`; its base URL."""
-    port = devstack.free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "test",
-        "SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": pgbouncer.url(database.name),
-        "DB_POOL": "null",
-        "DB_STATEMENT_CACHE": "false",
-        "MIGRATIONS_DATABASE_URL": database.url,
-        "LOG_JSON": "false",
-        **env_overrides,
-    }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    # Idle keep-alive connections outlive the test's pauses: with uvicorn's 5 s default, a slow
-    # run can reuse a connection at the moment the server closes it (a client-side ReadError).
-    command += ["--timeout-keep-alive", "75"]
-    log = log_dir / "uvicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=devstack.child_setup(None, signal.SIGTERM),
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while not _answers(f"{url}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        devstack.terminate(process, signal.SIGTERM)
-
-
 @pytest.fixture(scope="session")
 def live_server(
     concurrent_database: Database,
@@ -433,13 +286,6 @@ def live_server(
     database."""
     with serving(concurrent_database, app_pgbouncer, tmp_path_factory.mktemp("uvicorn")) as url:
         yield url
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture

@@ -418,11 +418,11 @@ CASES = [
 
 
 # The test harness runs each request's session in a savepoint of the test's transaction
-# (conftest.savepoint_sessions, join_transaction_mode="create_savepoint"): where production sends
-# BEGIN and COMMIT, which asyncpg issues itself and no cursor event sees, the harness sends
-# "SAVEPOINT sa_savepoint_N" first and "RELEASE SAVEPOINT sa_savepoint_N" (or "ROLLBACK TO
-# SAVEPOINT") last. Those are dropped, by the name of the first savepoint of the request; a
-# savepoint the app itself makes (a notification's) has another name and is counted.
+# (tests.support.database.savepoint_sessions, join_transaction_mode="create_savepoint"): where
+# production sends BEGIN and COMMIT, which asyncpg issues itself and no cursor event sees, the
+# harness sends "SAVEPOINT sa_savepoint_N" first and "RELEASE SAVEPOINT sa_savepoint_N" (or
+# "ROLLBACK TO SAVEPOINT") last. Those are dropped, by the name of the first savepoint of the
+# request; a savepoint the app itself makes (a notification's) has another name and is counted.
 HARNESS_SAVEPOINT = re.compile(r"^\s*(?:RELEASE |ROLLBACK TO )?SAVEPOINT (\w+)\s*$", re.I)
 
 

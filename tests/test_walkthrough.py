@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Database, serving
 from tests.support.client import log_in
+from tests.support.database import Database
+from tests.support.live_server import serving
 from tests.support.pgbouncer import running_pgbouncer
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]

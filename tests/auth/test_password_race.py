@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from api.core.security import password_hash
-from tests.conftest import Database
-from tests.support.database import query
+from tests.support.database import Database, query
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

@@ -34,10 +34,9 @@ from api.core.db import (
 from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
 from api.users.models import User
-from tests.conftest import Database, savepoint_sessions
 from tests.support.app import settings_for_tests
 from tests.support.client import assert_problem
-from tests.support.database import admin_execute, scalar
+from tests.support.database import Database, admin_execute, savepoint_sessions, scalar
 
 
 def ghost() -> User:

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from api.models import metadata
-from tests.conftest import Database
-from tests.support.database import alembic
+from tests.support.database import Database, alembic
 
 MakeDatabase = Callable[[str], Awaitable[Database]]
 

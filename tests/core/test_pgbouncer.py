@@ -14,12 +14,11 @@ from sqlalchemy.pool import NullPool
 
 import devstack
 from api.main import create_app
-from tests.conftest import Database, serving
 from tests.support.app import settings_for_tests
 from tests.support.client import client_for, error_fields
 from tests.support.concurrency import users_burst
-from tests.support.database import scalar
-from tests.support.live_server import live_admin
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
 from tests.support.pgbouncer import (
     PGBOUNCER_POOL_SIZE,
     running_pgbouncer,

@@ -14,9 +14,9 @@ import api.main
 from api.main import create_app
 from api.users.dependencies import USER_PATH_WORDS
 from api.users.models import User
-from tests.conftest import savepoint_sessions
 from tests.support.app import settings_for_tests
 from tests.support.client import client_for
+from tests.support.database import savepoint_sessions
 from tests.support.factories import make_user
 
 TEMPLATES = create_app(settings_for_tests()).openapi()["paths"]

@@ -15,9 +15,8 @@ import yaml
 
 from api import dbroles
 from api.dbroles import Login
-from tests.conftest import Database
 from tests.support.app import ROOT, setting_fields
-from tests.support.database import drop_database
+from tests.support.database import Database, drop_database
 
 SETTINGS = frozenset(setting_fields())
 # Read by uvicorn itself (the image's CMD), not by the app's settings.

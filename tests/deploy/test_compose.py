@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.conftest import Database
 from tests.deploy.helpers import (
     APP_UID,
     SETTINGS,
@@ -26,6 +25,7 @@ from tests.deploy.helpers import (
     interpolate,
 )
 from tests.support.app import ROOT
+from tests.support.database import Database
 
 SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
 APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings

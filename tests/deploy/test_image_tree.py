@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from api.core.version import project_version
-from tests.conftest import Database
 from tests.deploy.helpers import db_setup_ran, stages
 from tests.support.app import ROOT, SECRET_KEY
-from tests.support.database import scalar
+from tests.support.database import Database, scalar
 
 pytestmark = pytest.mark.concurrent  # databases and roles of its own, committed
 

@@ -1,14 +1,19 @@
-"""Reaching the test server outside the app: URLs for asyncpg and libpq, statements as the
-superuser, queries on a connection of their own, dropping a test database, and the Alembic CLI."""
+"""A test database (Database) and reaching it outside the app: URLs for asyncpg and libpq,
+statements as the superuser, queries on a connection of their own, dropping a test database, the
+Alembic CLI, and sessions that commit to a savepoint of the test's transaction."""
 
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.dbroles import Login
 from tests.support.app import ROOT, SECRET_KEY
 
 
@@ -21,6 +26,31 @@ def asyncpg_url(url: str, database: str | None = None) -> str:
 
 def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class Database:
+    server_url: str
+    name: str
+    # Set on a database arranged as deployments arrange it (make_production_database).
+    owner: Login | None = None
+    app: Login | None = None
+    app_secret: str | None = None  # the app role's SCRAM secret, for PgBouncer's auth file
+
+    @property
+    def url(self) -> str:
+        """The superuser's URL to this database."""
+        return asyncpg_url(self.server_url, self.name)
+
+    def url_as(self, login: Login) -> str:
+        url = make_url(self.url).set(username=login.role, password=login.password)
+        return url.render_as_string(hide_password=False)
+
+    @property
+    def app_url(self) -> str:
+        """The app role's direct URL (a PgBouncer in front logs in with the same login)."""
+        assert self.app is not None, "not a production-shaped database"
+        return self.url_as(self.app)
 
 
 async def admin_execute(
@@ -72,3 +102,13 @@ def alembic(
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose commit and rollback act on a savepoint inside the test's transaction."""
+    return async_sessionmaker(
+        bind=connection,
+        class_=AsyncSession,
+        join_transaction_mode="create_savepoint",
+        expire_on_commit=False,
+    )

@@ -15,9 +15,8 @@ from api.auth import service as auth_service
 from api.core.security import password_hash
 from api.users import service as users_service
 from api.users.models import User
-from tests.conftest import Database
 from tests.support.client import client_for
-from tests.support.database import query, scalar
+from tests.support.database import Database, query, scalar
 
 pytestmark = pytest.mark.concurrent
 
