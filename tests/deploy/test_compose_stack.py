@@ -34,7 +34,7 @@ from devstack.backup import Compose
 from tests.support.app import ROOT
 from tests.support.client import assert_problem, log_in
 from tests.support.postgres_server import docker_reachable
-from tests.test_walkthrough import ADMIN, walk
+from tests.support.walkthrough import ADMIN, walk
 
 OPT_IN = "STOREFRONT_COMPOSE_TEST"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"

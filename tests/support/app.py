@@ -1,5 +1,5 @@
 """The checkout's root and the app as the tests build it: Settings with the tests' SECRET_KEY
-(never from the developer's environment), and the app on a database that is not there."""
+(never from the developer's environment), its routes, and the app on a database not there."""
 
 import secrets
 from pathlib import Path
@@ -38,3 +38,8 @@ def app_without_database(database_url: str) -> FastAPI:
     )
     use_engine(app, build_engine(app.state.settings))
     return app
+
+
+def openapi_routes() -> set[tuple[str, str]]:
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    return {(method.upper(), path) for path, ops in paths.items() for method in ops}
