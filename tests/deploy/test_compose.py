@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.deploy.helpers import (
+from tests.support.app import ROOT
+from tests.support.database import Database
+from tests.support.deploy import (
     APP_UID,
     SETTINGS,
     DbSetup,
@@ -24,8 +26,6 @@ from tests.deploy.helpers import (
     db_setup_ran,
     interpolate,
 )
-from tests.support.app import ROOT
-from tests.support.database import Database
 
 SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
 APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings

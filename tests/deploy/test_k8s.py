@@ -21,8 +21,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.deploy.helpers import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
 from tests.support.app import ROOT
+from tests.support.deploy import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
 
 K8S = ROOT / "deploy" / "k8s"
 CRDS = Path(__file__).parent / "cloudnative-pg-crds"

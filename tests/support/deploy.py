@@ -1,4 +1,5 @@
-"""Reading the deployment files for the static tests: no Docker engine, no cluster needed."""
+"""Reading the deployment files for the static tests (no Docker engine, no cluster needed), and
+compose.yaml's db-setup job run on a test database."""
 
 import asyncio
 import re
