@@ -18,6 +18,7 @@ from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit
+from api.core.routing import operation_id
 from api.core.version import VERSION
 from api.health.routes import root as root_router
 from api.health.routes import router as health_router
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="A shop and its blog: users, catalog, orders, posts.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -9,6 +9,8 @@ a reviewer seeing it. A change made on purpose rewrites the file in the same com
 """
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,46 @@ def test_the_rest_of_the_document_is_unchanged() -> None:
     assert {k: v for k, v in CURRENT["components"].items() if k != "schemas"} == {
         k: v for k, v in RECORDED["components"].items() if k != "schemas"
     }
+
+
+OPERATION_ID = re.compile(r"^[a-z]+(-[a-z]+)+$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def test_operation_ids_are_short_unique_and_name_their_tag() -> None:
+    operations = [op for item in CURRENT["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+
+    assert len(set(ids)) == len(ids) == len(operations)
+    assert [i for i in ids if not OPERATION_ID.match(i)] == []
+    assert all(op["operationId"].startswith(op["tags"][0] + "-") for op in operations)
+    assert "products-create-product" in ids
+
+
+def enums(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield node
+        for value in node.values():
+            yield from enums(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from enums(value)
+
+
+def test_every_enum_member_has_a_name_a_client_can_use() -> None:
+    found = list(enums(CURRENT))
+    unnamed = [
+        enum["enum"]
+        for enum in found
+        if not all(IDENTIFIER.match(str(value)) for value in enum["enum"])
+        and not all(IDENTIFIER.match(name) for name in enum.get("x-enum-varnames", ["-"]))
+    ]
+
+    assert len(found) > 3
+    assert unnamed == []
+    sort = next(enum for enum in found if "-price" in enum["enum"])
+    assert dict(zip(sort["enum"], sort["x-enum-varnames"], strict=True))["-price"] == "PRICE_DESC"
 
 
 if __name__ == "__main__":
