@@ -111,6 +111,44 @@ def test_every_enum_member_has_a_name_a_client_can_use() -> None:
     assert dict(zip(sort["enum"], sort["x-enum-varnames"], strict=True))["-price"] == "PRICE_DESC"
 
 
+def referenced(node: Any) -> Iterator[str]:
+    """The names of the schemas `node` refers to, directly or through the ones it names."""
+    seen: set[str] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            ref = current.get("$ref", "")
+            name = ref.removeprefix("#/components/schemas/")
+            if ref and name not in seen:
+                seen.add(name)
+                pending.append(CURRENT["components"]["schemas"][name])
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    yield from sorted(seen)
+
+
+def test_answers_mark_every_field_they_always_carry_required() -> None:
+    answers = [
+        response
+        for item in CURRENT["paths"].values()
+        for operation in item.values()
+        for status, response in operation["responses"].items()
+        if status.startswith("2")
+    ]
+    schemas = CURRENT["components"]["schemas"]
+    optional = {
+        name: sorted(
+            set(schemas[name].get("properties", {})) - set(schemas[name].get("required", []))
+        )
+        for name in referenced(answers)
+    }
+
+    assert "ProductRead" in optional
+    assert {name: fields for name, fields in optional.items() if fields} == {}
+
+
 if __name__ == "__main__":
     SNAPSHOT.write_text(json.dumps(current_document(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}")

@@ -12,7 +12,7 @@ def operation_id(route: APIRoute) -> str:
     """`products-create-product`: the route's tag and its function's name, unique in the API
     (a test checks), which a generated client turns into `products_create_product` instead of
     FastAPI's default `create_product_products__post`."""
-    return f"{route.tags[0]}-{route.name}".replace("_", "-")
+    return "-".join([*map(str, route.tags[:1]), route.name]).replace("_", "-")
 
 
 def segment_except(name: str, words: Iterable[str]) -> str:
