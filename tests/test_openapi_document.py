@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
-from api.main import create_app
+from api.auth.dependencies import get_optional_user
+from api.main import ROUTERS, create_app
 from tests.helpers import settings_for_tests
 
 SNAPSHOT = Path(__file__).with_name("openapi.json")
@@ -147,6 +150,35 @@ def test_answers_mark_every_field_they_always_carry_required() -> None:
 
     assert "ProductRead" in optional
     assert {name: fields for name, fields in optional.items() if fields} == {}
+
+
+def calls(dependant: Dependant) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from calls(dependency)
+
+
+def test_a_route_a_token_may_change_offers_anonymous_access_and_documents_its_401() -> None:
+    """Where a token only changes the answer (OptionalUser), a generated client may call without
+    one, and a bad one is a documented 401; every other route that reads a token documents its
+    401 too."""
+    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+    optional = {
+        (method, route.path_format)
+        for route in routes
+        if get_optional_user in calls(route.dependant)
+        for method in route.methods
+    }
+    assert ("GET", "/posts/{post_id}") in optional
+    for path, item in CURRENT["paths"].items():
+        for method, operation in item.items():
+            security = operation.get("security", [])
+            if (method.upper(), path) in optional:
+                assert sorted(map(len, security)) == [0, 1], path
+            else:
+                assert {} not in security, path
+            if security:
+                assert "401" in operation["responses"], (method, path)
 
 
 if __name__ == "__main__":
