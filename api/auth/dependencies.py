@@ -1,7 +1,7 @@
 """Who is calling: `CurrentUser` (any active user with a valid bearer token) and `AdminUser`
 (a superuser). Missing or bad tokens are a 401 with `WWW-Authenticate: Bearer`."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -39,7 +39,7 @@ OptionalUser = Annotated[User | None, Depends(get_optional_user)]
 
 # For the routes that take OptionalUser: the document offers no token as the alternative to the
 # bearer scheme (FastAPI lists the scheme alone), so a generated client may call them anonymously.
-ANONYMOUS_ALLOWED = {"security": [{}]}
+ANONYMOUS_ALLOWED: dict[str, Any] = {"security": [{}]}
 
 
 async def get_current_superuser(user: CurrentUser) -> User:
