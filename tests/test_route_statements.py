@@ -73,11 +73,13 @@ async def arrange(arena: Arena, connection: AsyncConnection, call: Call) -> dict
             select(products.c.sku, products.c.slug).where(products.c.id == product)
         )
     ).one()
-    if call.password:
+    if call.password and arena.caller:
         hashed = password_hash.hash(PASSWORD)
         await connection.execute(
             update(users).where(users.c.id == caller).values(hashed_password=hashed)
         )
+        # The caller's token is issued under the password it has now.
+        arena.caller.hashed_password = hashed
     return {
         "category_id": category,
         "empty_category_id": empty_category,

@@ -97,7 +97,7 @@ class Arena:
             User(
                 username=f"{prefix}_{k}",
                 email=f"{prefix}_{k}@example.com",
-                # Nobody logs in here: tokens are made from the id (tests.helpers.bearer).
+                # Nobody logs in here: tokens are made from the row (tests.helpers.bearer).
                 hashed_password="not-a-password-hash",
                 is_superuser=is_superuser,
             )

@@ -19,8 +19,9 @@ async def get_current_user(
 ) -> User:
     if not token:
         raise Unauthorized("Not authenticated: send a bearer token.")
-    user_id = service.user_id_from_token(token=token, settings=request.app.state.settings)
-    return await service.get_active_user(session=session, user_id=user_id)
+    settings = request.app.state.settings
+    claims = service.claims_of(token=token, settings=settings)
+    return await service.get_active_user(session=session, claims=claims, settings=settings)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
