@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -17,7 +18,8 @@ from api.core.config import Settings, get_settings
 from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
-from api.core.middleware import BodySizeLimit
+from api.core.middleware import BodySizeLimit, SlashOptional
+from api.core.routing import operation_id
 from api.core.version import VERSION
 from api.health.routes import root as root_router
 from api.health.routes import router as health_router
@@ -129,12 +131,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=VERSION,
         description="A shop and its blog: users, catalog, orders, posts.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    collections = frozenset(
+        route.path.rstrip("/")
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path.endswith("/") and route.path != "/"
+    )
+    app.add_middleware(SlashOptional, paths=collections)
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -73,11 +73,13 @@ async def arrange(arena: Arena, connection: AsyncConnection, call: Call) -> dict
             select(products.c.sku, products.c.slug).where(products.c.id == product)
         )
     ).one()
-    if call.password:
+    if call.password and arena.caller:
         hashed = password_hash.hash(PASSWORD)
         await connection.execute(
             update(users).where(users.c.id == caller).values(hashed_password=hashed)
         )
+        # The caller's token is issued under the password it has now.
+        arena.caller.hashed_password = hashed
     return {
         "category_id": category,
         "empty_category_id": empty_category,
@@ -220,7 +222,9 @@ CALLS = [
     Call("GET", "/users/{user_id}", 2),
     Call("PATCH", "/users/{user_id}", 2, json={"bio": "Lamps."}),
     Call("DELETE", "/users/{user_id}", 3),
-    Call("DELETE", "/users/{user_id}/soft", 2),
+    # A deactivation locks the active superusers first, so that one always stays.
+    Call("DELETE", "/users/{user_id}/soft", 3),
+    Call("PATCH", "/users/{user_id}", 3, json={"is_active": False}),
     Call("GET", "/users/{caller_id}/notifications", 2),
     Call("POST", "/notifications/{notification_id}/read", 3),
 ]

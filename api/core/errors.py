@@ -43,6 +43,8 @@ PROBLEM_CODES = {
     "not_for_sale": "409, an order names a product that is not active",
     "stock_limit": "409, a stock change would pass the most a product may hold",
     "invalid_status_transition": "409, an order or post cannot move to that status",
+    "own_account": "409, a superuser deletes or deactivates their own account",
+    "last_superuser": "409, the change would leave no active superuser",
     "conflict": "409, another request changed the data first (try again)",
     "request_entity_too_large": "413, a body over MAX_BODY_BYTES",
     "validation_error": "422, a field, parameter or cursor is invalid (see `errors`)",
@@ -136,6 +138,18 @@ class InsufficientStock(Conflict):
     """An order or a stock change takes more than is in stock."""
 
     code = "insufficient_stock"
+
+
+class OwnAccount(Conflict):
+    """A superuser deletes or deactivates their own account: another superuser may."""
+
+    code = "own_account"
+
+
+class LastSuperuser(Conflict):
+    """Deleting or deactivating the user would leave no active superuser."""
+
+    code = "last_superuser"
 
 
 class StockLimit(Conflict):

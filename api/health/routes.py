@@ -12,12 +12,15 @@ from api.auth.dependencies import admin_only
 from api.core.config import Settings
 from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, responses
+from api.core.models import EVERY_FIELD_ANSWERED
 
 router = APIRouter(prefix="/health", tags=["health"])
 root = APIRouter(tags=["health"])
 
 
 class Index(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     name: str
     version: str
     docs: str = "/docs"
@@ -33,10 +36,14 @@ async def index(request: Request) -> Index:
 
 
 class Liveness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
 
 
 class Readiness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
     latency_ms: float
@@ -76,6 +83,8 @@ class PoolFigures(BaseModel):
 
 
 class DatabaseFigures(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     pool_mode: Literal["null", "queue"]
     latency_ms: float
     pool: PoolFigures | None = None

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, status
 
 from api.auth import service as auth_service
-from api.auth.dependencies import CurrentUser, admin_only
+from api.auth.dependencies import AdminUser, CurrentUser, admin_only
 from api.auth.models import PasswordChange
 from api.core.db import SessionDep
 from api.core.errors import responses
@@ -43,7 +43,7 @@ async def read_me(me: CurrentUser) -> User:
 @router.patch("/me", response_model=UserRead, responses=responses(401, 409))
 async def update_me(user_in: UserMeUpdate, me: CurrentUser, session: SessionDep) -> User:
     """Change the caller's own profile (not their role or activation)."""
-    return await service.update_user(session=session, user_id=me.id, user_in=user_in)  # type: ignore[arg-type]
+    return await service.update_user(session=session, user_id=me.id, user_in=user_in, caller=me)  # type: ignore[arg-type]
 
 
 @router.post(
@@ -126,23 +126,25 @@ async def deactivate_idle(
 @router.put(
     f"/{USER_ID}",
     response_model=UserRead,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def replace_user(user_id: UserId, user_in: UserReplace, session: SessionDep) -> User:
+async def replace_user(
+    user_id: UserId, user_in: UserReplace, caller: AdminUser, session: SessionDep
+) -> User:
     """Replace every editable field of a user (superuser)."""
-    return await service.replace_user(session=session, user_id=user_id, user_in=user_in)
+    return await service.replace_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller
+    )
 
 
 @router.delete(
     f"/{USER_ID}/soft",
     response_model=UserRead,
-    dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 409),
 )
-async def soft_delete_user(user_id: UserId, session: SessionDep) -> User:
+async def soft_delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> User:
     """Deactivate a user instead of deleting them; answers the user (superuser)."""
-    return await service.soft_delete_user(session=session, user_id=user_id)
+    return await service.soft_delete_user(session=session, user_id=user_id, caller=caller)
 
 
 @router.get(f"/{USER_ID}", response_model=UserRead, responses=responses(401, 404))
@@ -154,20 +156,22 @@ async def get_user(user_id: UserId, caller: CurrentUser, session: SessionDep) ->
 @router.patch(
     f"/{USER_ID}",
     response_model=UserRead,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def update_user(user_id: UserId, user_in: UserUpdate, session: SessionDep) -> User:
+async def update_user(
+    user_id: UserId, user_in: UserUpdate, caller: AdminUser, session: SessionDep
+) -> User:
     """Change some of a user's fields, activation included (superuser)."""
-    return await service.update_user(session=session, user_id=user_id, user_in=user_in)
+    return await service.update_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller
+    )
 
 
 @router.delete(
     f"/{USER_ID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def delete_user(user_id: UserId, session: SessionDep) -> None:
+async def delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> None:
     """Delete a user and their posts; a user with orders is a 409: soft-delete them (superuser)."""
-    await service.delete_user(session=session, user_id=user_id)
+    await service.delete_user(session=session, user_id=user_id, caller=caller)

@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
-from api.core.errors import AlreadyExists, Conflict, NotFound
+from api.core.errors import AlreadyExists, Conflict, LastSuperuser, NotFound, OwnAccount
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
 from api.users.models import (
@@ -45,17 +45,41 @@ async def list_users(
 
 
 async def update_user(
-    *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate
+    *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate, caller: User
 ) -> User:
     changes = user_in.model_dump(exclude_unset=True)
+    if changes.get("is_active") is False:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def delete_user(*, session: AsyncSession, user_id: int) -> None:
+async def delete_user(*, session: AsyncSession, user_id: int, caller: User) -> None:
     """Delete a user and their posts; a user with orders is a 409 (the database decides)."""
     db_user = await get_user(session=session, user_id=user_id)
+    if (db_user.is_superuser and db_user.is_active) or user_id == caller.id:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     async with constraint_errors(session, in_use=IN_USE):
         await session.delete(db_user)
+
+
+async def keep_an_active_superuser(*, session: AsyncSession, user_id: int, caller: User) -> None:
+    """Refuse to take `user_id` out of the active superusers (a delete, a deactivation) when it
+    is the caller's own account, or when no other active superuser would be left. The active
+    superusers are locked first, in id order: of two requests that each remove one of the last
+    two, the second waits for the first and then sees its change."""
+    if user_id == caller.id:
+        raise OwnAccount(
+            "A superuser cannot delete or deactivate their own account: another superuser can."
+        )
+    active = (
+        select(col(User.id))
+        .where(col(User.is_superuser).is_(True), col(User.is_active).is_(True))
+        .order_by(col(User.id))
+        .with_for_update()
+    )
+    superusers = set((await session.exec(active)).all())
+    if superusers == {user_id}:
+        raise LastSuperuser("The user is the last active superuser: no superuser would be left.")
 
 
 async def ensure_superuser(
@@ -138,14 +162,19 @@ async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> 
     return list(await session.exec(query.execution_options(populate_existing=True)))
 
 
-async def replace_user(*, session: AsyncSession, user_id: int, user_in: UserReplace) -> User:
+async def replace_user(
+    *, session: AsyncSession, user_id: int, user_in: UserReplace, caller: User
+) -> User:
     """Every editable column written, whether or not it differs from the row as last read: a
     field resent unchanged still overwrites what another request changed in between."""
     changes = user_in.model_dump()
+    if not user_in.is_active:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def soft_delete_user(*, session: AsyncSession, user_id: int) -> User:
+async def soft_delete_user(*, session: AsyncSession, user_id: int, caller: User) -> User:
+    await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, {"is_active": False})
 
 

@@ -71,7 +71,7 @@ class Arena:
             User(
                 username=f"{prefix}_{k}",
                 email=f"{prefix}_{k}@example.com",
-                # Nobody logs in here: tokens are made from the id (tests.support.client.bearer).
+                # Nobody logs in here: tokens are made from the row (tests.support.client.bearer).
                 hashed_password="not-a-password-hash",
                 is_superuser=is_superuser,
             )

@@ -42,16 +42,20 @@ def count_connections_during(
 
 
 async def insert_user(database_url: str, username: str, *, superuser: bool = False) -> User:
+    """The user as written, its hash included: a token is issued under that password."""
+    hashed = password_hash.hash(OLD)
     user_id = await scalar(
         database_url,
         "INSERT INTO users (username, email, hashed_password, is_superuser)"
         " VALUES ($1, $2, $3, $4) RETURNING id",
         username,
         f"{username}@example.com",
-        password_hash.hash(OLD),
+        hashed,
         superuser,
     )
-    return User(id=user_id, username=username, email=f"{username}@example.com", hashed_password="")
+    return User(
+        id=user_id, username=username, email=f"{username}@example.com", hashed_password=hashed
+    )
 
 
 async def test_changing_a_password_hashes_with_no_connection_held(
