@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -15,7 +16,7 @@ from api.core.db import build_engine, use_engine
 from api.core.security import password_hash
 from api.main import create_app
 from tests.support.app import settings_for_tests
-from tests.support.client import assert_problem, client_for
+from tests.support.client import assert_problem, client_for, log_in
 from tests.support.database import Database, query
 from tests.support.factories import DEFAULT_PASSWORD
 
@@ -88,35 +89,38 @@ async def relayed(database: Database, *, after: bool) -> AsyncIterator[tuple[Rel
         await asyncio.gather(*relay.tasks, return_exceptions=True)
 
 
-async def superuser_row(database: Database) -> None:
+@contextlib.asynccontextmanager
+async def cut_at_commit(
+    database: Database, *, after: bool
+) -> AsyncIterator[tuple[Relay, httpx.AsyncClient]]:
+    """A superuser's client of the app, whose connections go through a relay that cuts the
+    first COMMIT once armed; the superuser is logged in before."""
     await query(
         database.url,
         "INSERT INTO users (username, email, hashed_password, is_superuser)"
         " VALUES ('cutter', 'cutter@example.com', $1, true)",
         password_hash.hash(DEFAULT_PASSWORD),
     )
+    async with relayed(database, after=after) as (relay, url):
+        app = create_app(settings_for_tests(database_url=url, db_pool="null"))
+        engine = build_engine(app.state.settings)
+        use_engine(app, engine)
+        try:
+            async with client_for(app) as http:
+                http.headers.update(await log_in(http, "cutter", DEFAULT_PASSWORD))
+                yield relay, http
+        finally:
+            await engine.dispose()
 
 
 @pytest.mark.parametrize(("after", "stands"), [(False, False), (True, True)])
 async def test_a_change_whose_commit_loses_its_connection_is_outcome_unknown(
     committed: Database, after: bool, stands: bool
 ) -> None:
-    await superuser_row(committed)
-    async with relayed(committed, after=after) as (relay, url):
-        app = create_app(settings_for_tests(database_url=url, db_pool="null"))
-        engine = build_engine(app.state.settings)
-        use_engine(app, engine)
-        try:
-            async with client_for(app) as http:
-                login = await http.post(
-                    "/auth/token", data={"username": "cutter", "password": DEFAULT_PASSWORD}
-                )
-                headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-                relay.armed = True
-                response = await http.post("/tags/", json={"name": "Cut"}, headers=headers)
-                again = await http.get("/tags/", headers=headers)
-        finally:
-            await engine.dispose()
+    async with cut_at_commit(committed, after=after) as (relay, http):
+        relay.armed = True
+        response = await http.post("/tags/", json={"name": "Cut"})
+        again = await http.get("/tags/")
 
     assert relay.cuts == 1
     body = assert_problem(response, 503, "outcome_unknown")
@@ -130,23 +134,9 @@ async def test_a_change_whose_commit_loses_its_connection_is_outcome_unknown(
 async def test_a_read_whose_commit_loses_its_connection_is_database_unavailable(
     committed: Database,
 ) -> None:
-    await superuser_row(committed)
-    async with relayed(committed, after=False) as (relay, url):
-        app = create_app(settings_for_tests(database_url=url, db_pool="null"))
-        engine = build_engine(app.state.settings)
-        use_engine(app, engine)
-        try:
-            async with client_for(app) as http:
-                login = await http.post(
-                    "/auth/token", data={"username": "cutter", "password": DEFAULT_PASSWORD}
-                )
-                relay.armed = True
-                response = await http.get(
-                    "/users/me",
-                    headers={"Authorization": f"Bearer {login.json()['access_token']}"},
-                )
-        finally:
-            await engine.dispose()
+    async with cut_at_commit(committed, after=False) as (relay, http):
+        relay.armed = True
+        response = await http.get("/users/me")
 
     assert relay.cuts == 1
     assert_problem(response, 503, "database_unavailable")
