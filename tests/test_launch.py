@@ -9,7 +9,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from api import launch
-from tests.helpers import ROOT, settings_for_tests
+from tests.support.app import ROOT, settings_for_tests
 
 
 def in_fresh_interpreter(script: str, env: dict[str, str] | None = None) -> str:
@@ -48,7 +48,7 @@ def test_the_launched_app_settles_the_garbage_collector_once_started() -> None:
         "import asyncio, gc\n"
         "from asgi_lifespan import LifespanManager\n"
         "from api import launch, main\n"
-        "from tests.helpers import settings_for_tests\n"
+        "from tests.support.app import settings_for_tests\n"
         "async def started(factory):\n"
         "    async with LifespanManager(factory(settings_for_tests())):\n"
         "        print(gc.get_freeze_count(), gc.get_threshold()[0])\n"

@@ -1,13 +1,12 @@
 """The one PgBouncer configuration (api/pgbouncer.py): what the template writes for a PgBouncer
 that tracks prepared statements and for one that does not, and the app's statement cache that
-goes with each (PGBOUNCER_PREPARED_STATEMENTS)."""
+goes with each (DB_STATEMENT_CACHE)."""
 
 import asyncio
 import configparser
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import httpx
 import pytest
@@ -15,9 +14,13 @@ from sqlalchemy import text
 
 import devstack
 from api import pgbouncer
+from api.core.config import Settings
 from api.core.db import build_engine
-from tests.conftest import Database, database_backend, serving
-from tests.helpers import live_admin, running_pgbouncer, scalar, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import running_pgbouncer
+from tests.support.postgres_server import database_backend
 
 COMPOSE_LIKE_URL = "postgresql+asyncpg://storefront:s3cret@db:5432/storefront"
 
@@ -135,9 +138,8 @@ class TestContainerConfig:
             )
 
 
-async def named_statements_after_repeats(database_url: str, *, tracking: bool) -> int:
+async def named_statements_after_repeats(database_url: str, settings: Settings) -> int:
     """Prepared statements left on one direct connection after a statement ran three times."""
-    settings = settings_for_tests(db_pool_mode="null", pgbouncer_prepared_statements=tracking)
     engine = build_engine(settings, url=database_url)
     try:
         async with engine.connect() as connection:
@@ -149,32 +151,24 @@ async def named_statements_after_repeats(database_url: str, *, tracking: bool) -
         await engine.dispose()
 
 
-async def test_the_statement_cache_is_off_by_default_and_on_with_tracking(
+async def test_the_statement_cache_leaves_named_statements_only_when_on(
     database: Database,
 ) -> None:
-    assert await named_statements_after_repeats(database.url, tracking=False) == 0
-    assert await named_statements_after_repeats(database.url, tracking=True) > 0
+    off = settings_for_tests(db_pool="null", db_statement_cache=False)
+    on = settings_for_tests(db_pool="null", db_statement_cache=True)
+    assert await named_statements_after_repeats(database.url, off) == 0
+    assert await named_statements_after_repeats(database.url, on) > 0
 
 
-@pytest.mark.parametrize(
-    ("pool_mode", "through_pgbouncer", "tracking", "cache"),
-    [
-        ("queue", False, False, True),  # straight to PostgreSQL
-        ("null", False, False, False),  # NullPool means PgBouncer
-        ("queue", True, False, False),  # a small pool in front of PgBouncer 1.18
-        ("queue", True, True, True),  # ... of a PgBouncer that tracks them
-        ("null", False, True, True),
-    ],
-)
-def test_the_statement_cache_follows_where_the_url_leads(
-    pool_mode: Literal["null", "queue"], through_pgbouncer: bool, tracking: bool, cache: bool
+async def test_the_deprecated_names_still_decide_the_statement_cache(
+    database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_for_tests(
-        db_pool_mode=pool_mode,
-        db_through_pgbouncer=through_pgbouncer,
-        pgbouncer_prepared_statements=tracking,
-    )
-    assert settings.statement_cache is cache
+    """DB_POOL_MODE=null alone means PgBouncer without tracking: no cache; with
+    PGBOUNCER_PREPARED_STATEMENTS=true, the cache."""
+    monkeypatch.setenv("DB_POOL_MODE", "null")
+    assert await named_statements_after_repeats(database.url, settings_for_tests()) == 0
+    monkeypatch.setenv("PGBOUNCER_PREPARED_STATEMENTS", "true")
+    assert await named_statements_after_repeats(database.url, settings_for_tests()) > 0
 
 
 @pytest.fixture
@@ -233,7 +227,7 @@ async def test_prepared_statements_where_the_installed_pgbouncer_allows_them(
         assert "unknown parameter: pgbouncer/max_prepared_statements" in raw.stdout + raw.stderr
         return
 
-    tracking = {"PGBOUNCER_PREPARED_STATEMENTS": "true"}
+    tracking = {"DB_STATEMENT_CACHE": "true"}
     with serving(committed, tracking_pgbouncer, tmp_path, **tracking) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             admin = await live_admin(client, committed.url)

@@ -1,36 +1,40 @@
 """The Category family: a tree of categories (a parent each, SET NULL when it goes)."""
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Optional
+from typing import Annotated, Optional
 
 from sqlmodel import Field, Relationship, SQLModel
 
-from api.core.models import MAX_ID, NO_NUL, SLUG_PATTERN, created_at_field, slug_defaults_to
-
-if TYPE_CHECKING:
-    from api.products.models import Product
+from api.core.models import (
+    EVERY_FIELD_ANSWERED,
+    UNCHANGED,
+    RowId,
+    created_at_field,
+    slug_defaults_to,
+    slug_field,
+    text_field,
+)
 
 NAME_MAX = 100
 
+CategoryName = Annotated[str, text_field(NAME_MAX, min_length=1)]
+CategorySlug = Annotated[str, slug_field(NAME_MAX)]
+Description = Annotated[str, text_field(2000)]
+
 
 class CategoryBase(SQLModel):
-    name: str = Field(
-        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": NO_NUL}
+    name: CategoryName = Field(unique=True)
+    slug: CategorySlug = Field(unique=True)
+    description: Description | None = None
+    parent_id: RowId | None = Field(
+        default=None, foreign_key="categories.id", ondelete="SET NULL", index=True
     )
-    slug: str = Field(
-        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=2000, schema_extra={"pattern": NO_NUL})
-    parent_id: int | None = Field(default=None, gt=0, le=MAX_ID)
 
 
 class Category(CategoryBase, table=True):
     __tablename__ = "categories"
 
     id: int | None = Field(default=None, primary_key=True)
-    parent_id: int | None = Field(
-        default=None, foreign_key="categories.id", ondelete="SET NULL", index=True
-    )
     created_at: datetime = created_at_field()
 
     # Never loaded implicitly: every query says what it loads.
@@ -44,26 +48,20 @@ class Category(CategoryBase, table=True):
         sa_relationship_kwargs={"lazy": "raise", "order_by": "Category.id"},
         passive_deletes=True,
     )
-    # The database uncategorises products when their category goes (ON DELETE SET NULL).
-    products: list["Product"] = Relationship(
-        back_populates="category", sa_relationship_kwargs={"lazy": "raise"}, passive_deletes=True
-    )
 
 
-class CategoryCreate(SQLModel):
+class CategoryCreate(CategoryBase):
     """The slug is derived from the name when it is not given."""
 
-    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str | None = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=2000, schema_extra={"pattern": NO_NUL})
-    parent_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+    # Optional in a request only (made from the name); mypy sees the narrower override.
+    slug: CategorySlug | None = None  # type: ignore[assignment]
 
     _slug = slug_defaults_to("name", NAME_MAX)
 
 
 class CategoryRead(CategoryBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     created_at: datetime
 
@@ -75,14 +73,10 @@ class CategoryReadWithChildren(CategoryRead):
 class CategoryUpdate(SQLModel):
     """PATCH: omitted fields stay; `parent_id: null` makes it a top-level category."""
 
-    name: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL}
-    )
-    slug: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=2000, schema_extra={"pattern": NO_NUL})
-    parent_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+    name: CategoryName = UNCHANGED
+    slug: CategorySlug = UNCHANGED
+    description: Description | None = None
+    parent_id: RowId | None = None
 
 
 UNIQUE_FIELDS = {"uq_categories_name": "name", "uq_categories_slug": "slug"}

@@ -1,11 +1,10 @@
 """Categories over HTTP: public to read, a superuser's to write."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 
 from api.auth.dependencies import admin_only
 from api.categories import service
+from api.categories.dependencies import CategoryId
 from api.categories.models import (
     Category,
     CategoryCreate,
@@ -15,14 +14,9 @@ from api.categories.models import (
 )
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
-from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
-from api.products import service as product_service
-from api.products.models import CategoryProducts
 
 router = APIRouter(prefix="/categories", tags=["categories"])
-
-CategoryId = Annotated[int, Path(gt=0, le=MAX_ID, description="The category id.")]
 
 
 @router.post(
@@ -49,19 +43,6 @@ async def get_category(category_id: CategoryId, session: ReadSessionDep) -> Cate
     return await service.get_category(session=session, category_id=category_id)
 
 
-@router.get("/{category_id}/products", response_model=CategoryProducts, responses=responses(404))
-async def category_products(
-    category_id: CategoryId, session: ReadSessionDep, params: PageParamsDep
-) -> CategoryProducts:
-    """A category and a page of its products (two statements and a count, whatever the page)."""
-    category = await service.get_category(session=session, category_id=category_id)
-    query = product_service.filtered(category_id=category_id)
-    page = await product_service.list_products(session=session, params=params, query=query)
-    return CategoryProducts.model_validate(
-        {"category": category, "product_count": page.total, "products": page}
-    )
-
-
 @router.patch(
     "/{category_id}",
     response_model=CategoryReadWithChildren,
@@ -75,14 +56,3 @@ async def update_category(
     return await service.update_category(
         session=session, category_id=category_id, category_in=category_in
     )
-
-
-@router.delete(
-    "/{category_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=admin_only,
-    responses=responses(401, 403, 404),
-)
-async def delete_category(category_id: CategoryId, session: SessionDep) -> None:
-    """Delete a category; its children become top-level (superuser)."""
-    await service.delete_category(session=session, category_id=category_id)

@@ -12,9 +12,8 @@ from api.categories.models import (
     CategoryUpdate,
 )
 from api.core.db import constraint_errors, update_or_404
-from api.core.errors import AlreadyExists, FieldError, InvalidReference, NotFound
+from api.core.errors import FieldError, InvalidReference, NotFound
 from api.core.pagination import Page, PageParams, apaginate
-from api.products.models import Product
 
 # The transaction-scoped advisory lock that serializes moves in the category tree (a
 # constant of our own: PostgreSQL's advisory locks are keyed by any bigint).
@@ -71,29 +70,13 @@ async def update_category(
 
 
 async def delete_category(*, session: AsyncSession, category_id: int) -> None:
-    """Delete a category; its children become top-level and its products uncategorised (the
-    foreign keys' ON DELETE SET NULL, not a list the ORM loaded: a child moved elsewhere in the
-    meantime stays where it was moved). A product whose name an uncategorised product already
-    has would collide: that is a 409 naming it (and the unique constraint guards the race).
-    The category's products are locked first, in id order like an order's: the cascade alone
-    would take them in whatever order it finds them, and could deadlock with an order."""
-    uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
-    products = (
-        select(col(Product.name), col(Product.name).in_(uncategorised))
-        .where(col(Product.category_id) == category_id)
-        .order_by(col(Product.id))
-        .with_for_update()
-    )
-    clash = next((name for name, clashes in await session.exec(products) if clashes), None)
-    if clash is not None:
-        raise AlreadyExists(
-            f"Product {clash!r} would collide with an uncategorised product of the same name.",
-            errors=[FieldError(field="name", message=f"{clash} exists without a category")],
-        )
+    """Delete a category; its children become top-level (the foreign key's ON DELETE SET NULL,
+    not a list the ORM loaded: a child moved elsewhere in the meantime stays where it was moved).
+    What becomes of its products is the products package's (`products.service.delete_category`).
+    """
     deleted = delete(Category).where(col(Category.id) == category_id).returning(col(Category.id))
-    async with constraint_errors(session, unique={"uq_products_name": "name"}):
-        if (await session.exec(deleted)).first() is None:
-            raise NotFound("Category", category_id)
+    if (await session.exec(deleted)).first() is None:
+        raise NotFound("Category", category_id)
 
 
 async def _is_in_subtree(session: AsyncSession, *, root: int, node: int) -> bool:

@@ -1,13 +1,25 @@
 """Settings from the environment (and `.env`); `.env.example` documents every field."""
 
+import logging
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from typing_extensions import deprecated
 
 PLACEHOLDER_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
+
+# Former names of DB_POOL and DB_STATEMENT_CACHE, each with the setting that replaces it: still
+# read, and logged as deprecated, until a later release removes them.
+DEPRECATED_SETTINGS = {
+    "DB_POOL_MODE": "DB_POOL",
+    "DB_THROUGH_PGBOUNCER": "DB_STATEMENT_CACHE",
+    "PGBOUNCER_PREPARED_STATEMENTS": "DB_STATEMENT_CACHE",
+}
+
+logger = logging.getLogger(__name__)
 
 
 class Settings(BaseSettings):
@@ -21,11 +33,25 @@ class Settings(BaseSettings):
     # The role DATABASE_URL logs in as, when it is not the migrations' (the owner): each
     # migration run grants it the rows of every table (api/dbroles.py).
     db_app_role: str | None = None
-    db_pool_mode: Literal["null", "queue"] = "queue"
-    # The PgBouncer in front (DB_POOL_MODE=null) tracks prepared statements (>= 1.21 with
-    # max_prepared_statements > 0): asyncpg may then keep its statement cache.
-    db_through_pgbouncer: bool = False
-    pgbouncer_prepared_statements: bool = False
+    # queue: the app keeps a pool of DB_POOL_SIZE connections. null: none (NullPool), each
+    # request connects; for PgBouncer in transaction mode, which pools the server connections.
+    db_pool: Literal["null", "queue"] = "queue"
+    # Whether asyncpg keeps named prepared statements on its connections: true straight to
+    # PostgreSQL and behind a PgBouncer that tracks them (>= 1.21 with max_prepared_statements
+    # > 0). PgBouncer 1.18 in transaction mode hands each transaction to any server connection,
+    # where a named statement is missing or already exists: false there (unnamed statements).
+    db_statement_cache: bool = True
+    # DEPRECATED_SETTINGS, read under their own names; _deprecated_names maps them onto the two
+    # above. Not settings of their own: left out of dumps and of the repr.
+    deprecated_db_pool_mode: Literal["null", "queue"] | None = Field(
+        default=None, validation_alias="DB_POOL_MODE", exclude=True, repr=False
+    )
+    deprecated_db_through_pgbouncer: bool | None = Field(
+        default=None, validation_alias="DB_THROUGH_PGBOUNCER", exclude=True, repr=False
+    )
+    deprecated_pgbouncer_prepared_statements: bool | None = Field(
+        default=None, validation_alias="PGBOUNCER_PREPARED_STATEMENTS", exclude=True, repr=False
+    )
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)
@@ -83,26 +109,90 @@ class Settings(BaseSettings):
             raise ValueError("FIRST_SUPERUSER_PASSWORD (8+ characters) goes with the email")
         return self
 
+    @model_validator(mode="after")
+    def _deprecated_names(self) -> "Settings":
+        """DEPRECATED_SETTINGS with their meaning, logged as the DB_POOL and DB_STATEMENT_CACHE
+        they amount to: DB_POOL_MODE is DB_POOL; behind PgBouncer (NullPool, or
+        DB_THROUGH_PGBOUNCER=true) the statement cache is PGBOUNCER_PREPARED_STATEMENTS (default
+        false), straight to PostgreSQL it is on. A new setting given beside the old ones it
+        replaces must say the same: neither is picked over the other."""
+        old = {
+            field.validation_alias: getattr(self, name)
+            for name, field in type(self).model_fields.items()
+            if field.validation_alias in DEPRECATED_SETTINGS and getattr(self, name) is not None
+        }
+        if not old:
+            return self
+        given = self.model_fields_set
+        new: dict[str, object] = {}
+        if self.deprecated_db_pool_mode is not None:
+            if "db_pool" in given and self.db_pool != self.deprecated_db_pool_mode:
+                raise ValueError(
+                    f"DB_POOL={self.db_pool} disagrees with the deprecated "
+                    f"DB_POOL_MODE={self.deprecated_db_pool_mode}: remove DB_POOL_MODE "
+                    "(DB_POOL replaces it)"
+                )
+            self.db_pool = new["DB_POOL"] = self.deprecated_db_pool_mode
+        behind_pgbouncer = self.db_pool == "null" or bool(self.deprecated_db_through_pgbouncer)
+        cache = bool(self.deprecated_pgbouncer_prepared_statements) or not behind_pgbouncer
+        names_the_cache = old.keys() - {"DB_POOL_MODE"}
+        if "db_statement_cache" not in given:
+            self.db_statement_cache = new["DB_STATEMENT_CACHE"] = cache
+        elif names_the_cache:
+            if self.db_statement_cache != cache:
+                raise ValueError(
+                    f"DB_STATEMENT_CACHE={_env(self.db_statement_cache)} disagrees with the "
+                    f"deprecated {_listed(old)}, which with DB_POOL={self.db_pool} mean "
+                    f"DB_STATEMENT_CACHE={_env(cache)}: remove the deprecated settings "
+                    "(DB_STATEMENT_CACHE replaces them)"
+                )
+            new["DB_STATEMENT_CACHE"] = cache
+        one = len(old) == 1
+        logger.warning(
+            "%s %s deprecated and will be removed: %s %s; set %s instead",
+            _listed(old),
+            "is" if one else "are",
+            "it means" if one else "they mean",
+            _listed(new),
+            "that" if len(new) == 1 else "those",
+        )
+        return self
+
     @property
+    @deprecated("Settings.db_pool_mode is Settings.db_pool")
+    def db_pool_mode(self) -> Literal["null", "queue"]:
+        """DB_POOL under its former attribute name, for bench/ until it reads db_pool."""
+        return self.db_pool
+
+    @property
+    @deprecated("Settings.statement_cache is Settings.db_statement_cache")
     def statement_cache(self) -> bool:
-        """Whether asyncpg may keep named prepared statements on its connections: straight to
-        PostgreSQL, or behind a PgBouncer that tracks them. PgBouncer 1.18 in transaction mode
-        hands each transaction to any server connection, where a named statement is missing or
-        already exists."""
-        behind_pgbouncer = self.db_pool_mode == "null" or self.db_through_pgbouncer
-        return not behind_pgbouncer or self.pgbouncer_prepared_statements
+        """DB_STATEMENT_CACHE under its former attribute name, for bench/ until it reads
+        db_statement_cache."""
+        return self.db_statement_cache
 
     @property
     def direct_database_url(self) -> str:
         """The URL migrations use: always straight to PostgreSQL, never through PgBouncer."""
         if self.migrations_database_url:
             return self.migrations_database_url
-        if self.db_pool_mode == "queue":
+        if self.db_pool == "queue":
             return self.database_url
         raise ValueError(
-            "MIGRATIONS_DATABASE_URL is required when DB_POOL_MODE=null: "
+            "MIGRATIONS_DATABASE_URL is required when DB_POOL=null: "
             "DATABASE_URL then points at PgBouncer, and migrations must not go through it"
         )
+
+
+def _env(value: object) -> str:
+    """A setting's value as the environment spells it: true, false, null, queue."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _listed(settings: dict[str, object]) -> str:
+    """NAME=value pairs for a message: "A=1", "A=1 and B=2", "A=1, B=2 and C=3"."""
+    pairs = [f"{name}={_env(value)}" for name, value in settings.items()]
+    return (", ".join(pairs[:-1]) + " and " + pairs[-1]) if len(pairs) > 1 else pairs[0]
 
 
 @lru_cache

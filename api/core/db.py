@@ -1,21 +1,22 @@
 """The one engine/session module: engine construction, the request's session, unique-violation
 handling.
 
-Behind PgBouncer in transaction mode (`DB_POOL_MODE=null`) the app keeps no connections of its own
-(NullPool). Whether asyncpg may keep prepared statements depends on the PgBouncer:
+Behind PgBouncer in transaction mode (`DB_POOL=null`) the app keeps no connections of its own
+(NullPool). Whether asyncpg may keep prepared statements (`DB_STATEMENT_CACHE`) depends on the
+PgBouncer:
 
-- 1.18 (Debian 12; the default, `PGBOUNCER_PREPARED_STATEMENTS=false`) hands each transaction to
-  any server connection, so a named statement prepared on one would be missing (or already exist)
-  on the next. With `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing
-  behind on the server (tests/core/test_pgbouncer.py shows both).
-- 1.21 and later with `max_prepared_statements` > 0 (`PGBOUNCER_PREPARED_STATEMENTS=true`; what
-  compose.yaml and deploy/k8s run) track protocol-level prepared statements per client and
-  prepare them on whichever server connection runs them, so asyncpg keeps its statement cache:
-  a statement repeated on one connection is parsed and planned once.
+- 1.18 (Debian 12; `DB_STATEMENT_CACHE=false`) hands each transaction to any server connection,
+  so a named statement prepared on one would be missing (or already exist) on the next. With
+  `statement_cache_size=0` asyncpg uses the unnamed statement and leaves nothing behind on the
+  server (tests/core/test_pgbouncer.py shows both).
+- 1.21 and later with `max_prepared_statements` > 0 (`DB_STATEMENT_CACHE=true`; what compose.yaml
+  and deploy/k8s run) track protocol-level prepared statements per client and prepare them on
+  whichever server connection runs them, so asyncpg keeps its statement cache: a statement
+  repeated on one connection is parsed and planned once.
 
-A small app-side pool in front of PgBouncer (`DB_POOL_MODE=queue`, `DB_THROUGH_PGBOUNCER=true`)
-follows the same rule. It is safe in transaction mode because nothing crosses a transaction: the
-app sets no session state, and named statements only exist where PgBouncer tracks them.
+A small app-side pool in front of PgBouncer (`DB_POOL=queue`) follows the same rule. It is safe in
+transaction mode because nothing crosses a transaction: the app sets no session state, and named
+statements only exist where PgBouncer tracks them.
 """
 
 import ssl
@@ -45,6 +46,8 @@ from api.core.errors import (
     InUse,
     InvalidReference,
     NotFound,
+    OutcomeUnknown,
+    is_connection_error,
     violated_constraint,
 )
 
@@ -71,14 +74,14 @@ def connect_args(settings: Settings) -> dict[str, Any]:
         # prefixes every transaction with SET client_encoding.
         "server_settings": {"client_encoding": "UTF8"},
     }
-    if not settings.statement_cache:
+    if not settings.db_statement_cache:
         arguments["statement_cache_size"] = 0
     return arguments
 
 
 def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     pool: dict[str, Any]
-    if settings.db_pool_mode == "null":
+    if settings.db_pool == "null":
         pool = {"poolclass": NullPool}
     else:
         pool = {
@@ -112,15 +115,27 @@ def use_engine(app: FastAPI, engine: AsyncEngine) -> None:
     app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
 
 
+# Methods that change nothing: a commit of theirs that fails has nothing to lose.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's transaction: committed before the response is sent, rolled back on error."""
+    """The request's transaction: committed before the response is sent, rolled back on error.
+    A change whose COMMIT loses its connection or times out may have been made or not: that is
+    `outcome_unknown`, not the `database_unavailable` of a change that certainly was not."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
-            await session.commit()
         except BaseException:
             await session.rollback()
+            raise
+        try:
+            await session.commit()
+        except BaseException as exc:
+            await session.rollback()
+            if request.method not in SAFE_METHODS and is_connection_error(exc):
+                raise OutcomeUnknown() from exc
             raise
 
 
@@ -132,7 +147,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The session of a route that only reads, in autocommit: the driver sends no BEGIN before
     its statements and no COMMIT after them, two round trips of the four a single-row read made
-    (make bench: about 5 % of a NullPool GET /products/{id}'s CPU). The route loses nothing: at
+    (docs/benchmarks.md). The route loses nothing: at
     READ COMMITTED, PostgreSQL's default and ours, each statement of a transaction takes its own
     snapshot anyway. Not for a route that writes or locks, nor for one that also depends on
     SessionDep (the current user's lookup does): two sessions would be two connections."""
@@ -142,20 +157,21 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 # scope="function": the session closes, and its connection goes back to the pool, once the
-# response is built (the rows serialized), before it is sent. With the default it closed after
-# the send, and the next request on a keep-alive connection could find the pool still short of
-# that connection and queue for one: the tail latency of a pooled app under load.
+# response is built (the rows serialized), before it is sent. With the default it would close
+# after the send, and the next request on a keep-alive connection could find the pool still
+# short of that connection and queue for one: the tail latency of a pooled app under load.
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 async def release_connection(session: AsyncSession) -> None:
-    """End the request's transaction, which has only read so far (the caller's user), and give
-    its connection back (closed on NullPool): for slow work that needs no database, such as
-    hashing passwords (25-60 ms of argon2 each). Held through it, the connection is a PgBouncer
-    server connection idle in a transaction, which no other client can use. The session's next
-    statement opens a new transaction, at the price of a COMMIT and a BEGIN (and on NullPool a
-    second connect). The one commit a service makes: refused when the session holds changes
-    (a statement already sent, an UPDATE say, cannot be seen here: call it before any)."""
+    """End the request's transaction, which has only read so far (the caller's user), and
+    give its connection back (closed on NullPool): for slow work that needs no database,
+    such as hashing passwords (argon2, tens of milliseconds each). Held through it, the
+    connection is a PgBouncer server connection idle in a transaction, which no other client
+    can use. The session's next statement opens a new transaction, at the price of a COMMIT
+    and a BEGIN (and on NullPool a second connect). The one commit a service makes: refused
+    when the session holds changes (a statement already sent, an UPDATE say, cannot be seen
+    here: call it before any)."""
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("release_connection would commit unflushed changes")
     await session.commit()
@@ -167,13 +183,14 @@ async def constraint_errors(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AsyncIterator[None]:
     """Flush the block's changes and let the database's constraints decide: a broken unique
     constraint is a 409 naming its field, a foreign key to a missing row a 422 naming its field,
     a delete that a RESTRICT foreign key refuses a 409 saying what still refers to the row. No
-    check-then-write race. `unique` and `references` go from constraint name to field name,
-    `in_use` from constraint name to the message.
+    check-then-write race. `unique` and `references` go from constraint name to field name;
+    `in_use` is the message of a refused delete, for a block that only deletes: the package
+    whose row it is does not know the names of the keys other packages point at it.
 
     No savepoint: the answer ends the request, whose transaction is rolled back, so nothing has
     to stay usable after the error (a savepoint cost every create and delete two statements, the
@@ -189,7 +206,7 @@ async def constraint_answers(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AsyncIterator[None]:
     """`constraint_errors` without its flush, for a block whose statements run as they are sent
     (an UPDATE ... RETURNING): a broken constraint the maps name is raised as its answer, any
@@ -208,12 +225,12 @@ def constraint_error(
     *,
     unique: Mapping[str, str] | None = None,
     references: Mapping[str, str] | None = None,
-    in_use: Mapping[str, str] | None = None,
+    in_use: str | None = None,
 ) -> AppError | None:
     """The answer for a broken constraint named in the maps (see `constraint_errors`), or None
     for one they do not name."""
     sqlstate, constraint = violated_constraint(exc)
-    unique, references, in_use = unique or {}, references or {}, in_use or {}
+    unique, references = unique or {}, references or {}
     if sqlstate == UNIQUE_VIOLATION and constraint in unique:
         field = unique[constraint or ""]
         return AlreadyExists(
@@ -226,8 +243,8 @@ def constraint_error(
             f"{field} does not name an existing row.",
             errors=[FieldError(field=field, message="does not exist")],
         )
-    if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and constraint in in_use:
-        return InUse(in_use[constraint or ""])
+    if sqlstate in (RESTRICT_VIOLATION, FOREIGN_KEY_VIOLATION) and in_use is not None:
+        return InUse(in_use)
     return None
 
 

@@ -43,6 +43,8 @@ PROBLEM_CODES = {
     "not_for_sale": "409, an order names a product that is not active",
     "stock_limit": "409, a stock change would pass the most a product may hold",
     "invalid_status_transition": "409, an order or post cannot move to that status",
+    "own_account": "409, a superuser deletes or deactivates their own account",
+    "last_superuser": "409, the change would leave no active superuser",
     "conflict": "409, another request changed the data first (try again)",
     "request_entity_too_large": "413, a body over MAX_BODY_BYTES",
     "validation_error": "422, a field, parameter or cursor is invalid (see `errors`)",
@@ -51,6 +53,8 @@ PROBLEM_CODES = {
     "internal_error": "500, a bug: the log line has the details",
     "database_unavailable": "503, the database cannot be reached in time (Retry-After)",
     "transaction_conflict": "503, the database undid the transaction; send it again",
+    "outcome_unknown": "503, the database stopped answering during the commit of a change,"
+    " which may or may not stand: look it up before sending it again",
 }
 
 
@@ -138,6 +142,18 @@ class InsufficientStock(Conflict):
     code = "insufficient_stock"
 
 
+class OwnAccount(Conflict):
+    """A superuser deletes or deactivates their own account: another superuser may."""
+
+    code = "own_account"
+
+
+class LastSuperuser(Conflict):
+    """Deleting or deactivating the user would leave no active superuser."""
+
+    code = "last_superuser"
+
+
 class StockLimit(Conflict):
     """A stock change would put more in stock than a product may hold (MAX_STOCK)."""
 
@@ -184,6 +200,22 @@ class DatabaseUnavailable(AppError):
 
     def __init__(self) -> None:
         super().__init__("The database is unavailable; retry shortly.")
+
+
+class OutcomeUnknown(AppError):
+    """The connection was lost, or the command timed out, while a change was being committed:
+    PostgreSQL may have made it or not, and the API cannot tell. Unlike `database_unavailable`,
+    sending the request again may do the change twice."""
+
+    status_code = 503
+    code = "outcome_unknown"
+    headers = MappingProxyType({"Retry-After": "1"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database stopped answering while the change was being committed: it may or"
+            " may not have been made. Look the resource up before sending the request again."
+        )
 
 
 class TransactionConflict(AppError):

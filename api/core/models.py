@@ -4,9 +4,9 @@ Every resource's models module imports this module first, so constraint names ar
 predictable (`uq_users_username`), which the unique-violation → 409 mapping relies on.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 from sqlalchemy import Column, DateTime, func
 from sqlmodel import Field, SQLModel
 
@@ -41,6 +41,30 @@ NO_NUL = r"^[^\x00]*$"
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 MAX_ID = 2_147_483_647  # ids are PostgreSQL integers
+
+# An id a request body names (a product, a category, a user).
+RowId = Annotated[int, Field(gt=0, le=MAX_ID)]
+
+
+def text_field(max_length: int, *, min_length: int | None = None) -> Any:
+    """The constraints of a stored free-text field, for an `Annotated` type of a family."""
+    return Field(min_length=min_length, max_length=max_length, schema_extra={"pattern": NO_NUL})
+
+
+def slug_field(max_length: int) -> Any:
+    """The constraints of a URL slug, for an `Annotated` type of a family."""
+    return Field(min_length=1, max_length=max_length, schema_extra={"pattern": SLUG_PATTERN})
+
+
+# The default of a PATCH field that may be left out but not sent as null: the field keeps its
+# type (a null is a 422) and an absent one is not set (`exclude_unset`), so it stays as it is.
+# Typed Any because None is not a value of the field's type.
+UNCHANGED: Any = None
+
+# For a read model that shares fields with its table: a column's default (the table's concern)
+# does not make the field optional in the document, since every answer carries every field.
+# (Any: SQLModel types `model_config` as its own TypedDict, which holds pydantic's keys.)
+EVERY_FIELD_ANSWERED: Any = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 def slug_defaults_to(source: str, max_length: int) -> Any:

@@ -1,8 +1,8 @@
 """Password hashing: argon2id through pwdlib, off the event loop.
 
 Parameters: OWASP's minimum for argon2id (19 MiB, 2 iterations, 1 lane). pwdlib's default
-(64 MiB, t=3, p=4) costs 0.13-0.5 s per verify on our 2-core machines; this costs 25-60 ms
-(rerun: `make hash-benchmark`).
+(64 MiB, t=3, p=4) costs several times as much per verify, which a login pays on a worker's
+thread; `make hash-benchmark` measures both on the machine at hand.
 """
 
 import os

@@ -12,12 +12,15 @@ from api.auth.dependencies import admin_only
 from api.core.config import Settings
 from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, responses
+from api.core.models import EVERY_FIELD_ANSWERED
 
 router = APIRouter(prefix="/health", tags=["health"])
 root = APIRouter(tags=["health"])
 
 
 class Index(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     name: str
     version: str
     docs: str = "/docs"
@@ -33,10 +36,14 @@ async def index(request: Request) -> Index:
 
 
 class Liveness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
 
 
 class Readiness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
     latency_ms: float
@@ -65,7 +72,7 @@ async def ready(request: Request) -> Readiness:
     except DATABASE_ERRORS as exc:
         # Not ready whatever the reason: unreachable, wrong password, missing database.
         raise DatabaseUnavailable from exc
-    return Readiness(latency_ms=_ms_since(started), pool_mode=settings.db_pool_mode)
+    return Readiness(latency_ms=_ms_since(started), pool_mode=settings.db_pool)
 
 
 class PoolFigures(BaseModel):
@@ -76,6 +83,8 @@ class PoolFigures(BaseModel):
 
 
 class DatabaseFigures(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     pool_mode: Literal["null", "queue"]
     latency_ms: float
     pool: PoolFigures | None = None
@@ -89,7 +98,7 @@ async def database(request: Request, session: SessionDep) -> DatabaseFigures:
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
     await (await session.connection()).execute(text("SELECT 1"))
-    figures = DatabaseFigures(pool_mode=settings.db_pool_mode, latency_ms=_ms_since(started))
+    figures = DatabaseFigures(pool_mode=settings.db_pool, latency_ms=_ms_since(started))
     pool = session.bind.sync_engine.pool if session.bind else None
     if isinstance(pool, QueuePool):
         figures.pool = PoolFigures(

@@ -11,8 +11,7 @@ from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.notifications import service
 from api.notifications.models import Notification, NotificationRead
-from api.users.routes import UserId
-from api.users.service import get_user_for
+from api.users.dependencies import USER_ID, UserId, get_user_for
 
 router = APIRouter(tags=["notifications"])
 
@@ -20,7 +19,7 @@ NotificationId = Annotated[int, Path(gt=0, le=MAX_ID, description="The notificat
 
 
 @router.get(
-    "/users/{user_id}/notifications",
+    f"/users/{USER_ID}/notifications",
     response_model=Page[NotificationRead],
     responses=responses(401, 404),
 )

@@ -5,12 +5,18 @@ them."""
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from sqlalchemy import CheckConstraint, Index, Numeric, String, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
-from api.core.models import MAX_ID, NO_NUL, created_at_field, updated_at_field
+from api.core.models import (
+    EVERY_FIELD_ANSWERED,
+    RowId,
+    created_at_field,
+    text_field,
+    updated_at_field,
+)
 from api.products.models import ProductRead
 from api.users.models import UserRead
 
@@ -22,6 +28,8 @@ MAX_LINES = 100
 MAX_QUANTITY = 1000
 # 100 lines of at most 1,000 units at most 99,999,999.99 each stays below 10^14.
 MONEY_TOTAL = Numeric(16, 2)
+
+ShippingAddress = Annotated[str, text_field(500, min_length=1)]
 
 
 class OrderStatus(StrEnum):
@@ -40,7 +48,13 @@ TRANSITIONS = {
 }
 
 
-class Order(SQLModel, table=True):
+class OrderBase(SQLModel):
+    """What a client writes on an order and reads back (the items are OrderItemBase's)."""
+
+    shipping_address: ShippingAddress | None = None
+
+
+class Order(OrderBase, table=True):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint(
@@ -58,7 +72,6 @@ class Order(SQLModel, table=True):
     total_amount: Decimal = Field(default=Decimal("0.00"), sa_type=MONEY_TOTAL)
     # RESTRICT: orders are history; a user with orders is soft-deleted, never removed.
     user_id: int = Field(foreign_key="users.id", ondelete="RESTRICT")
-    shipping_address: str | None = Field(default=None, max_length=500)
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
@@ -69,7 +82,16 @@ class Order(SQLModel, table=True):
     user: "User" = Relationship(sa_relationship_kwargs={"lazy": "raise"})
 
 
-class OrderItem(SQLModel, table=True):
+class OrderItemBase(SQLModel):
+    """A product and its quantity. A stored item merges an order's lines of one product, so
+    its quantity may pass one line's limit (OrderLine's)."""
+
+    # RESTRICT: a product on an order is deactivated, never deleted.
+    product_id: int = Field(foreign_key="products.id", ondelete="RESTRICT", index=True)
+    quantity: int
+
+
+class OrderItem(OrderItemBase, table=True):
     __tablename__ = "order_items"
     __table_args__ = (
         # Lines of one product are merged, so a product appears once per order.
@@ -79,49 +101,42 @@ class OrderItem(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: int = Field(foreign_key="orders.id", ondelete="CASCADE")
-    # RESTRICT: a product on an order is deactivated, never deleted.
-    product_id: int = Field(foreign_key="products.id", ondelete="RESTRICT", index=True)
-    quantity: int
     unit_price: Decimal = Field(sa_type=Numeric(10, 2))
     total_price: Decimal = Field(sa_type=MONEY_TOTAL)
 
     product: "Product" = Relationship(sa_relationship_kwargs={"lazy": "raise"})
 
 
-class OrderLine(SQLModel):
-    product_id: int = Field(gt=0, le=MAX_ID)
+class OrderLine(OrderItemBase):
+    product_id: RowId
     quantity: int = Field(gt=0, le=MAX_QUANTITY)
 
 
-class OrderCreate(SQLModel):
+class OrderCreate(OrderBase):
     """Prices, totals, status and the order number are the server's; anything else sent is
     ignored. `user_id` defaults to the caller; only a superuser may name another user."""
 
-    user_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+    user_id: RowId | None = None
     items: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
-    shipping_address: str | None = Field(
-        default=None, min_length=1, max_length=500, schema_extra={"pattern": NO_NUL}
-    )
 
 
-class OrderItemRead(SQLModel):
+class OrderItemRead(OrderItemBase):
     id: int
-    product_id: int
-    quantity: int
     unit_price: Decimal
     total_price: Decimal
     product: ProductRead
 
 
-class OrderSummary(SQLModel):
+class OrderSummary(OrderBase):
     """An order without its items, for lists."""
+
+    model_config = EVERY_FIELD_ANSWERED
 
     id: int
     order_number: str
     status: OrderStatus
     total_amount: Decimal
     user_id: int
-    shipping_address: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -138,6 +153,19 @@ class OrderStats(SQLModel):
     total_orders: int
     total_revenue: Decimal = Field(description="Sum of the totals of orders not cancelled.")
     orders_by_status: dict[OrderStatus, int]
+
+
+class InactiveDeleted(SQLModel):
+    deleted: int
+    kept_with_orders: int = Field(description="Inactive users kept because they have orders.")
+
+
+class TopSpender(SQLModel):
+    user_id: int
+    username: str
+    email: str
+    order_count: int
+    total_spent: Decimal = Field(description="Sum of the totals of their orders not cancelled.")
 
 
 UNIQUE_ORDER_NUMBER = "uq_orders_order_number"

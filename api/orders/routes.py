@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from api.auth.dependencies import CurrentUser, admin_only
 from api.core.db import SessionDep
@@ -11,6 +11,7 @@ from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.orders import service
 from api.orders.models import (
+    InactiveDeleted,
     Order,
     OrderCreate,
     OrderDetails,
@@ -18,11 +19,13 @@ from api.orders.models import (
     OrderStats,
     OrderStatus,
     OrderSummary,
+    TopSpender,
 )
-from api.users.routes import UserId
-from api.users.service import get_user_for
+from api.users.dependencies import UserId, get_user_for
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+# The users' routes that answer from their orders.
+users_router = APIRouter(prefix="/users", tags=["users"])
 
 OrderId = Annotated[int, Path(gt=0, le=MAX_ID, description="The order id.")]
 CREATE_ERRORS = responses(401, 403, 404, 409)
@@ -98,3 +101,18 @@ async def change_status(
     return await service.change_status(
         session=session, order_id=order_id, caller=caller, new_status=new_status
     )
+
+
+@users_router.delete("/bulk/inactive", dependencies=admin_only, responses=responses(401, 403, 409))
+async def delete_inactive(session: SessionDep) -> InactiveDeleted:
+    """Delete every inactive user without orders; those with orders are kept and counted
+    (superuser)."""
+    return await service.delete_inactive_users(session=session)
+
+
+@users_router.get("/top-spenders", dependencies=admin_only, responses=responses(401, 403))
+async def top_spenders(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> list[TopSpender]:
+    """Users by the total of their orders not cancelled, highest first (superuser)."""
+    return await service.top_spenders(session=session, limit=limit)

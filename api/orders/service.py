@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, column, func, true, update, values
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    column,
+    delete,
+    exists,
+    func,
+    true,
+    type_coerce,
+    update,
+    values,
+)
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import joinedload, selectinload
@@ -22,7 +33,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core.db import constraint_answers
+from api.core.db import constraint_answers, constraint_errors
 from api.core.errors import (
     Conflict,
     FieldError,
@@ -37,13 +48,16 @@ from api.notifications.service import notify
 from api.orders.models import (
     REFERENCES,
     TRANSITIONS,
+    InactiveDeleted,
     Order,
     OrderCreate,
     OrderItem,
     OrderStats,
     OrderStatus,
+    TopSpender,
 )
 from api.products.models import Product
+from api.users.models import IN_USE as USER_IN_USE
 from api.users.models import User
 
 NUMBER_ATTEMPTS = 5
@@ -266,3 +280,39 @@ async def stats(*, session: AsyncSession) -> OrderStats:
     return OrderStats(
         total_orders=sum(by_status.values()), total_revenue=revenue, orders_by_status=by_status
     )
+
+
+# Users by their orders: the queries that read orders to answer about users.
+
+
+async def delete_inactive_users(*, session: AsyncSession) -> InactiveDeleted:
+    """Delete the inactive users without orders, in one statement; count those kept."""
+    has_orders = exists().where(col(Order.user_id) == col(User.id))
+    async with constraint_errors(session, in_use=USER_IN_USE):  # an order placed meanwhile
+        deleted = await session.exec(
+            delete(User).where(col(User.is_active).is_(False), ~has_orders).returning(col(User.id))
+        )
+        count = len(deleted.all())
+    kept = select(func.count()).select_from(User).where(col(User.is_active).is_(False))
+    return InactiveDeleted(deleted=count, kept_with_orders=(await session.exec(kept)).one())
+
+
+async def top_spenders(*, session: AsyncSession, limit: int) -> list[TopSpender]:
+    """Users by what their orders not cancelled add up to, highest first."""
+    total = func.sum(col(Order.total_amount))
+    query = (
+        sql_select(
+            type_coerce(col(User.id), Integer).label("user_id"),
+            col(User.username),
+            col(User.email),
+            func.count(col(Order.id)).label("order_count"),
+            total.label("total_spent"),
+        )
+        .join(Order, col(Order.user_id) == col(User.id))
+        .where(col(Order.status) != OrderStatus.cancelled)
+        .group_by(col(User.id))
+        .order_by(total.desc(), col(User.id))
+        .limit(limit)
+    )
+    rows = (await (await session.connection()).execute(query)).all()
+    return [TopSpender.model_validate(row, from_attributes=True) for row in rows]

@@ -2,25 +2,31 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from sqlalchemy import CheckConstraint, Column, DateTime, String
 from sqlmodel import Field, Relationship, SQLModel
 
 from api.core.models import (
-    NO_NUL,
-    SLUG_PATTERN,
+    UNCHANGED,
     created_at_field,
     slug_defaults_to,
+    slug_field,
+    text_field,
     updated_at_field,
 )
 from api.tags.models import TagRead
+from api.users.models import UserRead
 
 if TYPE_CHECKING:
     from api.tags.models import Tag
 
 TITLE_MAX = 200
 CONTENT_MAX = 100_000
+
+Title = Annotated[str, text_field(TITLE_MAX, min_length=1)]
+PostSlug = Annotated[str, slug_field(TITLE_MAX)]
+Content = Annotated[str, text_field(CONTENT_MAX, min_length=1)]
 
 
 class PostStatus(StrEnum):
@@ -44,13 +50,10 @@ class PostTagLink(SQLModel, table=True):
 
 
 class PostBase(SQLModel):
-    title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str = Field(
-        min_length=1, max_length=TITLE_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    content: str = Field(
-        min_length=1, max_length=CONTENT_MAX, sa_type=String, schema_extra={"pattern": NO_NUL}
-    )
+    title: Title
+    slug: PostSlug = Field(unique=True)
+    # text, not varchar: the length is the request's limit, not the column's.
+    content: Content = Field(sa_type=String)
 
 
 class Post(PostBase, table=True):
@@ -75,14 +78,11 @@ class Post(PostBase, table=True):
     )
 
 
-class PostCreate(SQLModel):
+class PostCreate(PostBase):
     """The slug comes from the title when absent. Posts start as drafts of the caller."""
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str | None = Field(
-        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    content: str = Field(min_length=1, max_length=CONTENT_MAX, schema_extra={"pattern": NO_NUL})
+    # Optional in a request only (made from the title); mypy sees the narrower override.
+    slug: PostSlug | None = None  # type: ignore[assignment]
 
     _slug = slug_defaults_to("title", TITLE_MAX)
 
@@ -99,15 +99,21 @@ class PostRead(PostBase):
 
 
 class PostUpdate(SQLModel):
-    title: str = Field(
-        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": NO_NUL}
-    )
-    slug: str = Field(
-        default=None, min_length=1, max_length=TITLE_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    content: str = Field(
-        default=None, min_length=1, max_length=CONTENT_MAX, schema_extra={"pattern": NO_NUL}
-    )
+    title: Title = UNCHANGED
+    slug: PostSlug = UNCHANGED
+    content: Content = UNCHANGED
+
+
+class PostSummary(SQLModel):
+    id: int
+    title: str
+    slug: str
+    status: str
+    published_at: datetime | None
+
+
+class UserReadWithPosts(UserRead):
+    posts: list[PostSummary]
 
 
 UNIQUE_FIELDS = {"uq_posts_slug": "slug"}

@@ -4,16 +4,26 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import CurrentUser, OptionalUser
+from api.auth.dependencies import ANONYMOUS_ALLOWED, CurrentUser, OptionalUser
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.posts import service
-from api.posts.models import Post, PostCreate, PostRead, PostStatus, PostUpdate
-from api.tags.routes import TagId
+from api.posts.models import (
+    Post,
+    PostCreate,
+    PostRead,
+    PostStatus,
+    PostUpdate,
+    UserReadWithPosts,
+)
+from api.tags.dependencies import TagId
+from api.users.dependencies import USER_ID, UserId, get_user_for
 
 router = APIRouter(prefix="/posts", tags=["posts"])
+# The users' route that answers with their posts.
+users_router = APIRouter(prefix="/users", tags=["users"])
 
 PostId = Annotated[int, Path(gt=0, le=MAX_ID, description="The post id.")]
 AnId = Annotated[int | None, Query(gt=0, le=MAX_ID)]
@@ -27,7 +37,9 @@ async def create_post(post_in: PostCreate, author: CurrentUser, session: Session
     return await service.create_post(session=session, author=author, post_in=post_in)
 
 
-@router.get("/", response_model=Page[PostRead])
+@router.get(
+    "/", response_model=Page[PostRead], responses=responses(401), openapi_extra=ANONYMOUS_ALLOWED
+)
 async def list_posts(
     session: SessionDep,
     params: PageParamsDep,
@@ -47,7 +59,12 @@ async def list_posts(
     )
 
 
-@router.get("/{post_id}", response_model=PostRead, responses=responses(404))
+@router.get(
+    "/{post_id}",
+    response_model=PostRead,
+    responses=responses(401, 404),
+    openapi_extra=ANONYMOUS_ALLOWED,
+)
 async def read_post(post_id: PostId, caller: OptionalUser, session: SessionDep) -> Post:
     """Read a post (and count the view); another user's unpublished post is a 404."""
     return await service.read_post(session=session, post_id=post_id, caller=caller)
@@ -93,3 +110,14 @@ async def untag_post(
 ) -> Post:
     """Untag one's own post (a tag it lacks: no change)."""
     return await service.untag_post(session=session, post_id=post_id, tag_id=tag_id, caller=caller)
+
+
+@users_router.get(
+    f"/{USER_ID}/with-posts", response_model=UserReadWithPosts, responses=responses(401, 404)
+)
+async def user_with_posts(
+    user_id: UserId, caller: CurrentUser, session: SessionDep
+) -> UserReadWithPosts:
+    """A user with their posts: oneself, or anyone for a superuser; another's id is a 404."""
+    user = await get_user_for(session=session, user_id=user_id, caller=caller)
+    return await service.user_with_posts(session=session, user=user, caller=caller)

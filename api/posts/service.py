@@ -24,10 +24,12 @@ from api.posts.models import (
     Post,
     PostCreate,
     PostStatus,
+    PostSummary,
     PostTagLink,
     PostUpdate,
+    UserReadWithPosts,
 )
-from api.users.models import User
+from api.users.models import User, UserRead
 
 
 def readable_by(caller: User | None) -> ColumnElement[bool]:
@@ -170,3 +172,13 @@ async def untag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller
         )
     )
     return await _one(session, post_id, writable_by(caller))
+
+
+async def user_with_posts(*, session: AsyncSession, user: User, caller: User) -> UserReadWithPosts:
+    """`user` and the posts of theirs that `caller` may read, oldest first."""
+    query = (
+        select(Post).where(Post.author_id == user.id, readable_by(caller)).order_by(col(Post.id))
+    )
+    posts = (await session.exec(query)).all()
+    summaries = [PostSummary.model_validate(post, from_attributes=True) for post in posts]
+    return UserReadWithPosts(**UserRead.model_validate(user).model_dump(), posts=summaries)

@@ -3,19 +3,22 @@ are guarded by CHECK constraints as well as by validation."""
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-from pydantic import field_validator
-from sqlalchemy import CheckConstraint, Index, Numeric, UniqueConstraint
+from pydantic import BeforeValidator
+from sqlalchemy import CheckConstraint, Index, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
 from api.categories.models import CategoryRead
 from api.core.models import (
+    EVERY_FIELD_ANSWERED,
     MAX_ID,
-    NO_NUL,
-    SLUG_PATTERN,
+    UNCHANGED,
+    RowId,
     created_at_field,
     slug_defaults_to,
+    slug_field,
+    text_field,
     updated_at_field,
 )
 from api.core.pagination import Page
@@ -33,26 +36,39 @@ def _upper(value: object) -> object:
 
 
 # The most a product's stock may be set or raised to (create, update, a change), far below the
-# integer column's limit: a stock at the limit overflowed (a 500) when a change or a cancelled
-# order's items were added to it. A cancelled order puts back at most MAX_LINES x MAX_QUANTITY,
-# so a stored stock may pass MAX_STOCK by that much: answers and takes allow it.
+# integer column's limit: a stock at the limit would overflow (a 500) when a change or a
+# cancelled order's items were added to it. A cancelled order puts back at most
+# MAX_LINES x MAX_QUANTITY, so a stored stock may pass MAX_STOCK by that much: answers and takes
+# allow it.
 MAX_STOCK = 1_000_000_000
+
+ProductName = Annotated[str, text_field(NAME_MAX, min_length=1)]
+ProductSlug = Annotated[str, slug_field(NAME_MAX)]
+Description = Annotated[str, text_field(5000)]
+Price = Annotated[Decimal, Field(gt=0, max_digits=10, decimal_places=2)]
+# Upper-cased before it is checked, so "ab-1" is stored as "AB-1".
+Sku = Annotated[
+    str,
+    Field(min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN}),
+    BeforeValidator(_upper),
+]
+# What a request may set; a stored stock may exceed it (above).
+Stock = Annotated[int, Field(ge=0, le=MAX_STOCK)]
 
 
 class ProductBase(SQLModel):
-    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str = Field(
-        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
-    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2, sa_type=Numeric(10, 2))
-    sku: str = Field(
-        min_length=1, max_length=50, unique=True, schema_extra={"pattern": SKU_PATTERN}
-    )
-    # What a row may hold: a cancelled order puts its items back past MAX_STOCK if need be.
+    name: ProductName
+    slug: ProductSlug = Field(unique=True)
+    description: Description | None = None
+    price: Price
+    sku: Sku = Field(unique=True)
+    # What a row may hold; a request sets at most MAX_STOCK (Stock).
     stock_quantity: int = Field(default=0, ge=0, le=MAX_ID)
     is_active: bool = True
-    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
+    # Indexed by ix_products_category_id_price, which serves lookups by category too.
+    category_id: RowId | None = Field(
+        default=None, foreign_key="categories.id", ondelete="SET NULL"
+    )
 
 
 class Product(ProductBase, table=True):
@@ -66,36 +82,25 @@ class Product(ProductBase, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    # Indexed by ix_products_category_id_price, which serves lookups by category too.
-    category_id: int | None = Field(default=None, foreign_key="categories.id", ondelete="SET NULL")
     created_at: datetime = created_at_field()
     updated_at: datetime = updated_at_field()
 
-    category: Optional["Category"] = Relationship(
-        back_populates="products", sa_relationship_kwargs={"lazy": "raise"}
-    )
+    category: Optional["Category"] = Relationship(sa_relationship_kwargs={"lazy": "raise"})
 
 
-class ProductCreate(SQLModel):
+class ProductCreate(ProductBase):
     """The slug comes from the name when absent; the SKU is upper-cased before it is checked."""
 
-    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str | None = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
-    price: Decimal = Field(gt=0, max_digits=10, decimal_places=2)
-    sku: str = Field(min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN})
-    stock_quantity: int = Field(default=0, ge=0, le=MAX_STOCK)
-    is_active: bool = True
-    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
-
-    _sku_upper = field_validator("sku", mode="before")(_upper)
+    # Optional in a request only (made from the name); mypy sees the narrower override.
+    slug: ProductSlug | None = None  # type: ignore[assignment]
+    stock_quantity: Stock = 0
 
     _slug = slug_defaults_to("name", NAME_MAX)
 
 
 class ProductRead(ProductBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     created_at: datetime
     updated_at: datetime
@@ -116,22 +121,14 @@ class CategoryProducts(SQLModel):
 class ProductUpdate(SQLModel):
     """PATCH: omitted fields stay; `category_id: null` uncategorises."""
 
-    name: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL}
-    )
-    slug: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
-    description: str | None = Field(default=None, max_length=5000, schema_extra={"pattern": NO_NUL})
-    price: Decimal = Field(default=None, gt=0, max_digits=10, decimal_places=2)
-    sku: str = Field(
-        default=None, min_length=1, max_length=50, schema_extra={"pattern": SKU_PATTERN}
-    )
-    stock_quantity: int = Field(default=None, ge=0, le=MAX_STOCK)
-    is_active: bool = Field(default=None)
-    category_id: int | None = Field(default=None, gt=0, le=MAX_ID)
-
-    _sku_upper = field_validator("sku", mode="before")(_upper)
+    name: ProductName = UNCHANGED
+    slug: ProductSlug = UNCHANGED
+    description: Description | None = None
+    price: Price = UNCHANGED
+    sku: Sku = UNCHANGED
+    stock_quantity: Stock = UNCHANGED
+    is_active: bool = UNCHANGED
+    category_id: RowId | None = None
 
 
 class StockChange(SQLModel):
@@ -155,4 +152,4 @@ UNIQUE_FIELDS = {
 }
 REFERENCES = {"fk_products_category_id_categories": "category_id"}
 # A product on an order is history: the database refuses the delete (RESTRICT).
-IN_USE = {"fk_order_items_product_id_products": "The product is on orders: deactivate it instead."}
+IN_USE = "The product is on orders: deactivate it instead."

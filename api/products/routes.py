@@ -1,17 +1,20 @@
 """Products over HTTP: the public catalog, and a superuser's to manage."""
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, get_args
 
 from fastapi import APIRouter, Path, Query, status
 
 from api.auth.dependencies import admin_only
+from api.categories import service as category_service
+from api.categories.dependencies import CategoryId
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.products import service
 from api.products.models import (
+    CategoryProducts,
     CategoryStats,
     Product,
     ProductCreate,
@@ -23,7 +26,16 @@ from api.products.models import (
 )
 
 router = APIRouter(prefix="/products", tags=["products"])
+# The categories' routes that read or change their products.
+categories_router = APIRouter(prefix="/categories", tags=["categories"])
 
+# Names for the sort keys in generated clients, which cannot make one of "-price".
+SORT_NAMES = {
+    "x-enum-varnames": [
+        key.removeprefix("-").upper() + ("_DESC" if key.startswith("-") else "")
+        for key in get_args(ProductSort)
+    ]
+}
 ProductId = Annotated[int, Path(gt=0, le=MAX_ID, description="The product id.")]
 Price = Annotated[Decimal | None, Query(gt=0, max_digits=10, decimal_places=2)]
 
@@ -49,7 +61,7 @@ async def list_products(
     max_price: Price = None,
     is_active: bool | None = None,
     q: Annotated[str | None, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")] = None,
-    sort: ProductSort = "id",
+    sort: Annotated[ProductSort, Query(json_schema_extra=SORT_NAMES)] = "id",
 ) -> Page[Product]:
     """List products: filter by category, price range, activity and text; sort by a known key."""
     if min_price is not None and max_price is not None and min_price > max_price:
@@ -153,3 +165,29 @@ async def delete_product(product_id: ProductId, session: SessionDep) -> None:
 async def change_stock(product_id: ProductId, stock: StockChange, session: SessionDep) -> Product:
     """Add to or take from the stock; it never goes below zero (409 naming what is left)."""
     return await service.change_stock(session=session, product_id=product_id, change=stock.change)
+
+
+@categories_router.get(
+    "/{category_id}/products", response_model=CategoryProducts, responses=responses(404)
+)
+async def category_products(
+    category_id: CategoryId, session: ReadSessionDep, params: PageParamsDep
+) -> CategoryProducts:
+    """A category and a page of its products (two statements and a count, whatever the page)."""
+    category = await category_service.get_category(session=session, category_id=category_id)
+    query = service.filtered(category_id=category_id)
+    page = await service.list_products(session=session, params=params, query=query)
+    return CategoryProducts.model_validate(
+        {"category": category, "product_count": page.total, "products": page}
+    )
+
+
+@categories_router.delete(
+    "/{category_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=admin_only,
+    responses=responses(401, 403, 404),
+)
+async def delete_category(category_id: CategoryId, session: SessionDep) -> None:
+    """Delete a category; its children become top-level (superuser)."""
+    await service.delete_category(session=session, category_id=category_id)

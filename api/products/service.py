@@ -10,9 +10,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.categories import service as category_service
 from api.categories.models import Category
 from api.core.db import constraint_errors, get_or_404, update_or_404
-from api.core.errors import FieldError, InsufficientStock, NotFound, StockLimit
+from api.core.errors import AlreadyExists, FieldError, InsufficientStock, NotFound, StockLimit
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
     IN_USE,
@@ -183,3 +184,26 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
             errors=[FieldError(field="change", message=f"available: {db_product.stock_quantity}")],
         )
     return updated
+
+
+async def delete_category(*, session: AsyncSession, category_id: int) -> None:
+    """Delete a category and uncategorise its products (their foreign key's ON DELETE SET NULL).
+    A product whose name an uncategorised product already has would collide: that is a 409
+    naming it (and the unique constraint guards the race). The category's products are locked
+    first, in id order like an order's: the cascade alone would take them in whatever order it
+    finds them, and could deadlock with an order."""
+    uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
+    products = (
+        select(col(Product.name), col(Product.name).in_(uncategorised))
+        .where(col(Product.category_id) == category_id)
+        .order_by(col(Product.id))
+        .with_for_update()
+    )
+    clash = next((name for name, clashes in await session.exec(products) if clashes), None)
+    if clash is not None:
+        raise AlreadyExists(
+            f"Product {clash!r} would collide with an uncategorised product of the same name.",
+            errors=[FieldError(field="name", message=f"{clash} exists without a category")],
+        )
+    async with constraint_errors(session, unique=UNIQUE_FIELDS):
+        await category_service.delete_category(session=session, category_id=category_id)

@@ -1,19 +1,20 @@
 """The Tag family: blog tags, unique by name and by slug."""
 
+from typing import Annotated
+
 from sqlmodel import Field, SQLModel
 
-from api.core.models import NO_NUL, SLUG_PATTERN, slug_defaults_to
+from api.core.models import UNCHANGED, slug_defaults_to, slug_field, text_field
 
 NAME_MAX = 50
 
+TagName = Annotated[str, text_field(NAME_MAX, min_length=1)]
+TagSlug = Annotated[str, slug_field(NAME_MAX)]
+
 
 class TagBase(SQLModel):
-    name: str = Field(
-        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": NO_NUL}
-    )
-    slug: str = Field(
-        min_length=1, max_length=NAME_MAX, unique=True, schema_extra={"pattern": SLUG_PATTERN}
-    )
+    name: TagName = Field(unique=True)
+    slug: TagSlug = Field(unique=True)
 
 
 class Tag(TagBase, table=True):
@@ -22,13 +23,11 @@ class Tag(TagBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
 
 
-class TagCreate(SQLModel):
+class TagCreate(TagBase):
     """The slug is derived from the name when it is not given."""
 
-    name: str = Field(min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL})
-    slug: str | None = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
+    # Optional in a request only (made from the name); mypy sees the narrower override.
+    slug: TagSlug | None = None  # type: ignore[assignment]
 
     _slug = slug_defaults_to("name", NAME_MAX)
 
@@ -38,12 +37,8 @@ class TagRead(TagBase):
 
 
 class TagUpdate(SQLModel):
-    name: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": NO_NUL}
-    )
-    slug: str = Field(
-        default=None, min_length=1, max_length=NAME_MAX, schema_extra={"pattern": SLUG_PATTERN}
-    )
+    name: TagName = UNCHANGED
+    slug: TagSlug = UNCHANGED
 
 
 UNIQUE_FIELDS = {"uq_tags_name": "name", "uq_tags_slug": "slug"}

@@ -1,20 +1,16 @@
 """Tags over HTTP: public to read, a superuser's to write."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, status
 
 from api.auth.dependencies import admin_only
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
-from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.tags import service
+from api.tags.dependencies import TagId
 from api.tags.models import Tag, TagCreate, TagRead, TagUpdate
 
 router = APIRouter(prefix="/tags", tags=["tags"])
-
-TagId = Annotated[int, Path(gt=0, le=MAX_ID, description="The tag id.")]
 
 
 @router.post(

@@ -2,24 +2,35 @@
 request/response shapes derived from them."""
 
 from datetime import datetime
-from decimal import Decimal
+from typing import Annotated
 
 from pydantic import EmailStr
 from sqlalchemy import Column, Index, func, text
 from sqlmodel import Field, SQLModel
 
-from api.core.models import NO_NUL, created_at_field, updated_at_field
+from api.core.models import (
+    EVERY_FIELD_ANSWERED,
+    UNCHANGED,
+    created_at_field,
+    text_field,
+    updated_at_field,
+)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
+Username = Annotated[
+    str, Field(min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN})
+]
+Email = Annotated[EmailStr, Field(max_length=255)]
+FullName = Annotated[str, text_field(100)]
+Bio = Annotated[str, text_field(1000)]
+
 
 class UserBase(SQLModel):
-    username: str = Field(
-        min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}, unique=True
-    )
-    email: EmailStr = Field(max_length=255)
-    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
-    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
+    username: Username = Field(unique=True)
+    email: Email
+    full_name: FullName | None = None
+    bio: Bio | None = None
 
 
 class User(UserBase, table=True):
@@ -40,6 +51,8 @@ class UserCreate(UserBase):
 
 
 class UserRead(UserBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     is_active: bool
     is_superuser: bool
@@ -52,40 +65,22 @@ class UserMeUpdate(SQLModel):
     fields are typed as their value with a `None` default: omitting one keeps it, sending `null`
     is a 422. Nothing here grants a role or reactivates an account."""
 
-    username: str = Field(
-        default=None, min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN}
-    )
-    email: EmailStr = Field(default=None, max_length=255)
-    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
-    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
+    username: Username = UNCHANGED
+    email: Email = UNCHANGED
+    full_name: FullName | None = None
+    bio: Bio | None = None
 
 
 class UserUpdate(UserMeUpdate):
     """PATCH by a superuser: the profile fields, and whether the account is active."""
 
-    is_active: bool = Field(default=None)
+    is_active: bool = UNCHANGED
 
 
-class UserReplace(SQLModel):
+class UserReplace(UserBase):
     """PUT by a superuser: every editable field in full; absent optional ones are cleared."""
 
-    username: str = Field(min_length=3, max_length=50, schema_extra={"pattern": USERNAME_PATTERN})
-    email: EmailStr = Field(max_length=255)
-    full_name: str | None = Field(default=None, max_length=100, schema_extra={"pattern": NO_NUL})
-    bio: str | None = Field(default=None, max_length=1000, schema_extra={"pattern": NO_NUL})
     is_active: bool
-
-
-class UserReadWithPosts(UserRead):
-    posts: list["PostSummary"]
-
-
-class PostSummary(SQLModel):
-    id: int
-    title: str
-    slug: str
-    status: str
-    published_at: datetime | None
 
 
 class ActiveCount(SQLModel):
@@ -96,21 +91,8 @@ class Deactivated(SQLModel):
     deactivated: int
 
 
-class InactiveDeleted(SQLModel):
-    deleted: int
-    kept_with_orders: int = Field(description="Inactive users kept because they have orders.")
-
-
-class TopSpender(SQLModel):
-    user_id: int
-    username: str
-    email: str
-    order_count: int
-    total_spent: Decimal = Field(description="Sum of the totals of their orders not cancelled.")
-
-
 # A user with orders is history: the database refuses the delete (RESTRICT).
-IN_USE = {"fk_orders_user_id_users": "The user has orders: deactivate them (soft delete) instead."}
+IN_USE = "The user has orders: deactivate them (soft delete) instead."
 
 # Unique constraint -> the field a 409 names.
 UNIQUE_FIELDS = {"uq_users_username": "username", "uq_users_email_lower": "email"}

@@ -5,30 +5,25 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, status
 
 from api.auth import service as auth_service
-from api.auth.dependencies import CurrentUser, admin_only
+from api.auth.dependencies import AdminUser, CurrentUser, admin_only
 from api.auth.models import PasswordChange
 from api.core.db import SessionDep
 from api.core.errors import responses
-from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.users import service
+from api.users.dependencies import USER_ID, UserId, get_user_for
 from api.users.models import (
     ActiveCount,
     Deactivated,
-    InactiveDeleted,
-    TopSpender,
     User,
     UserCreate,
     UserMeUpdate,
     UserRead,
-    UserReadWithPosts,
     UserReplace,
     UserUpdate,
 )
 
 router = APIRouter(prefix="/users", tags=["users"])
-
-UserId = Annotated[int, Path(gt=0, le=MAX_ID, description="The user id.")]
 
 
 @router.post(
@@ -48,7 +43,7 @@ async def read_me(me: CurrentUser) -> User:
 @router.patch("/me", response_model=UserRead, responses=responses(401, 409))
 async def update_me(user_in: UserMeUpdate, me: CurrentUser, session: SessionDep) -> User:
     """Change the caller's own profile (not their role or activation)."""
-    return await service.update_user(session=session, user_id=me.id, user_in=user_in)  # type: ignore[arg-type]
+    return await service.update_user(session=session, user_id=me.id, user_in=user_in, caller=me)  # type: ignore[arg-type]
 
 
 @router.post(
@@ -128,76 +123,55 @@ async def deactivate_idle(
     return Deactivated(deactivated=await service.deactivate_idle(session=session, days=days))
 
 
-@router.delete("/bulk/inactive", dependencies=admin_only, responses=responses(401, 403, 409))
-async def delete_inactive(session: SessionDep) -> InactiveDeleted:
-    """Delete every inactive user without orders; those with orders are kept and counted
-    (superuser)."""
-    return await service.delete_inactive(session=session)
-
-
-@router.get("/top-spenders", dependencies=admin_only, responses=responses(401, 403))
-async def top_spenders(
-    session: SessionDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
-) -> list[TopSpender]:
-    """Users by the total of their orders not cancelled, highest first (superuser)."""
-    return await service.top_spenders(session=session, limit=limit)
-
-
-@router.get(
-    "/{user_id}/with-posts", response_model=UserReadWithPosts, responses=responses(401, 404)
-)
-async def user_with_posts(
-    user_id: UserId, caller: CurrentUser, session: SessionDep
-) -> UserReadWithPosts:
-    """A user with their posts: oneself, or anyone for a superuser; another's id is a 404."""
-    return await service.user_with_posts(session=session, user_id=user_id, caller=caller)
-
-
 @router.put(
-    "/{user_id}",
+    f"/{USER_ID}",
     response_model=UserRead,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def replace_user(user_id: UserId, user_in: UserReplace, session: SessionDep) -> User:
+async def replace_user(
+    user_id: UserId, user_in: UserReplace, caller: AdminUser, session: SessionDep
+) -> User:
     """Replace every editable field of a user (superuser)."""
-    return await service.replace_user(session=session, user_id=user_id, user_in=user_in)
+    return await service.replace_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller
+    )
 
 
 @router.delete(
-    "/{user_id}/soft",
+    f"/{USER_ID}/soft",
     response_model=UserRead,
-    dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 409),
 )
-async def soft_delete_user(user_id: UserId, session: SessionDep) -> User:
+async def soft_delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> User:
     """Deactivate a user instead of deleting them; answers the user (superuser)."""
-    return await service.soft_delete_user(session=session, user_id=user_id)
+    return await service.soft_delete_user(session=session, user_id=user_id, caller=caller)
 
 
-@router.get("/{user_id}", response_model=UserRead, responses=responses(401, 404))
+@router.get(f"/{USER_ID}", response_model=UserRead, responses=responses(401, 404))
 async def get_user(user_id: UserId, caller: CurrentUser, session: SessionDep) -> User:
     """Read one user: oneself, or anyone for a superuser; another user's id is a 404."""
-    return await service.get_user_for(session=session, user_id=user_id, caller=caller)
+    return await get_user_for(session=session, user_id=user_id, caller=caller)
 
 
 @router.patch(
-    "/{user_id}",
+    f"/{USER_ID}",
     response_model=UserRead,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def update_user(user_id: UserId, user_in: UserUpdate, session: SessionDep) -> User:
+async def update_user(
+    user_id: UserId, user_in: UserUpdate, caller: AdminUser, session: SessionDep
+) -> User:
     """Change some of a user's fields, activation included (superuser)."""
-    return await service.update_user(session=session, user_id=user_id, user_in=user_in)
+    return await service.update_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller
+    )
 
 
 @router.delete(
-    "/{user_id}",
+    f"/{USER_ID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    dependencies=admin_only,
     responses=responses(401, 403, 404, 409),
 )
-async def delete_user(user_id: UserId, session: SessionDep) -> None:
+async def delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> None:
     """Delete a user and their posts; a user with orders is a 409: soft-delete them (superuser)."""
-    await service.delete_user(session=session, user_id=user_id)
+    await service.delete_user(session=session, user_id=user_id, caller=caller)

@@ -3,29 +3,22 @@ for `release_connection` before hashing passwords."""
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, delete, exists, func, or_, type_coerce, update
-from sqlalchemy import select as sql_select
+from sqlalchemy import func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
-from api.core.errors import AlreadyExists, Conflict, NotFound
+from api.core.errors import AlreadyExists, Conflict, LastSuperuser, NotFound, OwnAccount
 from api.core.pagination import Page, PageParams, apaginate
 from api.core.security import hash_password
-from api.orders.models import Order, OrderStatus
 from api.users.models import (
     IN_USE,
     UNIQUE_FIELDS,
-    InactiveDeleted,
-    PostSummary,
-    TopSpender,
     User,
     UserCreate,
     UserMeUpdate,
-    UserRead,
-    UserReadWithPosts,
     UserReplace,
     UserUpdate,
 )
@@ -44,13 +37,6 @@ async def get_user(*, session: AsyncSession, user_id: int) -> User:
     return await get_or_404(session, User, user_id)
 
 
-async def get_user_for(*, session: AsyncSession, user_id: int, caller: User) -> User:
-    """A user as `caller` may see it: themself, or anyone for a superuser; otherwise a 404."""
-    if not caller.is_superuser and caller.id != user_id:
-        raise NotFound("User", user_id)
-    return await get_user(session=session, user_id=user_id)
-
-
 async def list_users(
     *, session: AsyncSession, params: PageParams, query: SelectOfScalar[User] | None = None
 ) -> Page[User]:
@@ -59,17 +45,41 @@ async def list_users(
 
 
 async def update_user(
-    *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate
+    *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate, caller: User
 ) -> User:
     changes = user_in.model_dump(exclude_unset=True)
+    if changes.get("is_active") is False:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def delete_user(*, session: AsyncSession, user_id: int) -> None:
+async def delete_user(*, session: AsyncSession, user_id: int, caller: User) -> None:
     """Delete a user and their posts; a user with orders is a 409 (the database decides)."""
     db_user = await get_user(session=session, user_id=user_id)
+    if (db_user.is_superuser and db_user.is_active) or user_id == caller.id:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     async with constraint_errors(session, in_use=IN_USE):
         await session.delete(db_user)
+
+
+async def keep_an_active_superuser(*, session: AsyncSession, user_id: int, caller: User) -> None:
+    """Refuse to take `user_id` out of the active superusers (a delete, a deactivation) when it
+    is the caller's own account, or when no other active superuser would be left. The active
+    superusers are locked first, in id order: of two requests that each remove one of the last
+    two, the second waits for the first and then sees its change."""
+    if user_id == caller.id:
+        raise OwnAccount(
+            "A superuser cannot delete or deactivate their own account: another superuser can."
+        )
+    active = (
+        select(col(User.id))
+        .where(col(User.is_superuser).is_(True), col(User.is_active).is_(True))
+        .order_by(col(User.id))
+        .with_for_update()
+    )
+    superusers = set((await session.exec(active)).all())
+    if superusers == {user_id}:
+        raise LastSuperuser("The user is the last active superuser: no superuser would be left.")
 
 
 async def ensure_superuser(
@@ -152,14 +162,19 @@ async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> 
     return list(await session.exec(query.execution_options(populate_existing=True)))
 
 
-async def replace_user(*, session: AsyncSession, user_id: int, user_in: UserReplace) -> User:
+async def replace_user(
+    *, session: AsyncSession, user_id: int, user_in: UserReplace, caller: User
+) -> User:
     """Every editable column written, whether or not it differs from the row as last read: a
     field resent unchanged still overwrites what another request changed in between."""
     changes = user_in.model_dump()
+    if not user_in.is_active:
+        await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def soft_delete_user(*, session: AsyncSession, user_id: int) -> User:
+async def soft_delete_user(*, session: AsyncSession, user_id: int, caller: User) -> User:
+    await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
     return await update_or_404(session, User, user_id, {"is_active": False})
 
 
@@ -177,51 +192,3 @@ async def deactivate_idle(*, session: AsyncSession, days: int) -> int:
         .returning(col(User.id))
     )
     return len(result.all())
-
-
-async def user_with_posts(
-    *, session: AsyncSession, user_id: int, caller: User
-) -> UserReadWithPosts:
-    """A user and their posts, in two statements. Others' drafts are not shown to a user."""
-    from api.posts.models import Post, PostStatus
-
-    db_user = await get_user_for(session=session, user_id=user_id, caller=caller)
-    query = select(Post).where(Post.author_id == user_id).order_by(col(Post.id))
-    if not caller.is_superuser and caller.id != user_id:
-        query = query.where(Post.status == PostStatus.published)
-    posts = (await session.exec(query)).all()
-    summaries = [PostSummary.model_validate(post, from_attributes=True) for post in posts]
-    return UserReadWithPosts(**UserRead.model_validate(db_user).model_dump(), posts=summaries)
-
-
-async def delete_inactive(*, session: AsyncSession) -> InactiveDeleted:
-    """Delete the inactive users without orders, in one statement; count those kept."""
-    has_orders = exists().where(col(Order.user_id) == col(User.id))
-    async with constraint_errors(session, in_use=IN_USE):  # an order placed meanwhile
-        deleted = await session.exec(
-            delete(User).where(col(User.is_active).is_(False), ~has_orders).returning(col(User.id))
-        )
-        count = len(deleted.all())
-    kept = select(func.count()).select_from(User).where(col(User.is_active).is_(False))
-    return InactiveDeleted(deleted=count, kept_with_orders=(await session.exec(kept)).one())
-
-
-async def top_spenders(*, session: AsyncSession, limit: int) -> list[TopSpender]:
-    """Users by what their orders not cancelled add up to, highest first."""
-    total = func.sum(col(Order.total_amount))
-    query = (
-        sql_select(
-            type_coerce(col(User.id), Integer).label("user_id"),
-            col(User.username),
-            col(User.email),
-            func.count(col(Order.id)).label("order_count"),
-            total.label("total_spent"),
-        )
-        .join(Order, col(Order.user_id) == col(User.id))
-        .where(col(Order.status) != OrderStatus.cancelled)
-        .group_by(col(User.id))
-        .order_by(total.desc(), col(User.id))
-        .limit(limit)
-    )
-    rows = (await (await session.connection()).execute(query)).all()
-    return [TopSpender.model_validate(row, from_attributes=True) for row in rows]

@@ -32,8 +32,9 @@ from api.core.db import (
 from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
 from api.users.models import User
-from tests.conftest import Database, savepoint_sessions
-from tests.helpers import admin_execute, assert_problem, scalar, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import assert_problem
+from tests.support.database import Database, admin_execute, savepoint_sessions, scalar
 
 
 def ghost() -> User:
@@ -196,7 +197,7 @@ async def test_an_exhausted_pool_is_a_prompt_503(database: Database) -> None:
 
 
 async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) -> None:
-    app = create_app(settings_for_tests(database_url=database.url, db_pool_mode="queue"))
+    app = create_app(settings_for_tests(database_url=database.url, db_pool="queue"))
     collector = (gc.get_freeze_count(), gc.get_threshold())
 
     async with LifespanManager(app) as manager:
@@ -221,7 +222,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     the caller up through SessionDep) still runs in a transaction, which shows that the spy sees
     them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
     app, _ = app_on_committed
-    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool_mode": "null"}))
+    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool": "null"}))
     use_engine(app, null_engine)
     product_id = await scalar(
         committed.url,

@@ -14,17 +14,15 @@ from sqlalchemy.pool import NullPool
 
 import devstack
 from api.main import create_app
-from tests.conftest import Database, serving
-from tests.helpers import (
+from tests.support.app import settings_for_tests
+from tests.support.client import client_for, error_fields
+from tests.support.concurrency import users_burst
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import (
     PGBOUNCER_POOL_SIZE,
-    client_for,
-    error_fields,
-    live_admin,
     running_pgbouncer,
-    scalar,
     server_connection_statements,
-    settings_for_tests,
-    users_burst,
 )
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
@@ -40,7 +38,7 @@ def pooled_server(
 ) -> Iterator[str]:
     """uvicorn with a small app-side pool in front of the same PgBouncer (1.18, no tracking)."""
     log_dir = tmp_path_factory.mktemp("pooled")
-    pool = {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
+    pool = {"DB_POOL": "queue", "DB_POOL_SIZE": "4"}
     with serving(concurrent_database, app_pgbouncer, log_dir, **pool) as url:
         yield url
 
@@ -148,8 +146,8 @@ async def test_a_pgbouncer_restart_under_an_app_side_pool(
     with running_pgbouncer(committed.server_url) as bouncer:
         settings = settings_for_tests(
             database_url=bouncer.url(committed.name),
-            db_pool_mode="queue",
-            db_through_pgbouncer=True,
+            db_pool="queue",
+            db_statement_cache=False,
             db_pool_size=1,
             db_max_overflow=0,
             db_pool_pre_ping=pre_ping,

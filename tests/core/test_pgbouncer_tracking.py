@@ -16,14 +16,10 @@ import pytest
 
 import devstack
 from api import pgbouncer
-from tests.conftest import Database, serving
-from tests.helpers import (
-    live_admin,
-    running_pgbouncer,
-    scalar,
-    server_connection_statements,
-    users_burst,
-)
+from tests.support.concurrency import users_burst
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import running_pgbouncer, server_connection_statements
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
 
@@ -62,9 +58,9 @@ def cached_server(
     """uvicorn with the statement cache on, on NullPool (compose's) or a small pool of its own,
     through a tracking PgBouncer of its own that logs in as the app role (compose's arrangement):
     the statements on its server connections are this app's alone."""
-    env = {"PGBOUNCER_PREPARED_STATEMENTS": "true"}
+    env = {"DB_STATEMENT_CACHE": "true"}
     if request.param == "app-side pool":
-        env |= {"DB_POOL_MODE": "queue", "DB_THROUGH_PGBOUNCER": "true", "DB_POOL_SIZE": "4"}
+        env |= {"DB_POOL": "queue", "DB_POOL_SIZE": "4"}
     log_dir = tmp_path_factory.mktemp("tracking")
     with (
         running_pgbouncer(

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.conftest import Database
-from tests.deploy.helpers import (
+from tests.support.app import ROOT
+from tests.support.database import Database
+from tests.support.deploy import (
     APP_UID,
     SETTINGS,
     DbSetup,
@@ -25,7 +26,6 @@ from tests.deploy.helpers import (
     db_setup_ran,
     interpolate,
 )
-from tests.helpers import ROOT
 
 SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
 APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings
@@ -94,8 +94,8 @@ def test_the_api_goes_through_pgbouncer_on_nullpool_with_its_statement_cache() -
     env = environment("api")
     url = make_url(env["DATABASE_URL"])
     assert (url.host, url.port) == ("pgbouncer", 6432)
-    assert env["DB_POOL_MODE"] == "null"
-    assert env["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert env["DB_POOL"] == "null"
+    assert env["DB_STATEMENT_CACHE"] == "true"
     assert "MIGRATIONS_DATABASE_URL" not in env  # the API knows only PgBouncer
     assert url.username == "storefront_app"
     assert service("api")["ports"] == ["${API_ADDRESS:-127.0.0.1}:${API_PORT:-8000}:8000"]
@@ -238,4 +238,4 @@ def test_pgbouncer_reads_the_template_rendered_by_the_job(
     assert str(api_port) in bouncer["healthcheck"]["test"]
     # Tracking on in PgBouncer exactly when the API keeps its statement cache.
     assert int(settings["max_prepared_statements"]) > 0
-    assert environment("api")["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert environment("api")["DB_STATEMENT_CACHE"] == "true"

