@@ -1,7 +1,5 @@
-"""The application factory: `uvicorn --factory api.main:create_app`."""
+"""The application factory; servers launch the app through api/launch.py."""
 
-import ctypes
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,10 +20,11 @@ from api.core.config import Settings, get_settings
 from api.core.db import build_engine, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
-from api.core.middleware import BodySizeLimit
+from api.core.middleware import BodySizeLimit, SlashOptional
 from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
 from api.core.request_id import well_formed
+from api.core.routing import operation_id
 from api.core.version import VERSION
 from api.health.routes import metrics_router
 from api.health.routes import root as root_router
@@ -80,8 +80,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if provider is not None:
         tracing.trace_sql(engine, provider)
     await create_first_superuser(settings, app.state.sessionmaker)
-    settle_garbage_collector()
-    return_large_blocks()
     try:
         yield
     finally:
@@ -101,39 +99,6 @@ def start_metrics(settings: Settings) -> None:
             "metrics; start the server with `python -m api serve` and that variable set",
             workers,
         )
-
-
-def settle_garbage_collector() -> None:
-    """Once per process, at its first startup: what is alive then (modules, the app, its
-    routes and models) lives as long as the process, so it leaves the collector's sight
-    (gc.freeze), and the youngest generation is collected every 20,000 allocations, not 700.
-
-    Measured with py-spy under make bench (GET /products/{id}, one worker): the collector took
-    11 % of the worker's CPU; 7 % after the freeze alone; none seen after both.
-    """
-    if gc.get_freeze_count():
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
-
-
-M_MMAP_THRESHOLD = -3  # glibc's malloc.h
-
-
-def return_large_blocks() -> None:
-    """Blocks of 128 KiB and more always come from mmap, so freeing them gives the memory back.
-
-    glibc otherwise raises that threshold to the size of each large block freed (up to
-    32 MiB): from the second password hash on (argon2, 19 MiB) the hash's memory came from the
-    heap and stayed resident, 19 MB of a worker's 117. Setting the threshold, to glibc's own
-    default, turns the raising off. Without glibc's mallopt (musl, macOS) nothing changes.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024)
 
 
 async def create_first_superuser(
@@ -167,6 +132,7 @@ def create_app(
         description="A shop and its blog: users, catalog, orders, posts.",
         lifespan=lifespan,
         telemetry=tracing.telemetry(provider),
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     app.state.tracer_provider = provider
@@ -176,6 +142,13 @@ def create_app(
     if settings.metrics_enabled:
         app.include_router(metrics_router)
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
+    collections = frozenset(
+        route.path.rstrip("/")
+        for router in ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path.endswith("/") and route.path != "/"
+    )
+    app.add_middleware(SlashOptional, paths=collections)
     # The last middleware added is the outermost: CORS wraps the body limit, so a 413 carries
     # CORS headers a browser can read; the access log and the metrics see every answer, a CORS
     # preflight's and a 413 too; the request id wraps them all, so every answer and access line

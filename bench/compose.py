@@ -15,7 +15,7 @@ What it does:
 4. in each round, for each auth arrangement (rotated: round 2 starts with the second, and so
    on, so that no arrangement always runs first): writes the arrangement's files into the
    volume, restarts PgBouncer and waits for the API's /health/ready, logs in, measures every
-   request shape with wrk as make bench does (`run.run_wrk`, `wrk.lua`: a warm-up run, then a
+   request shape with wrk as make bench does (`load.run_wrk`, `wrk.lua`: a warm-up run, then a
    measured run) while reading each container's CPU time from its cgroup before and after, then
    writes the shipped files back and restarts PgBouncer again;
 5. prints one table of each row's median round, the ratios of `GET /products/{id}` between the
@@ -44,7 +44,6 @@ import os
 import re
 import resource
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -59,36 +58,22 @@ from sqlalchemy.engine import make_url
 
 import devstack
 from api.pgbouncer import userlist as userlist_line
-from bench.run import (
-    ADMIN,
-    BARE,
+from bench.dataset import (
     CATEGORIES,
     DATASET,
     ORDERS,
     PRODUCTS,
-    RESULTS,
     USERS,
-    Auth,
-    BenchError,
-    Load,
-    Row,
     Shape,
-    aligned,
-    at_least_one,
     dataset_variables,
     deep_cursor,
-    entry,
-    host,
-    log_in,
-    median_row,
     psql_script_options,
-    run_quiet,
-    run_wrk,
     send_checked,
     shapes,
-    tool,
-    wrk_figures,
 )
+from bench.load import Load, run_wrk, wrk_figures
+from bench.report import Row, aligned, dataset_figures, first_cells, host, median_row, save
+from bench.stack import ADMIN, BARE, Auth, BenchError, at_least_one, entry, log_in, run_quiet, tool
 
 AUTHS = ("shipped", "plain", "trust")
 SERVICES = ("db", "pgbouncer", "api")  # the long-running containers whose CPU is read
@@ -677,12 +662,7 @@ def table(rows: list[Row]) -> str:
         cpu = row.cpu_ms or {}
         lines.append(
             [
-                row.server,
-                row.label,
-                f"{row.rps:,.0f}",
-                f"{row.p50_ms:.1f}",
-                f"{row.p99_ms:.1f}",
-                f"FAILED {row.errors}" if row.failed else "0",
+                *first_cells(row),
                 "+".join(f"{cpu.get(name, 0.0):.2f}" for name in SERVICES),
                 f"{cpu.get('wrk', 0.0):.3f}",
                 "" if row.other_cpu_pct is None else f"{row.other_cpu_pct:.0f}%",
@@ -738,27 +718,17 @@ def report(
         "(the engine forwarding the published port, dockerd, other jobs), in % of the machine.",
     ):
         print(line)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     document = {
         "started_at": started_at.isoformat(),
         "seconds": round(seconds),
         "machine": info,
         "config": config,
-        "dataset": {
-            "products": PRODUCTS,
-            "categories": CATEGORIES,
-            "users": USERS,
-            "orders": ORDERS,
-            "load_seconds": round(load_seconds, 1),
-        },
+        "dataset": dataset_figures(load_seconds),
         "rows": [asdict(row) | {"failed": row.failed} for row in rows],
         "ratios": found,
         "load_average_at_end": os.getloadavg(),
     }
-    path = RESULTS / f"compose-{started_at:%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    shutil.copyfile(path, RESULTS / "compose-latest.json")
-    print(f"\nwritten to {path.relative_to(devstack.ROOT)}")
+    save(document, f"compose-{started_at:%Y%m%d-%H%M%S}.json", "compose-latest.json")
 
 
 if __name__ == "__main__":

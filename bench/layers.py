@@ -45,7 +45,8 @@ from sqlalchemy import select
 from api.core.db import ReadSessionDep
 from api.products import service
 from api.products.models import Product, ProductRead
-from bench.run import DATABASE, prepare_database, running_pgbouncer, running_postgres
+from bench.dataset import DATABASE, prepare_database
+from bench.stack import running_pgbouncer, running_postgres
 
 ROWS = 1_000  # ids probed, all present in make bench's dataset
 PRODUCTS = Product.__table__  # type: ignore[attr-defined]

@@ -14,6 +14,10 @@ up at import, so that uvicorn's spawned workers (which import this module again)
   (JSON) is merged into the asyncpg connect arguments that `build_engine` passes,
   BENCH_ENGINE_ARGS (JSON) into its `create_async_engine` keyword arguments, to measure a
   proposed engine change before it lands in api/core/db.py.
+
+And for `make bench --baseline`: with BENCH_API_ROOT set, the API's code is imported from that
+checkout (a `git worktree` of an older commit) instead of this one; serve.py itself, its sampler
+and the bench stay this checkout's.
 """
 
 import asyncio
@@ -30,7 +34,11 @@ import uvicorn.main
 import uvicorn.server
 from sqlalchemy.ext import asyncio as sa_asyncio
 
-import api.core.db
+API_ROOT = os.environ.get("BENCH_API_ROOT")
+if API_ROOT and API_ROOT not in sys.path:
+    sys.path.insert(0, API_ROOT)  # before `api` is first imported, here or in a spawned worker
+
+import api.core.db  # noqa: E402
 
 TICK = 0.005  # seconds between wakes
 FLUSH = 0.5  # seconds between writes

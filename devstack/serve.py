@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 import devstack
+from api import launch
 
 DATABASE = "storefront"
 RESTARTS = 5
@@ -51,7 +52,7 @@ def serve_local(host: str, port: int, data: Path) -> int:
         postgres.create_database(DATABASE)
         direct = postgres.url(DATABASE)
         say(f"PostgreSQL (embedded) on 127.0.0.1:{postgres.port}, data in {postgres.data_dir}")
-        env = {**os.environ, "MIGRATIONS_DATABASE_URL": direct}
+        env = {**launch.MALLOC_ENV, **os.environ, "MIGRATIONS_DATABASE_URL": direct}
         env.setdefault("ENVIRONMENT", "development")
         env.setdefault("LOG_JSON", "false")
         binary = devstack.make_run_pgbouncer()
@@ -80,9 +81,10 @@ def serve_local(host: str, port: int, data: Path) -> int:
         if stopping:
             return 0
         say(f"serving on http://{host}:{port} (Ctrl-C stops everything)")
-        # As the image starts it: the launcher empties the metrics directory, then is uvicorn.
+        # As the image launches it (deploy/Dockerfile): the launcher empties the metrics
+        # directory, then is uvicorn serving api.launch's app; glibc's MALLOC_ENV.
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data / "metrics"))
-        uvicorn = [sys.executable, "-m", "api", "serve", "--factory", "api.main:create_app"]
+        uvicorn = [sys.executable, "-m", "api", "serve", "--factory", "api.launch:create_app"]
         uvicorn += ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "10"]
         server = subprocess.Popen(
             uvicorn,

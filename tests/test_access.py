@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
-from api.main import create_app
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
-from tests.factories import make_notification, make_order, make_post, make_user
-from tests.helpers import ROOT, client_for, settings_for_tests
+from tests.support.app import ROOT, openapi_routes
+from tests.support.client import client_for
+from tests.support.factories import make_notification, make_order, make_post, make_user
 
 LEVELS = {"public", "user", "owner", "superuser"}
 # Required query parameters, so that a refusal is about who calls, not about what is missing.
@@ -35,11 +35,6 @@ def access_table() -> dict[tuple[str, str], str]:
     section = readme.split("\n## Access\n", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| (\S+) \| (\w+) \|$", section, re.M)
     return {(method, path): level for method, path, level in rows}
-
-
-def openapi_routes() -> set[tuple[str, str]]:
-    paths = create_app(settings_for_tests()).openapi()["paths"]
-    return {(method.upper(), path) for path, ops in paths.items() for method in ops}
 
 
 def test_the_table_lists_every_route_and_only_routes() -> None:

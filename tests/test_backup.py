@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 
 from api.models import metadata
 from devstack.backup import Local
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 from tests.support.make_run import make_run
 
 pytestmark = pytest.mark.concurrent

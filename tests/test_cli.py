@@ -19,7 +19,7 @@ import pytest
 
 import devstack
 from devstack.serve import RESTARTS
-from tests.helpers import log_in
+from tests.support.client import log_in
 from tests.support.make_run import make_run, start, wait_gone, wait_ready
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
@@ -191,6 +191,7 @@ class Answer:
     status: int
     problem: bool
     retry_after: bool
+    code: str | None
 
 
 async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Path) -> None:
@@ -238,6 +239,7 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
                             response.status_code,
                             problem,
                             "retry-after" in response.headers,
+                            response.json().get("code") if problem else None,
                         )
                     )
                     if response.status_code == 201:
@@ -257,7 +259,8 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
             restarts = log.read_text().count("starting PgBouncer again")
             print(
                 f"PostgreSQL frozen {FREEZE_SECONDS} s: serving again {back:.1f} s after it thawed;"
-                f" {sum(a.status == 503 for a in answers)} of {len(answers)} answers were 503,"
+                f" {sum(a.status == 503 for a in answers)} of {len(answers)} answers were 503"
+                f" ({sum(a.code == 'outcome_unknown' for a in answers)} outcome_unknown),"
                 f" the slowest in {max(a.took for a in answers):.1f} s;"
                 f" PgBouncer started again {restarts} times"
             )
@@ -274,6 +277,9 @@ async def test_a_frozen_postgres_costs_503s_then_service_comes_back(tmp_path: Pa
             listed = await http.get("/orders/", params={"size": 1}, headers=customer)
             orders = listed.json()["total"]
             assert orders >= len(placed)  # a 503 may hide a commit: never the reverse
+            # Only an outcome_unknown may hide one: a database_unavailable order never stands.
+            unknown = sum(a.code == "outcome_unknown" for a in answers)
+            assert orders <= len(placed) + unknown, (orders, len(placed), unknown)
             stock = (await http.get(f"/products/{product_id}")).json()["stock_quantity"]
             assert stock == 1_000_000 - orders  # each order that exists took its unit, no other
         process.send_signal(signal.SIGTERM)

@@ -15,9 +15,8 @@ import pytest
 from api import dbroles
 from api.__main__ import main
 from api.dbroles import Login
-from tests.conftest import Database
-from tests.deploy.helpers import db_setup_ran
-from tests.helpers import admin_execute, libpq_url, query, scalar
+from tests.support.database import Database, admin_execute, libpq_url, query, scalar
+from tests.support.deploy import db_setup_ran
 
 pytestmark = pytest.mark.concurrent  # roles and databases of its own, committed
 

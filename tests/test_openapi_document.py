@@ -9,13 +9,18 @@ a reviewer seeing it. A change made on purpose rewrites the file in the same com
 """
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
-from api.main import create_app
-from tests.helpers import settings_for_tests
+from api.auth.dependencies import get_optional_user
+from api.main import ROUTERS, create_app
+from tests.support.app import settings_for_tests
 
 SNAPSHOT = Path(__file__).with_name("openapi.json")
 
@@ -67,6 +72,113 @@ def test_the_rest_of_the_document_is_unchanged() -> None:
     assert {k: v for k, v in CURRENT["components"].items() if k != "schemas"} == {
         k: v for k, v in RECORDED["components"].items() if k != "schemas"
     }
+
+
+OPERATION_ID = re.compile(r"^[a-z]+(-[a-z]+)+$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def test_operation_ids_are_short_unique_and_name_their_tag() -> None:
+    operations = [op for item in CURRENT["paths"].values() for op in item.values()]
+    ids = [op["operationId"] for op in operations]
+
+    assert len(set(ids)) == len(ids) == len(operations)
+    assert [i for i in ids if not OPERATION_ID.match(i)] == []
+    assert all(op["operationId"].startswith(op["tags"][0] + "-") for op in operations)
+    assert "products-create-product" in ids
+
+
+def enums(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield node
+        for value in node.values():
+            yield from enums(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from enums(value)
+
+
+def test_every_enum_member_has_a_name_a_client_can_use() -> None:
+    found = list(enums(CURRENT))
+    unnamed = [
+        enum["enum"]
+        for enum in found
+        if not all(IDENTIFIER.match(str(value)) for value in enum["enum"])
+        and not all(IDENTIFIER.match(name) for name in enum.get("x-enum-varnames", ["-"]))
+    ]
+
+    assert len(found) > 3
+    assert unnamed == []
+    sort = next(enum for enum in found if "-price" in enum["enum"])
+    assert dict(zip(sort["enum"], sort["x-enum-varnames"], strict=True))["-price"] == "PRICE_DESC"
+
+
+def referenced(node: Any) -> Iterator[str]:
+    """The names of the schemas `node` refers to, directly or through the ones it names."""
+    seen: set[str] = set()
+    pending = [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            ref = current.get("$ref", "")
+            name = ref.removeprefix("#/components/schemas/")
+            if ref and name not in seen:
+                seen.add(name)
+                pending.append(CURRENT["components"]["schemas"][name])
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    yield from sorted(seen)
+
+
+def test_answers_mark_every_field_they_always_carry_required() -> None:
+    answers = [
+        response
+        for item in CURRENT["paths"].values()
+        for operation in item.values()
+        for status, response in operation["responses"].items()
+        if status.startswith("2")
+    ]
+    schemas = CURRENT["components"]["schemas"]
+    optional = {
+        name: sorted(
+            set(schemas[name].get("properties", {})) - set(schemas[name].get("required", []))
+        )
+        for name in referenced(answers)
+    }
+
+    assert "ProductRead" in optional
+    assert {name: fields for name, fields in optional.items() if fields} == {}
+
+
+def calls(dependant: Dependant) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        yield dependency.call
+        yield from calls(dependency)
+
+
+def test_a_route_a_token_may_change_offers_anonymous_access_and_documents_its_401() -> None:
+    """Where a token only changes the answer (OptionalUser), a generated client may call without
+    one, and a bad one is a documented 401; every other route that reads a token documents its
+    401 too."""
+    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+    optional = {
+        (method, route.path_format)
+        for route in routes
+        if get_optional_user in calls(route.dependant)
+        for method in route.methods or ()
+    }
+    assert ("GET", "/posts/{post_id}") in optional
+    for path, item in CURRENT["paths"].items():
+        for method, operation in item.items():
+            security = operation.get("security", [])
+            if (method.upper(), path) in optional:
+                assert sorted(map(len, security)) == [0, 1], path
+            else:
+                assert {} not in security, path
+            if security:
+                assert "401" in operation["responses"], (method, path)
 
 
 if __name__ == "__main__":

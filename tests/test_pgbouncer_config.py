@@ -16,8 +16,11 @@ import devstack
 from api import pgbouncer
 from api.core.config import Settings
 from api.core.db import build_engine
-from tests.conftest import Database, database_backend, serving
-from tests.helpers import live_admin, running_pgbouncer, scalar, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import running_pgbouncer
+from tests.support.postgres_server import database_backend
 
 COMPOSE_LIKE_URL = "postgresql+asyncpg://storefront:s3cret@db:5432/storefront"
 

@@ -9,8 +9,8 @@ import tomllib
 
 import httpx
 
-from tests.deploy.helpers import load_yaml, stages
-from tests.helpers import ROOT
+from tests.support.app import ROOT
+from tests.support.deploy import load_yaml, stages
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 

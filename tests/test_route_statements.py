@@ -4,7 +4,7 @@ until its number is changed on purpose.
 
 One successful call per route of the OpenAPI document, on rows arranged for it in a savepoint of
 the test's transaction. The count is what the app sends on its connection, the current user's
-lookup included (see tests.test_statement_counts.app_statements for what is left out: the
+lookup included (see tests.support.statements.app_statements for what is left out: the
 harness's own savepoints, and BEGIN/COMMIT, which asyncpg sends outside any cursor). That the
 list and nested routes send as many for fifty rows as for one, and an order of ten lines as
 many as one of one line, is tests/test_statement_counts.py's part.
@@ -23,9 +23,9 @@ from api.core.security import password_hash
 from api.posts.models import PostStatus
 from api.products.models import Product
 from api.users.models import User
-from tests.helpers import client_for
-from tests.test_access import openapi_routes
-from tests.test_statement_counts import Arena, Caller, app_statements, recording, table_of
+from tests.support.app import openapi_routes
+from tests.support.client import client_for
+from tests.support.statements import Arena, Caller, app_statements, recording, table_of
 
 PASSWORD = "statement-count-password"
 
@@ -73,11 +73,13 @@ async def arrange(arena: Arena, connection: AsyncConnection, call: Call) -> dict
             select(products.c.sku, products.c.slug).where(products.c.id == product)
         )
     ).one()
-    if call.password:
+    if call.password and arena.caller:
         hashed = password_hash.hash(PASSWORD)
         await connection.execute(
             update(users).where(users.c.id == caller).values(hashed_password=hashed)
         )
+        # The caller's token is issued under the password it has now.
+        arena.caller.hashed_password = hashed
     return {
         "category_id": category,
         "empty_category_id": empty_category,

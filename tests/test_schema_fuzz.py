@@ -38,8 +38,10 @@ from schemathesis.specs.openapi.checks import (
 
 from api.core.security import password_hash
 from api.main import create_app
-from tests.conftest import Database
-from tests.helpers import ADMIN_PASSWORD, SECRET_PATTERNS, libpq_url, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import SECRET_PATTERNS
+from tests.support.database import Database, libpq_url
+from tests.support.live_server import ADMIN_PASSWORD
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

@@ -6,10 +6,12 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime
 from sqlmodel import Field, SQLModel
 
-from api.core.models import created_at_field
+from api.core.models import EVERY_FIELD_ANSWERED, created_at_field
 
 
 class Token(SQLModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     access_token: str
     token_type: str = "bearer"
     expires_in: int = Field(description="Seconds until the token expires.")

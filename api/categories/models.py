@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 from sqlmodel import Field, Relationship, SQLModel
 
 from api.core.models import (
+    EVERY_FIELD_ANSWERED,
     UNCHANGED,
     RowId,
     created_at_field,
@@ -59,6 +60,8 @@ class CategoryCreate(CategoryBase):
 
 
 class CategoryRead(CategoryBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     created_at: datetime
 

@@ -47,6 +47,8 @@ from api.core.errors import (
     InUse,
     InvalidReference,
     NotFound,
+    OutcomeUnknown,
+    is_connection_error,
     violated_constraint,
 )
 
@@ -119,15 +121,27 @@ def use_engine(app: FastAPI, engine: AsyncEngine) -> None:
     app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
 
 
+# Methods that change nothing: a commit of theirs that fails has nothing to lose.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's transaction: committed before the response is sent, rolled back on error."""
+    """The request's transaction: committed before the response is sent, rolled back on error.
+    A change whose COMMIT loses its connection or times out may have been made or not: that is
+    `outcome_unknown`, not the `database_unavailable` of a change that certainly was not."""
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with sessionmaker() as session:
         try:
             yield session
-            await session.commit()
         except BaseException:
             await session.rollback()
+            raise
+        try:
+            await session.commit()
+        except BaseException as exc:
+            await session.rollback()
+            if request.method not in SAFE_METHODS and is_connection_error(exc):
+                raise OutcomeUnknown() from exc
             raise
 
 

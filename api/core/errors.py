@@ -56,6 +56,8 @@ PROBLEM_CODES = {
     "internal_error": "500, a bug: the log line has the details",
     "database_unavailable": "503, the database cannot be reached in time (Retry-After)",
     "transaction_conflict": "503, the database undid the transaction; send it again",
+    "outcome_unknown": "503, the database stopped answering during the commit of a change,"
+    " which may or may not stand: look it up before sending it again",
 }
 
 
@@ -208,6 +210,22 @@ class DatabaseUnavailable(AppError):
 
     def __init__(self) -> None:
         super().__init__("The database is unavailable; retry shortly.")
+
+
+class OutcomeUnknown(AppError):
+    """The connection was lost, or the command timed out, while a change was being committed:
+    PostgreSQL may have made it or not, and the API cannot tell. Unlike `database_unavailable`,
+    sending the request again may do the change twice."""
+
+    status_code = 503
+    code = "outcome_unknown"
+    headers = MappingProxyType({"Retry-After": "1"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database stopped answering while the change was being committed: it may or"
+            " may not have been made. Look the resource up before sending the request again."
+        )
 
 
 class TransactionConflict(AppError):

@@ -1,5 +1,7 @@
-"""Refuse request bodies above `MAX_BODY_BYTES` with a 413 problem body, before anything parses
-them (uvicorn has no limit of its own).
+"""The app's own ASGI middleware.
+
+BodySizeLimit refuses request bodies above `MAX_BODY_BYTES` with a 413 problem body, before
+anything parses them (uvicorn has no limit of its own).
 
 A declared Content-Length over the limit is refused without reading a byte. A body without one
 (chunked) is read up to the limit, refused as soon as it passes it, and otherwise replayed to the
@@ -64,3 +66,18 @@ class BodySizeLimit:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+class SlashOptional:
+    """A collection answers `/products` as it answers `/products/`, instead of a 307 to the
+    slashed path: a client need not follow a redirect (which some do not for a POST), nor pay a
+    round trip for it. `paths` are the collections' paths without their slash."""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            scope = {**scope, "path": scope["path"] + "/", "raw_path": scope["raw_path"] + b"/"}
+        await self.app(scope, receive, send)

@@ -85,8 +85,11 @@ class PageParams(BaseModel):
 
 
 class Page(BaseModel, Generic[T]):
-    # from_attributes: the rows are ORM objects until the response model validates them.
-    model_config = ConfigDict(from_attributes=True)
+    # from_attributes: the rows are ORM objects until the response model validates them. Every
+    # field is in every answer, so the document marks them all required.
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_serialization_defaults_required=True
+    )
 
     items: list[T]
     total: int | None = Field(

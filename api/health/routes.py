@@ -16,6 +16,7 @@ from api.core import metrics
 from api.core.config import Settings
 from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, Forbidden, Unauthorized, responses
+from api.core.models import EVERY_FIELD_ANSWERED
 
 router = APIRouter(prefix="/health", tags=["health"])
 root = APIRouter(tags=["health"])
@@ -24,6 +25,8 @@ metrics_router = APIRouter()
 
 
 class Index(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     name: str
     version: str
     docs: str = "/docs"
@@ -39,10 +42,14 @@ async def index(request: Request) -> Index:
 
 
 class Liveness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
 
 
 class Readiness(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     status: Literal["ok"] = "ok"
     database: Literal["ok"] = "ok"
     latency_ms: float
@@ -82,6 +89,8 @@ class PoolFigures(BaseModel):
 
 
 class DatabaseFigures(BaseModel):
+    model_config = EVERY_FIELD_ANSWERED
+
     pool_mode: Literal["null", "queue"]
     latency_ms: float
     pool: PoolFigures | None = None

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import CurrentUser, OptionalUser
+from api.auth.dependencies import ANONYMOUS_ALLOWED, CurrentUser, OptionalUser
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
@@ -37,7 +37,9 @@ async def create_post(post_in: PostCreate, author: CurrentUser, session: Session
     return await service.create_post(session=session, author=author, post_in=post_in)
 
 
-@router.get("/", response_model=Page[PostRead])
+@router.get(
+    "/", response_model=Page[PostRead], responses=responses(401), openapi_extra=ANONYMOUS_ALLOWED
+)
 async def list_posts(
     session: SessionDep,
     params: PageParamsDep,
@@ -57,7 +59,12 @@ async def list_posts(
     )
 
 
-@router.get("/{post_id}", response_model=PostRead, responses=responses(404))
+@router.get(
+    "/{post_id}",
+    response_model=PostRead,
+    responses=responses(401, 404),
+    openapi_extra=ANONYMOUS_ALLOWED,
+)
 async def read_post(post_id: PostId, caller: OptionalUser, session: SessionDep) -> Post:
     """Read a post (and count the view); another user's unpublished post is a 404."""
     return await service.read_post(session=session, post_id=post_id, caller=caller)

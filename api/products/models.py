@@ -11,6 +11,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from api.categories.models import CategoryRead
 from api.core.models import (
+    EVERY_FIELD_ANSWERED,
     MAX_ID,
     UNCHANGED,
     RowId,
@@ -98,6 +99,8 @@ class ProductCreate(ProductBase):
 
 
 class ProductRead(ProductBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     created_at: datetime
     updated_at: datetime

@@ -8,7 +8,13 @@ from pydantic import EmailStr
 from sqlalchemy import Column, Index, func, text
 from sqlmodel import Field, SQLModel
 
-from api.core.models import UNCHANGED, created_at_field, text_field, updated_at_field
+from api.core.models import (
+    EVERY_FIELD_ANSWERED,
+    UNCHANGED,
+    created_at_field,
+    text_field,
+    updated_at_field,
+)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_]+$"
 
@@ -45,6 +51,8 @@ class UserCreate(UserBase):
 
 
 class UserRead(UserBase):
+    model_config = EVERY_FIELD_ANSWERED
+
     id: int
     is_active: bool
     is_superuser: bool

@@ -12,8 +12,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth import service as auth_service
 from api.core import security
 from api.users.models import User
-from tests.factories import DEFAULT_PASSWORD, make_user
-from tests.helpers import SECRET_KEY, assert_problem, client_for
+from tests.support.app import SECRET_KEY, settings_for_tests
+from tests.support.client import assert_problem, client_for
+from tests.support.factories import DEFAULT_PASSWORD, make_user
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
@@ -119,7 +120,11 @@ class TestTokens:
 
     def claims(self, user: User, **changes: Any) -> dict[str, Any]:
         now = datetime.now(UTC)
-        return {"sub": str(user.id), "iat": now, "exp": now + timedelta(minutes=5)} | changes
+        stamp = auth_service.password_stamp(
+            hashed_password=user.hashed_password, settings=settings_for_tests()
+        )
+        claims = {"sub": str(user.id), "iat": now, "exp": now + timedelta(minutes=5), "pwd": stamp}
+        return claims | changes
 
     async def me(self, client: httpx.AsyncClient, access: str) -> httpx.Response:
         return await client.get("/users/me", headers={"Authorization": f"Bearer {access}"})
@@ -153,7 +158,7 @@ class TestTokens:
         unsigned = jwt.encode(self.claims(carol), None, algorithm="none")
         assert_401(await self.me(client, unsigned))
 
-    @pytest.mark.parametrize("missing", ["sub", "iat", "exp"])
+    @pytest.mark.parametrize("missing", ["sub", "iat", "exp", "pwd"])
     async def test_a_required_claim_is_missing(
         self, client: httpx.AsyncClient, carol: User, missing: str
     ) -> None:
@@ -171,6 +176,14 @@ class TestTokens:
         await session.delete(carol)
         await session.flush()
         assert_401(await self.me(client, access))
+
+    async def test_issued_under_another_password(
+        self, client: httpx.AsyncClient, carol: User
+    ) -> None:
+        other = auth_service.password_stamp(
+            hashed_password="another hash", settings=settings_for_tests()
+        )
+        assert_401(await self.me(client, token(self.claims(carol, pwd=other))))
 
     async def test_deactivated_after_the_token_was_issued(
         self, client: httpx.AsyncClient, carol: User, session: AsyncSession
@@ -248,6 +261,23 @@ class TestMe:
         assert response.status_code == 204
         assert (await login(client, "carol", "a-brand-new-one")).status_code == 200
         assert_401(await login(client, "carol", DEFAULT_PASSWORD))
+
+    async def test_a_password_change_ends_the_tokens_issued_before_it(
+        self, as_carol: httpx.AsyncClient, client: httpx.AsyncClient
+    ) -> None:
+        assert (await as_carol.get("/users/me")).status_code == 200
+        response = await as_carol.post(
+            "/users/me/password",
+            json={"current_password": DEFAULT_PASSWORD, "new_password": "a-brand-new-one"},
+        )
+        assert response.status_code == 204
+
+        refused = await as_carol.get("/users/me")
+        assert_401(refused)
+        assert "log in again" in refused.json()["detail"]
+        fresh = await login(client, "carol", "a-brand-new-one")
+        headers = {"Authorization": f"Bearer {fresh.json()['access_token']}"}
+        assert (await client.get("/users/me", headers=headers)).status_code == 200
 
     async def test_change_password_needs_the_current_one(
         self, as_carol: httpx.AsyncClient, client: httpx.AsyncClient

@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from api.core.db import build_engine, build_sessionmaker, use_engine
 from api.core.security import password_hash
 from api.main import create_app, create_first_superuser
-from tests.conftest import Database
-from tests.helpers import assert_problem, query, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import assert_problem
+from tests.support.database import Database, query
 
 pytestmark = pytest.mark.concurrent
 

@@ -9,8 +9,8 @@ from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.categories.models import Category
-from tests.factories import make_category
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
+from tests.support.factories import make_category
 
 DEFAULTS = ["Electronics", "Clothing", "Books", "Home & Garden"]
 
@@ -83,8 +83,8 @@ class TestCreateCategory:
         assert field in error_fields(assert_problem(response, 422, "validation_error"))
 
     async def test_a_user_is_403(self, app: Any, session: AsyncSession) -> None:
-        from tests.factories import make_user
-        from tests.helpers import client_for
+        from tests.support.client import client_for
+        from tests.support.factories import make_user
 
         async with client_for(app, await make_user(session)) as as_user:
             response = await as_user.post("/categories/", json={"name": "Nope"})

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from api.core.config import DEPRECATED_SETTINGS, PLACEHOLDER_SECRET_KEY, Settings
-from tests.helpers import ROOT, SECRET_KEY, setting_fields, settings_for_tests
+from tests.support.app import ROOT, SECRET_KEY, setting_fields, settings_for_tests
 
 
 def documented_settings() -> dict[str, str]:

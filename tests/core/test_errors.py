@@ -14,8 +14,9 @@ from starlette.types import Message
 from api.core.db import SessionDep, build_engine, use_engine
 from api.core.errors import PROBLEM_CODES, PROBLEM_MEDIA_TYPE, AppError
 from api.main import create_app
-from tests.conftest import Database
-from tests.helpers import app_without_database, assert_problem, settings_for_tests
+from tests.support.app import app_without_database, settings_for_tests
+from tests.support.client import assert_problem
+from tests.support.database import Database
 
 
 async def test_unknown_route_is_a_problem_404(client: httpx.AsyncClient) -> None:

@@ -28,15 +28,11 @@ from api.core.version import VERSION
 from api.main import create_app
 from api.products.models import Product
 from api.users.models import User
-from tests.conftest import Database, serving
-from tests.factories import make_order, make_product, make_user
-from tests.helpers import (
-    ROOT,
-    app_without_database,
-    assert_problem,
-    client_for,
-    settings_for_tests,
-)
+from tests.support.app import ROOT, app_without_database, settings_for_tests
+from tests.support.client import assert_problem, client_for
+from tests.support.database import Database
+from tests.support.factories import make_order, make_product, make_user
+from tests.support.live_server import serving
 from tests.support.logs import captured_log
 
 TOKEN = "a-scraper-token-of-32-characters"

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from api.models import metadata
-from tests.conftest import Database
-from tests.helpers import alembic
+from tests.support.database import Database, alembic
 
 MakeDatabase = Callable[[str], Awaitable[Database]]
 
@@ -61,7 +60,7 @@ async def test_alembic_check_agrees(database: Database) -> None:
 
 
 def test_revision_files_are_named_by_date_and_slug() -> None:
-    from tests.helpers import ROOT
+    from tests.support.app import ROOT
 
     names = [p.name for p in (ROOT / "alembic" / "versions").glob("*.py")]
     assert names

@@ -15,16 +15,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 import devstack
 from api.main import create_app
 from api.users.models import User
-from tests.conftest import Database, serving
-from tests.factories import DEFAULT_PASSWORD, make_product, make_user
-from tests.helpers import (
-    SECRET_PATTERNS,
-    assert_problem,
-    client_for,
-    live_admin,
-    scalar,
-    settings_for_tests,
-)
+from tests.support.app import settings_for_tests
+from tests.support.client import SECRET_PATTERNS, assert_problem, client_for
+from tests.support.database import Database, scalar
+from tests.support.factories import DEFAULT_PASSWORD, make_product, make_user
+from tests.support.live_server import live_admin, serving
 from tests.support.logs import access_lines, captured_log, json_log
 
 

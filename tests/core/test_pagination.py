@@ -12,8 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.core import pagination
 from api.products.models import Product
 from api.users.models import User
-from tests.factories import make_order, make_product, make_user
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
+from tests.support.factories import make_order, make_product, make_user
 
 PRICES = ["5.00", "1.00", "5.00", "3.00", "1.00", "9.00", "5.00"]
 

@@ -14,17 +14,15 @@ from sqlalchemy.pool import NullPool
 
 import devstack
 from api.main import create_app
-from tests.conftest import Database, serving
-from tests.helpers import (
+from tests.support.app import settings_for_tests
+from tests.support.client import client_for, error_fields
+from tests.support.concurrency import users_burst
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import (
     PGBOUNCER_POOL_SIZE,
-    client_for,
-    error_fields,
-    live_admin,
     running_pgbouncer,
-    scalar,
     server_connection_statements,
-    settings_for_tests,
-    users_burst,
 )
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]

@@ -16,14 +16,10 @@ import pytest
 
 import devstack
 from api import pgbouncer
-from tests.conftest import Database, serving
-from tests.helpers import (
-    live_admin,
-    running_pgbouncer,
-    scalar,
-    server_connection_statements,
-    users_burst,
-)
+from tests.support.concurrency import users_burst
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin, serving
+from tests.support.pgbouncer import running_pgbouncer, server_connection_statements
 
 pytestmark = [pytest.mark.pgbouncer, pytest.mark.concurrent]
 

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
-from tests.helpers import assert_problem, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import assert_problem
 from tests.support.logs import json_log
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")  # what the server makes: a UUID4's hex

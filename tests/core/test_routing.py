@@ -8,15 +8,18 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import api.main
 from api.main import create_app
+from api.tags.models import Tag
 from api.users.dependencies import USER_PATH_WORDS
 from api.users.models import User
-from tests.conftest import savepoint_sessions
-from tests.factories import make_user
-from tests.helpers import client_for, settings_for_tests
+from tests.support.app import settings_for_tests
+from tests.support.client import client_for
+from tests.support.database import savepoint_sessions
+from tests.support.factories import make_user
 
 TEMPLATES = create_app(settings_for_tests()).openapi()["paths"]
 PARAMETER = re.compile(r"^\{[^}]+\}$")
@@ -97,3 +100,27 @@ def test_the_user_id_path_type_names_every_word_under_users() -> None:
     segments = {path.split("/")[2] for path in TEMPLATES if path.startswith("/users/")}
     words = {segment for segment in segments if segment and not PARAMETER.match(segment)}
     assert words == set(USER_PATH_WORDS)
+
+
+@pytest.mark.parametrize(
+    "path", ["/products", "/categories", "/tags", "/posts", "/orders", "/users"]
+)
+async def test_a_collection_answers_without_its_slash(
+    admin_client: httpx.AsyncClient, path: str
+) -> None:
+    plain = await admin_client.get(path, params={"size": 5})
+    slashed = await admin_client.get(f"{path}/", params={"size": 5})
+
+    assert plain.status_code == 200, plain.text
+    assert plain.json() == slashed.json()
+
+
+async def test_a_create_needs_no_redirect(
+    admin_client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    response = await admin_client.post("/tags", json={"name": "No Slash"})
+
+    assert response.status_code == 201, response.text
+    assert response.json()["slug"] == "no-slash"
+    stored = await session.exec(select(Tag.name).where(Tag.slug == "no-slash"))
+    assert stored.all() == ["No Slash"]

@@ -22,8 +22,9 @@ from opentelemetry.trace import SpanKind
 from api.core import tracing
 from api.main import create_app
 from api.users.models import User
-from tests.conftest import Database
-from tests.helpers import ROOT, bearer, query, scalar, settings_for_tests
+from tests.support.app import ROOT, settings_for_tests
+from tests.support.client import bearer
+from tests.support.database import Database, query, scalar
 from tests.support.logs import captured_log
 
 pytestmark = pytest.mark.concurrent
@@ -199,7 +200,7 @@ def imported_by_an_app(environment: dict[str, str]) -> dict[str, Any]:
     whether the app traces."""
     code = (
         "import sys, json, httpx, asyncio\n"
-        "from tests.helpers import settings_for_tests\n"
+        "from tests.support.app import settings_for_tests\n"
         "from api.main import create_app\n"
         "app = create_app(settings_for_tests())\n"
         "async def ask():\n"

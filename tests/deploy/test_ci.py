@@ -4,8 +4,8 @@ GitHub workflow schema vendored by check-jsonschema) and that it runs the README
 import re
 from typing import Any
 
-from tests.deploy.helpers import check_jsonschema, load_yaml
-from tests.helpers import ROOT
+from tests.support.app import ROOT
+from tests.support.deploy import check_jsonschema, load_yaml
 
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.conftest import Database
-from tests.deploy.helpers import (
+from tests.support.app import ROOT
+from tests.support.database import Database
+from tests.support.deploy import (
     APP_UID,
     SERVER_VARIABLES,
     SETTINGS,
@@ -27,7 +28,6 @@ from tests.deploy.helpers import (
     instructions,
     interpolate,
 )
-from tests.helpers import ROOT
 
 SERVICES = {"db", "db-setup", "pgbouncer", "migrate", "api"}
 APP_SERVICES = {"db-setup", "migrate", "api"}  # the app image, its settings

@@ -31,9 +31,10 @@ import pytest
 import devstack
 from api import dbroles
 from devstack.backup import Compose
-from tests.conftest import docker_reachable
-from tests.helpers import ROOT, assert_problem, log_in
-from tests.test_walkthrough import ADMIN, walk
+from tests.support.app import ROOT
+from tests.support.client import assert_problem, log_in
+from tests.support.postgres_server import docker_reachable
+from tests.support.walkthrough import ADMIN, walk
 
 OPT_IN = "STOREFRONT_COMPOSE_TEST"
 AUTH_FILE = "/etc/pgbouncer/userlist.txt"

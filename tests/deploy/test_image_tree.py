@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from api.core.version import project_version
-from tests.conftest import Database
-from tests.deploy.helpers import db_setup_ran, stages
-from tests.helpers import ROOT, SECRET_KEY, scalar
+from tests.support.app import ROOT, SECRET_KEY
+from tests.support.database import Database, scalar
+from tests.support.deploy import db_setup_ran, stages
 
 pytestmark = pytest.mark.concurrent  # databases and roles of its own, committed
 

@@ -26,7 +26,8 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
-from tests.deploy.helpers import (
+from tests.support.app import ROOT
+from tests.support.deploy import (
     APP_UID,
     SERVER_VARIABLES,
     SETTINGS,
@@ -34,7 +35,6 @@ from tests.deploy.helpers import (
     instructions,
     load_yaml,
 )
-from tests.helpers import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 CRDS = Path(__file__).parent / "cloudnative-pg-crds"

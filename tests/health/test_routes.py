@@ -6,8 +6,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import Database
-from tests.helpers import app_without_database, assert_problem
+from tests.support.app import app_without_database
+from tests.support.client import assert_problem
+from tests.support.database import Database
 
 
 async def test_liveness(client: httpx.AsyncClient) -> None:

@@ -9,8 +9,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.notifications.models import Notification
 from api.users.models import User
-from tests.factories import make_notification, make_user
-from tests.helpers import assert_problem, client_for
+from tests.support.client import assert_problem, client_for
+from tests.support.factories import make_notification, make_user
 
 
 @pytest.fixture

@@ -9,15 +9,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Database
-from tests.helpers import (
-    assert_problem,
-    libpq_url,
-    live_admin,
-    query,
-    scalar,
-    until_one_waits_for_a_lock,
-)
+from tests.support.client import assert_problem
+from tests.support.concurrency import until_one_waits_for_a_lock
+from tests.support.database import Database, libpq_url, query, scalar
+from tests.support.live_server import live_admin
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

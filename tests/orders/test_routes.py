@@ -18,8 +18,8 @@ from api.orders import service
 from api.orders.models import Order, OrderItem, OrderStatus
 from api.products.models import Product
 from api.users.models import User
-from tests.factories import make_order, make_product, make_user
-from tests.helpers import assert_problem, client_for, error_fields
+from tests.support.client import assert_problem, client_for, error_fields
+from tests.support.factories import make_order, make_product, make_user
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.posts.models import Post, PostStatus, PostTagLink
 from api.tags.models import Tag
 from api.users.models import User
-from tests.factories import make_post, make_tag, make_user
-from tests.helpers import assert_problem, client_for, error_fields
+from tests.support.client import assert_problem, client_for, error_fields
+from tests.support.factories import make_post, make_tag, make_user
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import Database
-from tests.helpers import live_admin, scalar
+from tests.support.database import Database, scalar
+from tests.support.live_server import live_admin
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 

@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.categories.models import Category
 from api.core.models import MAX_ID
 from api.products.models import MAX_STOCK, Product
-from tests.factories import make_category, make_product
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
+from tests.support.factories import make_category, make_product
 
 MOUSE = {"name": "Wireless Mouse", "price": "79.99", "sku": "wm-001", "stock_quantity": 10}
 

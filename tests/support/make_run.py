@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 import devstack
-from tests.helpers import ROOT
+from tests.support.app import ROOT
 
 
 def start(data: Path, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:

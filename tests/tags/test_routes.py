@@ -8,8 +8,8 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.tags.models import Tag
-from tests.factories import make_tag
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
+from tests.support.factories import make_tag
 
 
 async def count_tags(session: AsyncSession) -> int:

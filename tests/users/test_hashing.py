@@ -15,8 +15,8 @@ from api.auth import service as auth_service
 from api.core.security import password_hash
 from api.users import service as users_service
 from api.users.models import User
-from tests.conftest import Database
-from tests.helpers import client_for, query, scalar
+from tests.support.client import client_for
+from tests.support.database import Database, query, scalar
 
 pytestmark = pytest.mark.concurrent
 
@@ -42,16 +42,20 @@ def count_connections_during(
 
 
 async def insert_user(database_url: str, username: str, *, superuser: bool = False) -> User:
+    """The user as written, its hash included: a token is issued under that password."""
+    hashed = password_hash.hash(OLD)
     user_id = await scalar(
         database_url,
         "INSERT INTO users (username, email, hashed_password, is_superuser)"
         " VALUES ($1, $2, $3, $4) RETURNING id",
         username,
         f"{username}@example.com",
-        password_hash.hash(OLD),
+        hashed,
         superuser,
     )
-    return User(id=user_id, username=username, email=f"{username}@example.com", hashed_password="")
+    return User(
+        id=user_id, username=username, email=f"{username}@example.com", hashed_password=hashed
+    )
 
 
 async def test_changing_a_password_hashes_with_no_connection_held(

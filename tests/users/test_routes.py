@@ -12,8 +12,8 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.users.models import User
-from tests.factories import make_user
-from tests.helpers import assert_problem, error_fields
+from tests.support.client import assert_problem, error_fields
+from tests.support.factories import make_user
 
 VALID = {"username": "alice", "email": "alice@example.com", "password": "s3cret-passphrase"}
 

@@ -10,9 +10,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.security import password_hash
 from api.users.models import User
-from tests.conftest import Database
-from tests.factories import make_user
-from tests.helpers import ADMIN_PASSWORD, assert_problem, log_in, query, scalar
+from tests.support.client import assert_problem, log_in
+from tests.support.database import Database, query, scalar
+from tests.support.factories import make_user
+from tests.support.live_server import ADMIN_PASSWORD
 
 
 class TestOwnAccount:

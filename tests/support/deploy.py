@@ -1,4 +1,5 @@
-"""Reading the deployment files for the static tests: no Docker engine, no cluster needed."""
+"""Reading the deployment files for the static tests (no Docker engine, no cluster needed), and
+compose.yaml's db-setup job run on a test database."""
 
 import asyncio
 import re
@@ -15,8 +16,8 @@ import yaml
 
 from api import dbroles
 from api.dbroles import Login
-from tests.conftest import Database
-from tests.helpers import ROOT, drop_database, setting_fields
+from tests.support.app import ROOT, setting_fields
+from tests.support.database import Database, drop_database
 
 SETTINGS = frozenset(setting_fields())
 # Read by uvicorn itself (the image's CMD), not by the app's settings.

@@ -1,0 +1,45 @@
+"""The checkout's root and the app as the tests build it: Settings with the tests' SECRET_KEY
+(never from the developer's environment), its routes, and the app on a database not there."""
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic.fields import FieldInfo
+
+from api.core.config import DEPRECATED_SETTINGS, Settings
+from api.core.db import build_engine, use_engine
+from api.main import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET_KEY = secrets.token_urlsafe(48)
+
+
+def setting_fields() -> dict[str, FieldInfo]:
+    """Settings' fields by the variable that sets each, without DEPRECATED_SETTINGS: those are
+    read, but are no settings of their own."""
+    return {
+        name.upper(): field
+        for name, field in Settings.model_fields.items()
+        if field.validation_alias not in DEPRECATED_SETTINGS
+    }
+
+
+def settings_for_tests(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"environment": "test", "secret_key": SECRET_KEY, "log_json": False}
+    return Settings(_env_file=None, **(values | overrides))
+
+
+def app_without_database(database_url: str) -> FastAPI:
+    """The app with its real engine on a database that is not there, and short timeouts."""
+    app = create_app(
+        settings_for_tests(database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1)
+    )
+    use_engine(app, build_engine(app.state.settings))
+    return app
+
+
+def openapi_routes() -> set[tuple[str, str]]:
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    return {(method.upper(), path) for path, ops in paths.items() for method in ops}
