@@ -58,6 +58,7 @@ def shapes(deep_page: int, cursor: str) -> list[Shape]:
     deep = f"page {deep_page:,} of {PAGE_SIZE}"
     return [
         Shape("health", "GET /health", "/health"),
+        Shape("floor", "GET /health, bare FastAPI handler (no middleware)", "/health", app=BARE),
         Shape("product", "GET /products/{id}", "/products/{id}", ids=PRODUCTS),
         Shape(
             "bare",

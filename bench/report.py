@@ -259,6 +259,17 @@ def targets(rows: list[Row], pool_mode: str) -> list[Target]:
         0.8,
         "GET /products/{id} >= 0.8x the bare asyncpg handler (SQLAlchemy and ours <= 1/4 on top)",
     )
+    # The middleware stack's fixed cost: the API's /health against FastAPI's floor (bench/bare.py),
+    # both one worker at saturation, where 1/rps is a request's time on the worker.
+    if "health" in mine and "floor" in mine and mine["health"].rps and mine["floor"].rps:
+        cost = 1e6 * (1 / mine["health"].rps - 1 / mine["floor"].rps)
+        found.append(
+            Target(
+                "middleware <= 60 us per request: 1/rps(/health) - 1/rps(bare FastAPI /health)",
+                f"{cost:.0f} us",
+                cost <= 60,
+            )
+        )
     ratio_of("page1", "product", 0.5, "page 1 >= 0.5x GET /products/{id}")
     ratio_of("cursor", "offset", 5.0, "deep page by cursor >= 5x by offset")
     ratio_of("post10", "post1", 0.5, "POST /orders/ 10 lines >= 0.5x 1 line")
@@ -282,6 +293,17 @@ def targets(rows: list[Row], pool_mode: str) -> list[Target]:
     rss = max((mb for r in app_rows for mb in r.rss_mb or []), default=0.0)
     found.append(Target("worker RSS < 120 MB after the runs", f"{rss:.0f} MB", rss < 120))
     return found
+
+
+def observability_cost(rows: list[Row], off: str, on: str) -> list[Target]:
+    """GET /products/{id} on the one-worker server as shipped (`on`: request ids, the access
+    log, the metrics) against the same server with them off, round by round."""
+    compared = [c for c in comparisons(rows, {off: on}) if c["key"] == "product"]
+    if not compared or not compared[0]["ratio"]:
+        return []
+    value = 1 / compared[0]["ratio"]
+    name = "GET /products/{id} with request ids, access log, metrics >= 0.95x all off (1 worker)"
+    return [Target(name, f"{value:.3f}x", value >= 0.95)]
 
 
 # --- the machine ---------------------------------------------------------------------------

@@ -14,7 +14,8 @@ What it does, from a clean clone:
    through PgBouncer) and loads a deterministic dataset generated in SQL (`dataset.sql`);
 3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
    (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL_MODE=null through PgBouncer, JSON
-   logs with uvicorn's access log) and launched as the Docker image launches it
+   logs with the app's access line per request, request ids, and Prometheus metrics counted in
+   a multiprocess directory of the server's own) and launched as the Docker image launches it
    (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in that user and
    the first superuser, then measures every request shape with wrk (`wrk.lua`, one thread by
    default, on the last CPU it may use): a warm-up run, then a measured run at 50 connections;
@@ -70,7 +71,15 @@ from bench.dataset import (
     shapes,
 )
 from bench.load import Load, measure, run_pgbench
-from bench.report import Row, fill_ratios, machine, median_row, report, targets
+from bench.report import (
+    Row,
+    fill_ratios,
+    machine,
+    median_row,
+    observability_cost,
+    report,
+    targets,
+)
 from bench.stack import (
     ADMIN,
     API,
@@ -195,6 +204,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " settling), --variant no-mallopt:-MALLOC_MMAP_THRESHOLD_",
     )
     parser.add_argument(
+        "--observability-off",
+        action="store_true",
+        help="also serve the API with request ids, the access log and the metrics off (the"
+        f" variant {OBSERVABILITY_OFF.name!r}), for what they cost GET /products/{{id}}",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="DIR",
@@ -224,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(devstack.PGBOUNCER_INSTALL_HINT)
     worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
     only = frozenset(key.strip() for key in args.only.split(",") if key.strip())
-    chosen = variants(args.variant, args.baseline)
+    chosen = variants(args.variant, args.baseline, observability_off=args.observability_off)
     load = Load(
         args.connections, args.threads, args.pgbench_threads, args.warmup, args.duration,
         args.timeout, args.wrk_cpus,
@@ -332,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         if v.name
         for workers in worker_counts
     }
+    found += observability_cost(rows, OBSERVABILITY_OFF.label(1), Variant().label(1))
     report(rows, found, info, config, load_seconds, started_at, references)
     return 0
 
@@ -424,11 +440,22 @@ def serves(variant: Variant, shape: Shape, only: frozenset[str]) -> bool:
     return (not only or shape.key in only) and (variant.keys is None or shape.key in variant.keys)
 
 
-def variants(specs: list[str], baseline: Path | None) -> list[Variant]:
+# Request ids, the access log and the metrics, all off: what they cost is issue 22's target.
+OBSERVABILITY_OFF = Variant(
+    "observability off", {"REQUEST_IDS": "false", "ACCESS_LOG": "false", "METRICS_ENABLED": "false"}
+)
+
+
+def variants(
+    specs: list[str], baseline: Path | None, *, observability_off: bool = False
+) -> list[Variant]:
     """The servers measured side by side: the default, each --variant's (its settings gathered
-    from every --variant of its name) and, with --baseline, a twin of each serving the API's code
-    from that checkout, for /health and GET /products/{id}."""
+    from every --variant of its name), the API without its observability when asked and, with
+    --baseline, a twin of each serving the API's code from that checkout, for /health and
+    GET /products/{id}."""
     found = {"": Variant()}
+    if observability_off:
+        found[OBSERVABILITY_OFF.name] = Variant(OBSERVABILITY_OFF.name, dict(OBSERVABILITY_OFF.env))
     for spec in specs:
         name, _, setting = (part.strip() for part in spec.partition(":"))
         key, equals, value = setting.removeprefix("-").partition("=")

@@ -227,7 +227,13 @@ def serving(
     lag_dir = log.with_suffix(".lag")
     shutil.rmtree(lag_dir, ignore_errors=True)
     lag_dir.mkdir(parents=True)
-    env = {**variant.environment(env), "BENCH_LOOP_LAG_DIR": str(lag_dir)}
+    # The workers count their metrics in a directory of their own, empty at the start, as the
+    # image's launcher (`python -m api serve`) leaves /tmp/metrics.
+    metrics_dir = log.with_suffix(".metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env = variant.environment({**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    env["BENCH_LOOP_LAG_DIR"] = str(lag_dir)
     command = [*pinned(cpus), sys.executable, "-m", "bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
