@@ -6,10 +6,11 @@ run, instead of assuming the ratio. The second answers the API's liveness model 
 middleware: the framework's floor, so that 1/rps(the API's /health) - 1/rps(this one) is what
 the API's middleware stack costs a request.
 
-FastAPI and uvicorn with uvicorn's defaults, the API's response model and path parameter, the
-API's query (compiled from the model by SQLAlchemy's asyncpg dialect, as the API sends it) and
-the API's connect arguments (`tls_context`, `client_encoding`, a statement cache only where
-PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no logging set-up of ours.
+FastAPI and uvicorn with uvicorn's defaults but its access log, the API's response model and
+path parameter, the API's query (compiled from the model by SQLAlchemy's asyncpg dialect, as the
+API sends it) and the API's connect arguments (`tls_context`, `client_encoding`, a statement
+cache only where PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no
+logging set-up of ours.
 One connection per request on DB_POOL_MODE=null (as NullPool), an asyncpg pool otherwise.
 Served by make bench only: `uvicorn --factory bench.bare:create_app`.
 """

@@ -237,6 +237,8 @@ def serving(
     command = [*pinned(cpus), sys.executable, "-m", "bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
+    if factory == BARE:
+        command += ["--no-access-log"]  # a yardstick: nothing but the framework and the driver
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,

@@ -9,21 +9,17 @@ client address is the connection's, or the one a trusted proxy forwarded: uvicor
 `--proxy-headers` with `FORWARDED_ALLOW_IPS` decides, before the app sees the request.
 """
 
-import logging
 from time import perf_counter
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.core import metrics
+from api.core import logging, metrics
 
-ACCESS = logging.getLogger("api.access")
 UNMATCHED = "unmatched"
 # The orchestrators' polls and Prometheus' scrapes (GET): left out of the access log unless
 # ACCESS_LOG_PROBES.
 PROBES = frozenset({"/health", "/health/ready", "/metrics"})
-# The fields of an access line besides the event, the request id, the level and the time.
-ACCESS_FIELDS = ("method", "route", "status", "duration_ms", "user_id", "client")
 USER_ID = "user_id"  # the request state's key for the authenticated user
 
 
@@ -72,19 +68,18 @@ class ObserveRequests:
             self.log(scope, status, seconds)
 
     def log(self, scope: Scope, status: int, seconds: float) -> None:
-        if not self.access_log or not ACCESS.isEnabledFor(logging.INFO):
+        access = logging.ACCESS
+        if not self.access_log or access is None:
             return
         if not self.log_probes and scope["path"] in PROBES and scope["method"] == "GET":
             return
         client = scope.get("client")
-        ACCESS.info(
+        access.info(
             "request",
-            extra={
-                "method": scope["method"],
-                "route": route_template(scope),
-                "status": status,
-                "duration_ms": round(seconds * 1000, 2),
-                "user_id": scope.get("state", {}).get(USER_ID),
-                "client": client[0] if client else None,
-            },
+            method=scope["method"],
+            route=route_template(scope),
+            status=status,
+            duration_ms=round(seconds * 1000, 2),
+            user_id=scope.get("state", {}).get(USER_ID),
+            client=client[0] if client else None,
         )

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from api.core import logging as app_logging
 from api.core.config import Settings
 from api.core.logging import configure_logging
 
@@ -23,14 +24,13 @@ def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
         name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
         for name in SERVER_LOGGERS
     }
-    configure_logging(settings)
-    [handler] = root.handlers
-    assert isinstance(handler, logging.StreamHandler)
+    saved_access = app_logging.ACCESS
     buffer = io.StringIO()
-    handler.setStream(buffer)
+    configure_logging(settings, stream=buffer)
     try:
         yield buffer.getvalue
     finally:
+        app_logging.ACCESS = saved_access
         root.handlers[:], level = saved_root
         root.setLevel(level)
         for name, (handlers, propagate) in saved.items():
