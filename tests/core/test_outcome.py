@@ -124,7 +124,7 @@ async def test_a_change_whose_commit_loses_its_connection_is_outcome_unknown(
 
     assert relay.cuts == 1
     body = assert_problem(response, 503, "outcome_unknown")
-    assert "Look the resource up" in body["detail"]
+    assert "with the same Idempotency-Key" in body["detail"]
     assert response.headers["retry-after"] == "1"
     assert again.status_code == 200  # the next request gets a connection of its own
     rows = await query(committed.url, "SELECT name FROM tags WHERE name = 'Cut'")
