@@ -357,3 +357,33 @@ async def age_answers(session: AsyncSession, age: timedelta) -> None:
     await (await session.connection()).execute(
         text("UPDATE idempotency_keys SET created_at = now() - :age").bindparams(age=age)
     )
+
+
+class TestWhatIsNotStored:
+    async def test_an_unexpected_error_of_the_work_is_not_stored_and_its_retry_runs(
+        self, customer_client: httpx.AsyncClient, session: AsyncSession, lamp: Product
+    ) -> None:
+        connection = await session.connection()
+        await connection.execute(
+            text(
+                "CREATE FUNCTION refuse_orders() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'orders are down'; END$$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON orders"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_orders()"
+            )
+        )
+        failed = await customer_client.post("/orders/", json=order_of(lamp), headers=keyed())
+        assert_problem(failed, 500, "internal_error")
+        assert await count(session, IdempotencyKey) == 0
+        await connection.execute(text("DROP TRIGGER refuse ON orders"))
+
+        retried = await customer_client.post("/orders/", json=order_of(lamp), headers=keyed())
+
+        assert retried.status_code == 201, retried.text
+        assert "Idempotent-Replayed" not in retried.headers
+        assert await count(session, Order) == 1
+        assert await stock_of(session, lamp) == 8
