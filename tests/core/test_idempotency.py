@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth.dependencies import KEYED_ANONYMOUS
 from api.core.idempotency import SWEEP_BATCH, IdempotencyKey, fingerprint
 from api.notifications.models import Notification
 from api.orders.models import Order
@@ -387,3 +388,23 @@ class TestWhatIsNotStored:
         assert "Idempotent-Replayed" not in retried.headers
         assert await count(session, Order) == 1
         assert await stock_of(session, lamp) == 8
+
+
+class TestKeyedRouteClass:
+    async def test_a_key_taker_on_a_route_that_cannot_store_answers_fails_loudly(
+        self, app: FastAPI, client: httpx.AsyncClient
+    ) -> None:
+        """A keyed route must be an IdempotentRoute: elsewhere its answer could not be stored
+        nor a replay answered, so the taker refuses to run, key or no key."""
+
+        async def create_nothing() -> dict[str, str]:
+            return {}
+
+        app.router.add_api_route(
+            "/plain", create_nothing, methods=["POST"], dependencies=[KEYED_ANONYMOUS]
+        )
+
+        # The in-process transport raises what the app answers as a 500.
+        for headers in (keyed(), {}):
+            with pytest.raises(RuntimeError, match="must be an IdempotentRoute"):
+                await client.post("/plain", json={}, headers=headers)
