@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 
 from api.auth.models import LoginThrottle
 from api.categories.models import Category
+from api.core.idempotency import IdempotencyKey
 from api.notifications.models import Notification
 from api.orders.models import Order, OrderItem
 from api.posts.models import Post, PostTagLink
@@ -16,6 +17,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "Category",
+    "IdempotencyKey",
     "LoginThrottle",
     "Notification",
     "Order",

@@ -20,10 +20,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.core.security import password_hash
+from api.main import create_app
 from api.posts.models import PostStatus
 from api.products.models import Product
 from api.users.models import User
-from tests.support.app import openapi_routes
+from tests.support.app import openapi_routes, settings_for_tests
 from tests.support.client import client_for
 from tests.support.statements import Arena, Caller, app_statements, recording, table_of
 
@@ -269,5 +270,63 @@ async def test_route_sends_its_fixed_number_of_statements(
         statements = app_statements(sent)
         print(f"{call.id}: {len(statements)}")
         assert len(statements) == call.statements, "\n".join(statements)
+    finally:
+        await savepoint.rollback()
+
+
+# The POSTs that take an Idempotency-Key, with what they send keyed beyond their count above
+# (the key's lock and look-up, the work's SAVEPOINT and RELEASE, the answer's INSERT: 5), and
+# what a replay sends in all (the caller's lookup, the lock and the look-up). A keyed bulk
+# creation keeps its connection through the hashing, so it loses the second transaction's
+# join savepoint (2) that the harness counts without a key.
+KEYED = {
+    ("POST", "/products/"): (5, 3),
+    ("POST", "/products/{product_id}/stock"): (5, 3),
+    ("POST", "/categories/"): (5, 3),
+    ("POST", "/tags/"): (5, 3),
+    ("POST", "/posts/"): (5, 3),
+    ("POST", "/orders/"): (5, 3),
+    ("POST", "/orders/with-notifications"): (5, 3),
+    ("POST", "/users/"): (5, 2),
+    ("POST", "/users/bulk"): (5 - 2, 3),
+}
+KEYED_CALLS = [call for call in CALLS if (call.method, call.path) in KEYED]
+
+
+def test_every_keyed_route_has_a_count() -> None:
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    keyed = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if any(p["name"] == "Idempotency-Key" for p in operation.get("parameters", []))
+    }
+    assert keyed == set(KEYED)
+    assert len(KEYED_CALLS) == len(KEYED)
+
+
+@pytest.mark.parametrize("call", KEYED_CALLS, ids=[call.id for call in KEYED_CALLS])
+async def test_a_keyed_request_sends_five_more_and_its_replay_two_after_the_caller(
+    app: FastAPI, db_connection: AsyncConnection, call: Call
+) -> None:
+    added, replay = KEYED[call.method, call.path]
+    savepoint = await db_connection.begin_nested()
+    try:
+        arena = Arena(db_connection)
+        caller = await arena.sign_in(call.caller)
+        ids = await arrange(arena, db_connection, call)
+        request: dict[str, Any] = {"headers": {"Idempotency-Key": "statement-count"}}
+        if call.json is not None:
+            request["json"] = filled(call.json, ids)
+        counts = []
+        async with client_for(app, caller) as client:
+            for _ in range(2):
+                with recording(db_connection) as sent:
+                    response = await client.request(call.method, filled(call.url, ids), **request)
+                assert response.is_success, response.text
+                counts.append(len(app_statements(sent)))
+        assert response.headers["Idempotent-Replayed"] == "true"
+        print(f"{call.id} keyed: {counts}")
+        assert counts == [call.statements + added, replay]
     finally:
         await savepoint.rollback()

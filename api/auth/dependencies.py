@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 from api.auth import service
 from api.core.db import SessionDep
 from api.core.errors import Forbidden, Unauthorized
+from api.core.idempotency import KeyHeader, anonymous_key, key_taker, take_key
 from api.core.observability import record_user
 from api.users.models import User
 
@@ -56,3 +57,18 @@ AdminUser = Annotated[User, Depends(get_current_superuser)]
 
 # For `dependencies=` on routes that only a superuser may call.
 admin_only = [Depends(get_current_superuser)]
+
+
+@key_taker
+async def caller_key(
+    request: Request, session: SessionDep, caller: CurrentUser, key: KeyHeader = None
+) -> None:
+    """The Idempotency-Key of a route for signed-in callers: keys are the caller's own."""
+    await take_key(request=request, session=session, owner=f"user:{caller.id}", key=key)
+
+
+# For `dependencies=` on the POSTs that create or change a count: a retry with the same
+# Idempotency-Key replays the first answer (api/core/idempotency.py). The router's route_class
+# must be IdempotentRoute. Listed last, after the gates, so that a 401 or 403 is never stored.
+KEYED = Depends(caller_key)
+KEYED_ANONYMOUS = Depends(anonymous_key)

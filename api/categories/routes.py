@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, status
 
-from api.auth.dependencies import admin_only
+from api.auth.dependencies import KEYED, admin_only
 from api.categories import service
 from api.categories.dependencies import CategoryId
 from api.categories.models import (
@@ -14,16 +14,17 @@ from api.categories.models import (
 )
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
+from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
 
-router = APIRouter(prefix="/categories", tags=["categories"])
+router = APIRouter(prefix="/categories", tags=["categories"], route_class=IdempotentRoute)
 
 
 @router.post(
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=CategoryRead,
-    dependencies=admin_only,
+    dependencies=[*admin_only, KEYED],
     responses=responses(401, 403, 409),
 )
 async def create_category(category_in: CategoryCreate, session: SessionDep) -> Category:

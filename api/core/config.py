@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     first_superuser_password: SecretStr | None = None
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=300, ge=1)
+    # How long the answer to a request with an Idempotency-Key is kept for its retries.
+    idempotency_key_ttl_hours: int = Field(default=24, ge=1, le=30 * 24)
 
     @field_validator("database_url", "migrations_database_url")
     @classmethod

@@ -180,6 +180,11 @@ async def release_connection(session: AsyncSession) -> None:
     here: call it before any)."""
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("release_connection would commit unflushed changes")
+    if session.in_nested_transaction():
+        # The work of a request with an Idempotency-Key, in its savepoint: committing would
+        # free the key's lock and write the work apart from its stored answer. The connection
+        # is held through the slow work instead.
+        return
     await session.commit()
 
 

@@ -49,15 +49,18 @@ PROBLEM_CODES = {
     "own_account": "409, a superuser deletes or deactivates their own account",
     "last_superuser": "409, the change would leave no active superuser",
     "conflict": "409, another request changed the data first (try again)",
+    "idempotency_key_in_flight": "409, the Idempotency-Key's first request is still running"
+    " (Retry-After)",
     "request_entity_too_large": "413, a body over MAX_BODY_BYTES",
     "validation_error": "422, a field, parameter or cursor is invalid (see `errors`)",
     "invalid_reference": "422, a field names a row that does not exist",
+    "idempotency_key_reused": "422, the Idempotency-Key was sent with another request",
     "too_many_requests": "429, login throttled (see Retry-After)",
     "internal_error": "500, a bug: the log line has the details",
     "database_unavailable": "503, the database cannot be reached in time (Retry-After)",
     "transaction_conflict": "503, the database undid the transaction; send it again",
     "outcome_unknown": "503, the database stopped answering during the commit of a change,"
-    " which may or may not stand: look it up before sending it again",
+    " which may or may not stand: send it again with the same Idempotency-Key",
 }
 
 
@@ -182,6 +185,31 @@ class InvalidStatusTransition(Conflict):
     code = "invalid_status_transition"
 
 
+class IdempotencyKeyInFlight(Conflict):
+    """The Idempotency-Key's first request is still running: retry once it has answered."""
+
+    code = "idempotency_key_in_flight"
+    headers = MappingProxyType({"Retry-After": "1"})
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed; retry shortly."
+        )
+
+
+class IdempotencyKeyReused(AppError):
+    """The Idempotency-Key was first sent with another request (method, path or body)."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used for a different request; use a new key for a new"
+            " request."
+        )
+
+
 class InvalidReference(AppError):
     status_code = 422
     code = "invalid_reference"
@@ -224,7 +252,9 @@ class OutcomeUnknown(AppError):
     def __init__(self) -> None:
         super().__init__(
             "The database stopped answering while the change was being committed: it may or"
-            " may not have been made. Look the resource up before sending the request again."
+            " may not have been made. Send the request again with the same Idempotency-Key"
+            " (it answers what was done, and does it at most once); without one, look the"
+            " resource up before sending it again."
         )
 
 
@@ -337,6 +367,11 @@ def is_connection_error(exc: BaseException) -> bool:
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    return app_error_response(request, exc)
+
+
+def app_error_response(request: Request, exc: AppError) -> JSONResponse:
+    """The problem answer of an AppError, as its handler renders it."""
     return problem_response(
         exc.status_code,
         exc.code,

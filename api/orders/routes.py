@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import CurrentUser, admin_only
+from api.auth.dependencies import KEYED, CurrentUser, admin_only
 from api.core.db import SessionDep
 from api.core.errors import responses
+from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.orders import service
@@ -23,7 +24,7 @@ from api.orders.models import (
 )
 from api.users.dependencies import UserId, get_user_for
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix="/orders", tags=["orders"], route_class=IdempotentRoute)
 # The users' routes that answer from their orders.
 users_router = APIRouter(prefix="/users", tags=["users"])
 
@@ -32,7 +33,11 @@ CREATE_ERRORS = responses(401, 403, 404, 409)
 
 
 @router.post(
-    "/", status_code=status.HTTP_201_CREATED, response_model=OrderRead, responses=CREATE_ERRORS
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    dependencies=[KEYED],
+    responses=CREATE_ERRORS,
 )
 async def create_order(order_in: OrderCreate, caller: CurrentUser, session: SessionDep) -> Order:
     """Place an order: all of it or nothing; stock is taken at once and never oversold (409 naming
@@ -44,6 +49,7 @@ async def create_order(order_in: OrderCreate, caller: CurrentUser, session: Sess
     "/with-notifications",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
+    dependencies=[KEYED],
     responses=CREATE_ERRORS,
 )
 async def create_order_with_notifications(

@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import ANONYMOUS_ALLOWED, CurrentUser, OptionalUser
+from api.auth.dependencies import ANONYMOUS_ALLOWED, KEYED, CurrentUser, OptionalUser
 from api.core.db import SessionDep
 from api.core.errors import responses
+from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.posts import service
@@ -21,7 +22,7 @@ from api.posts.models import (
 from api.tags.dependencies import TagId
 from api.users.dependencies import USER_ID, UserId, get_user_for
 
-router = APIRouter(prefix="/posts", tags=["posts"])
+router = APIRouter(prefix="/posts", tags=["posts"], route_class=IdempotentRoute)
 # The users' route that answers with their posts.
 users_router = APIRouter(prefix="/users", tags=["users"])
 
@@ -30,7 +31,11 @@ AnId = Annotated[int | None, Query(gt=0, le=MAX_ID)]
 
 
 @router.post(
-    "/", status_code=status.HTTP_201_CREATED, response_model=PostRead, responses=responses(401, 409)
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PostRead,
+    dependencies=[KEYED],
+    responses=responses(401, 409),
 )
 async def create_post(post_in: PostCreate, author: CurrentUser, session: SessionDep) -> Post:
     """Write a post (a draft) as the caller."""

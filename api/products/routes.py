@@ -5,11 +5,12 @@ from typing import Annotated, get_args
 
 from fastapi import APIRouter, Path, Query, status
 
-from api.auth.dependencies import admin_only
+from api.auth.dependencies import KEYED, admin_only
 from api.categories import service as category_service
 from api.categories.dependencies import CategoryId
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
+from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.products import service
@@ -25,7 +26,7 @@ from api.products.models import (
     StockChange,
 )
 
-router = APIRouter(prefix="/products", tags=["products"])
+router = APIRouter(prefix="/products", tags=["products"], route_class=IdempotentRoute)
 # The categories' routes that read or change their products.
 categories_router = APIRouter(prefix="/categories", tags=["categories"])
 
@@ -44,7 +45,7 @@ Price = Annotated[Decimal | None, Query(gt=0, max_digits=10, decimal_places=2)]
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=ProductRead,
-    dependencies=admin_only,
+    dependencies=[*admin_only, KEYED],
     responses=responses(401, 403, 409),
 )
 async def create_product(product_in: ProductCreate, session: SessionDep) -> Product:
@@ -159,7 +160,7 @@ async def delete_product(product_id: ProductId, session: SessionDep) -> None:
 @router.post(
     "/{product_id}/stock",
     response_model=ProductRead,
-    dependencies=admin_only,
+    dependencies=[*admin_only, KEYED],
     responses=responses(401, 403, 404, 409),
 )
 async def change_stock(product_id: ProductId, stock: StockChange, session: SessionDep) -> Product:

@@ -2,22 +2,23 @@
 
 from fastapi import APIRouter, status
 
-from api.auth.dependencies import admin_only
+from api.auth.dependencies import KEYED, admin_only
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
+from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
 from api.tags import service
 from api.tags.dependencies import TagId
 from api.tags.models import Tag, TagCreate, TagRead, TagUpdate
 
-router = APIRouter(prefix="/tags", tags=["tags"])
+router = APIRouter(prefix="/tags", tags=["tags"], route_class=IdempotentRoute)
 
 
 @router.post(
     "/",
     status_code=status.HTTP_201_CREATED,
     response_model=TagRead,
-    dependencies=admin_only,
+    dependencies=[*admin_only, KEYED],
     responses=responses(401, 403, 409),
 )
 async def create_tag(tag_in: TagCreate, session: SessionDep) -> Tag:

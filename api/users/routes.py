@@ -5,10 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, status
 
 from api.auth import service as auth_service
-from api.auth.dependencies import AdminUser, CurrentUser, admin_only
+from api.auth.dependencies import KEYED, KEYED_ANONYMOUS, AdminUser, CurrentUser, admin_only
 from api.auth.models import PasswordChange
 from api.core.db import SessionDep
 from api.core.errors import responses
+from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
 from api.users import service
 from api.users.dependencies import USER_ID, UserId, get_user_for
@@ -23,11 +24,15 @@ from api.users.models import (
     UserUpdate,
 )
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=IdempotentRoute)
 
 
 @router.post(
-    "/", status_code=status.HTTP_201_CREATED, response_model=UserRead, responses=responses(409)
+    "/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    dependencies=[KEYED_ANONYMOUS],
+    responses=responses(409),
 )
 async def create_user(user_in: UserCreate, session: SessionDep) -> User:
     """Sign up: create a user. A taken username or email is a 409 naming the field."""
@@ -76,7 +81,7 @@ async def list_users(
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     response_model=list[UserRead],
-    dependencies=admin_only,
+    dependencies=[*admin_only, KEYED],
     responses=responses(401, 403, 409),
 )
 async def create_users(

@@ -124,7 +124,7 @@ async def test_a_change_whose_commit_loses_its_connection_is_outcome_unknown(
 
     assert relay.cuts == 1
     body = assert_problem(response, 503, "outcome_unknown")
-    assert "Look the resource up" in body["detail"]
+    assert "with the same Idempotency-Key" in body["detail"]
     assert response.headers["retry-after"] == "1"
     assert again.status_code == 200  # the next request gets a connection of its own
     rows = await query(committed.url, "SELECT name FROM tags WHERE name = 'Cut'")
@@ -140,3 +140,26 @@ async def test_a_read_whose_commit_loses_its_connection_is_database_unavailable(
 
     assert relay.cuts == 1
     assert_problem(response, 503, "database_unavailable")
+
+
+@pytest.mark.parametrize(("after", "replayed"), [(False, False), (True, True)])
+async def test_a_keyed_change_whose_commit_loses_its_connection_is_made_once_by_its_retry(
+    committed: Database, after: bool, replayed: bool
+) -> None:
+    """What outcome_unknown's detail tells the client to do: the retry with the same key
+    replays the change PostgreSQL committed (its answer was stored in the same transaction), or
+    makes the one it did not; either way there is one."""
+    key = {"Idempotency-Key": "cut-at-commit"}
+    async with cut_at_commit(committed, after=after) as (relay, http):
+        relay.armed = True
+        response = await http.post("/tags/", json={"name": "Cut"}, headers=key)
+        retry = await http.post("/tags/", json={"name": "Cut"}, headers=key)
+
+    assert relay.cuts == 1
+    assert_problem(response, 503, "outcome_unknown")
+    assert retry.status_code == 201, retry.text
+    assert (retry.headers.get("Idempotent-Replayed") == "true") is replayed
+    rows = await query(committed.url, "SELECT id FROM tags WHERE name = 'Cut'")
+    assert [row["id"] for row in rows] == [retry.json()["id"]]
+    stored = await query(committed.url, "SELECT status FROM idempotency_keys")
+    assert [row["status"] for row in stored] == [201]
