@@ -31,7 +31,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
 from sqlalchemy.pool.base import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -123,13 +123,26 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
 
 def count_on_commit(session: AsyncSession, counter: Counter) -> None:
     """`counter` goes up when the session's transaction commits: a request that fails after
-    this (its commit refused, an error answered) counts nothing."""
+    this (its commit refused, an error answered) counts nothing, and neither does work in a
+    savepoint rolled back (a keyed request's refused work, whose answer is still committed)."""
+    sync = session.sync_session
+    opened = sync.get_nested_transaction()  # the innermost savepoint, if any
+    undone = False
+
+    def rolled_back(_session: Session, previous: SessionTransaction) -> None:
+        nonlocal undone
+        transaction = opened
+        while transaction is not None and not undone:
+            undone = transaction is previous
+            transaction = transaction.parent
 
     def committed(sync_session: Session) -> None:
-        if not sync_session.in_nested_transaction():  # a savepoint's release is no commit
-            counter.inc()
+        if not undone and not sync_session.in_nested_transaction():
+            counter.inc()  # a savepoint's release is no commit
 
-    event.listen(session.sync_session, "after_commit", committed)
+    if opened is not None:
+        event.listen(sync, "after_soft_rollback", rolled_back)
+    event.listen(sync, "after_commit", committed)
 
 
 def _timed_checkout(connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:

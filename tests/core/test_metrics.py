@@ -283,6 +283,44 @@ class TestBusinessCounters:
         assert n == [0]
 
 
+class TestCountsAndSavepoints:
+    """A count registered in a savepoint stands or falls with it: a keyed request whose work
+    is refused rolls its savepoint back and still commits (the stored answer)."""
+
+    @pytest.fixture
+    async def own_session(self, database: Database) -> AsyncIterator[AsyncSession]:
+        engine = build_engine(settings_for_tests(), url=database.url)
+        try:
+            async with AsyncSession(engine) as session:
+                yield session
+        finally:
+            await engine.dispose()
+
+    @pytest.mark.parametrize(("kept", "counted"), [(True, 1), (False, 0)])
+    async def test_a_count_in_a_savepoint_follows_the_savepoint(
+        self, own_session: AsyncSession, kept: bool, counted: int
+    ) -> None:
+        with counting("storefront_sign_ups_total") as n:
+            savepoint = await own_session.begin_nested()
+            inner = await own_session.begin_nested()  # the work's own, released
+            metrics.count_on_commit(own_session, metrics.SIGN_UPS)
+            await inner.commit()
+            await (savepoint.commit() if kept else savepoint.rollback())
+            await own_session.commit()
+
+        assert n == [counted]
+
+    async def test_a_count_outside_the_savepoint_rolled_back_stands(
+        self, own_session: AsyncSession
+    ) -> None:
+        with counting("storefront_sign_ups_total") as n:
+            metrics.count_on_commit(own_session, metrics.SIGN_UPS)
+            await (await own_session.begin_nested()).rollback()
+            await own_session.commit()
+
+        assert n == [1]
+
+
 class TestDatabase:
     @pytest.mark.parametrize(
         ("pool", "connects"),
