@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth.routes import router as auth_router
 from api.categories.routes import router as categories_router
 from api.core.config import Settings, get_settings
-from api.core.db import build_engine, use_engine
+from api.core.db import build_engine, build_replica, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit, SlashOptional
@@ -61,10 +61,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # tests do, many times) leaves the process's handlers alone.
     configure_logging(app.state.settings)
     engine = build_engine(app.state.settings)
-    use_engine(app, engine)
-    await create_first_superuser(app.state.settings, app.state.sessionmaker)
+    replica = build_replica(app.state.settings)
+    use_engine(app, engine, replica)
     try:
-        yield
+        await create_first_superuser(app.state.settings, app.state.sessionmaker)
+        if replica is None:
+            yield
+        else:
+            async with replica.watching():
+                yield
     finally:
         await engine.dispose()
 
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.replica = None  # lifespan sets it up when DATABASE_READ_URL is set
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
