@@ -10,6 +10,7 @@ runs on NullPool, so each request's backend exits when the request ends and flus
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,13 @@ from api.main import create_app
 from devstack import DevStackError, EmbeddedPostgres
 from tests.support.app import settings_for_tests
 from tests.support.client import client_for
-from tests.support.database import Database
+from tests.support.database import Database, scalar
 from tests.support.live_server import live_admin
+from tests.support.pgbouncer import (
+    PGBOUNCER_POOL_SIZE,
+    running_pgbouncer,
+    server_connection_statements,
+)
 from tests.support.replica import ReplicaPair
 
 pytestmark = [pytest.mark.replica, pytest.mark.concurrent]
@@ -87,25 +93,42 @@ class Stack:
         return figures
 
 
-@pytest.fixture
-async def stack(replica_pair: ReplicaPair, replica_committed: Database) -> AsyncIterator[Stack]:
-    """The app in-process with its lifespan (so the background check runs), on NullPool as its
-    app role: DATABASE_URL the primary, DATABASE_READ_URL the replica; an anonymous client and
-    a superuser's."""
-    db = replica_committed
-    replica_url = make_url(db.app_url).set(port=replica_pair.replica.port)
-    settings = settings_for_tests(
-        database_url=db.app_url,
-        database_read_url=replica_url.render_as_string(hide_password=False),
-        db_pool="null",
-        db_read_max_lag=MAX_LAG,
-        db_read_check_interval=0.1,
+@asynccontextmanager
+async def running(
+    pair: ReplicaPair, db: Database, *, database_url: str, read_url: str, **settings: Any
+) -> AsyncIterator[Stack]:
+    """The app in-process with its lifespan (so the background check runs), on NullPool, with
+    `read_url` as DATABASE_READ_URL; an anonymous client and a superuser's; once the check has
+    found the replica well."""
+    app = create_app(
+        settings_for_tests(
+            database_url=database_url,
+            database_read_url=read_url,
+            db_pool="null",
+            db_read_max_lag=MAX_LAG,
+            db_read_check_interval=0.1,
+            **settings,
+        )
     )
-    app = create_app(settings)
     async with LifespanManager(app), client_for(app) as anonymous, client_for(app) as admin:
         admin.headers.update(await live_admin(admin, db.url))
-        stack = Stack(app, anonymous, admin, replica_pair, db)
+        stack = Stack(app, anonymous, admin, pair, db)
         await stack.until_status("ok")
+        yield stack
+
+
+def on_replica(db: Database, pair: ReplicaPair) -> str:
+    """The app role's URL to the replica: the same login (the replica has the primary's roles)."""
+    url = make_url(db.app_url).set(port=pair.replica.port)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def stack(replica_pair: ReplicaPair, replica_committed: Database) -> AsyncIterator[Stack]:
+    """The app as its role, DATABASE_URL the primary, DATABASE_READ_URL the replica, direct."""
+    db = replica_committed
+    read_url = on_replica(db, replica_pair)
+    async with running(replica_pair, db, database_url=db.app_url, read_url=read_url) as stack:
         yield stack
     if replica_pair.replica.process is None:  # a test stopped it
         replica_pair.replica.start()
@@ -237,3 +260,39 @@ async def test_the_background_check_ends_with_the_app(replica_committed: Databas
         assert app.state.replica.state.status == "ok"
         assert app.state.replica.state.lag_seconds == 0
     assert checks() == []
+
+
+@pytest.mark.pgbouncer
+async def test_through_pgbouncer_the_replica_follows_the_primary_s_statement_rules(
+    replica_pair: ReplicaPair, replica_committed: Database
+) -> None:
+    """Each server behind its own PgBouncer 1.18 (no prepared-statement tracking), as the app's
+    role with its SCRAM secret, the app on NullPool with DB_STATEMENT_CACHE=false: a burst of
+    concurrent anonymous reads shares the replica's server connections, and leaves no named
+    statement on them (with the cache on, as the primary's setting would not have it, the burst
+    leaves dozens there)."""
+    db = replica_committed
+    with (
+        running_pgbouncer(db.app_url, auth_secret=db.app_secret) as primary,
+        running_pgbouncer(on_replica(db, replica_pair), auth_secret=db.app_secret) as replica,
+    ):
+        async with running(
+            replica_pair,
+            db,
+            database_url=primary.url(db.name),
+            read_url=replica.url(db.name),
+            db_statement_cache=False,
+        ) as stack:
+            product_id = await create_product(stack)
+            paths = [f"/products/{product_id}", "/products/?q=lamp", "/categories/", "/tags/"]
+            answers = await asyncio.gather(
+                *(stack.anonymous.get(paths[i % len(paths)]) for i in range(40))
+            )
+            assert [answer.status_code for answer in answers] == [200] * 40
+            assert (await stack.replica_status())["status"] == "ok"
+
+        statements = await server_connection_statements(replica, db.name)
+        assert len(statements) == PGBOUNCER_POOL_SIZE
+        assert statements == dict.fromkeys(statements, 0)
+        in_recovery = await scalar(replica.url(db.name), "SELECT pg_is_in_recovery()")
+        assert in_recovery is True
