@@ -20,9 +20,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from api.core.db import get_read_session
 from api.main import create_app
 from devstack import DevStackError, EmbeddedPostgres
-from tests.support.app import settings_for_tests
+from tests.support.app import api_routes, dependency_calls, settings_for_tests
 from tests.support.client import client_for
 from tests.support.database import Database, scalar
 from tests.support.live_server import live_admin
@@ -147,24 +148,36 @@ async def create_product(stack: Stack, name: str = "Lamp") -> int:
 
 
 async def test_anonymous_public_reads_run_on_the_replica(stack: Stack) -> None:
-    product_id = await create_product(stack)
+    """Every route that takes ReadSessionDep, anonymously: each runs on the replica."""
+    category = await stack.admin.post("/categories/", json={"name": "Lights"})
+    assert category.status_code == 201, category.text
+    category_id = category.json()["id"]
+    body = {"name": "Lamp", "price": "12.50", "sku": "LAMP-1", "category_id": category_id}
+    product = await stack.admin.post("/products/", json=body)
+    assert product.status_code == 201, product.text
     tag = await stack.admin.post("/tags/", json={"name": "Lighting"})
-    assert tag.status_code == 201
+    assert tag.status_code == 201, tag.text
     await asyncio.to_thread(stack.pair.wait_until_replayed)
-    reads = [
-        f"/products/{product_id}",
-        "/products/?q=lamp&min_price=1&sort=-price",
-        "/products/by-sku/lamp-1",
-        "/products/with-categories",
-        "/categories/",
-        f"/tags/{tag.json()['id']}",
-        "/tags/",
-    ]
+    reads = {
+        "/products/": "/products/?q=lamp&min_price=1&sort=-price",
+        "/products/{product_id}": f"/products/{product.json()['id']}",
+        "/products/by-sku/{sku}": "/products/by-sku/lamp-1",
+        "/products/by-slug/{slug}": "/products/by-slug/lamp",
+        "/products/with-categories": "/products/with-categories",
+        "/categories/": "/categories/",
+        "/categories/{category_id}": f"/categories/{category_id}",
+        "/categories/{category_id}/products": f"/categories/{category_id}/products",
+        "/tags/": "/tags/",
+        "/tags/{tag_id}": f"/tags/{tag.json()['id']}",
+    }
+    routes = api_routes(stack.app.routes)
+    readers = {r.path for r in routes if get_read_session in dependency_calls(r.dependant)}
+    assert set(reads) == readers
 
-    for path in reads:
-        server, body = await stack.ran_on(stack.anonymous, path)
+    for path in reads.values():
+        server, answer = await stack.ran_on(stack.anonymous, path)
         assert server == "replica", path
-        assert body, path
+        assert answer, path
 
 
 async def test_authenticated_reads_and_writes_run_on_the_primary(stack: Stack) -> None:
