@@ -14,10 +14,12 @@ replica, one cheap statement per `DB_READ_CHECK_INTERVAL` (never per request):
   current as the primary, however old its last replayed transaction;
 - otherwise the age of the last transaction it replayed (`now() - pg_last_xact_replay_timestamp()`,
   the primary's commit time): how long ago the data it serves was current at the latest. After a
-  long idle spell this overstates the lag of the first write's replay, by at most one check: it
-  errs towards the primary.
+  long idle spell this overstates the lag while the first write after it is being replayed
+  (milliseconds): a check that lands then skips the replica until the next check. It errs
+  towards the primary. The two clocks differ by their skew; a negative lag counts as 0.
 
-A replica with no WAL receiver (disconnected from the primary) has an unknown lag and is skipped.
+A replica with no WAL receiver (disconnected from the primary) has an unknown lag and is skipped,
+and so is one not yet checked (until the first check, at start-up).
 A request that finds the replica unreachable before the check does (its connect fails) marks it
 down and reads from the primary instead: no error is answered for it.
 """
