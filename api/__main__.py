@@ -6,8 +6,9 @@ create-superuser  create (or promote) a superuser in the configured database, fo
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
 db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
                   (SUPERUSER_DATABASE_URL), create or update the owner (MIGRATIONS_DATABASE_URL's
-                  login) and the app's role (DATABASE_URL's), then render deploy/pgbouncer's
-                  template for a PgBouncer container with the app role's SCRAM secret.
+                  login) and the app's role (DATABASE_URL's, which DATABASE_READ_URL's must be),
+                  then render deploy/pgbouncer's template for a PgBouncer container with the
+                  app role's SCRAM secret.
 app-role-password print a new password for the app's role and its SCRAM secret (16 rounds), as
                   shell assignments: the Kubernetes Secrets of deploy/README.md.
 compose-env       print a .env for docker compose: production, a random SECRET_KEY and random
@@ -69,6 +70,14 @@ def db_setup(args: argparse.Namespace) -> int:
         direct = environment_url("MIGRATIONS_DATABASE_URL", "the owner's direct URL")
         app = dbroles.Login.from_url(environment_url("DATABASE_URL", "the app's URL"))
         owner = dbroles.Login.from_url(direct)
+        read_url = os.environ.get("DATABASE_READ_URL")
+        # A replica has the primary's roles (it copies the whole cluster), and only the app's is
+        # made here: the read URL must log in as it.
+        if read_url and dbroles.Login.from_url(read_url) != app:
+            raise ValueError(
+                f"DATABASE_READ_URL must log in as DATABASE_URL's role {app.role}, with its "
+                "password: a replica has the roles made here, and only those"
+            )
         secret = asyncio.run(dbroles.ensure_roles(superuser, owner=owner, app=app))
         ini = pgbouncer.write_for_container(
             args.pgbouncer_out,

@@ -17,7 +17,7 @@ from api.auth.routes import router as auth_router
 from api.categories.routes import router as categories_router
 from api.core import metrics, tracing
 from api.core.config import Settings, get_settings
-from api.core.db import build_engine, use_engine
+from api.core.db import build_engine, build_replica, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit, SlashOptional
@@ -75,13 +75,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.metrics_enabled:
         start_metrics(settings)
     engine = build_engine(settings)
-    use_engine(app, engine)
+    replica = build_replica(settings)
+    use_engine(app, engine, replica)
     provider: TracerProvider | None = app.state.tracer_provider
     if provider is not None:
-        tracing.trace_sql(engine, provider)
-    await create_first_superuser(settings, app.state.sessionmaker)
+        tracing.trace_sql([engine] if replica is None else [engine, replica.engine], provider)
     try:
-        yield
+        await create_first_superuser(settings, app.state.sessionmaker)
+        if replica is None:
+            yield
+        else:
+            async with replica.watching():
+                yield
     finally:
         await engine.dispose()
         metrics.forget_process()
@@ -136,6 +141,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.tracer_provider = provider
+    app.state.replica = None  # lifespan sets it up when DATABASE_READ_URL is set
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

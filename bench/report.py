@@ -94,7 +94,11 @@ def cpu_cell(cpu: dict[str, float] | None) -> str:
     if not cpu:
         return ""
     parts = [cpu.get("app"), cpu.get("pgbouncer"), cpu.get("postgres")]
-    return "+".join("-" if v is None else f"{v:.2f}" for v in parts)
+    cell = "+".join("-" if v is None else f"{v:.2f}" for v in parts)
+    if "replica" in cpu:  # the replica's PgBouncer and PostgreSQL, beside the primary's
+        replica = [cpu.get("replica_pgbouncer"), cpu["replica"]]
+        cell += " (replica " + "+".join("-" if v is None else f"{v:.2f}" for v in replica) + ")"
+    return cell
 
 
 def lag_cell(row: Row) -> str:

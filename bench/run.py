@@ -24,7 +24,10 @@ What it does, from a clean clone:
    to the driver; both through `serve.py` (uvicorn's command line, with each worker's
    event-loop lag sampled). With `--variant` (another environment or factory) and `--baseline`
    (the API's code from another checkout), a server of each variant runs beside the default
-   one, and every row is measured on each in turn, so that noise hits them alike;
+   one, and every row is measured on each in turn, so that noise hits them alike. Unless
+   --no-replica, a streaming replica of the cluster (pg_basebackup -R) with a PgBouncer of its
+   own serves such a variant's anonymous reads (DATABASE_READ_URL): GET /products/ page 1 is
+   measured on it beside the same request on the primary, the replica's CPU metered too;
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `dataset.count_statements`), reads the workers' RSS from /proc after each run and their
    loop lag during it;
@@ -53,6 +56,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
+
+from sqlalchemy.engine import make_url
 
 import devstack
 from api import launch
@@ -93,6 +98,7 @@ from bench.stack import (
     run_quiet,
     running_pgbouncer,
     running_postgres,
+    running_replica,
     say,
     serving,
     tool,
@@ -101,6 +107,9 @@ from bench.stack import (
 
 # --baseline serves these shapes only: the framework alone, and the route most read.
 BASELINE_SHAPES = frozenset({"health", "product"})
+# The replica's server (DATABASE_READ_URL) serves these, anonymously, beside the default one.
+REPLICA = "reads on the replica"
+REPLICA_SHAPES = frozenset({"page1"})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -153,6 +162,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", default="", help="request shapes to run, e.g. health,product (default: all)"
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench rows")
+    parser.add_argument(
+        "--no-replica",
+        action="store_true",
+        help="skip the replica pair: by default a streaming replica of the cluster, behind a"
+        " PgBouncer of its own, serves a server's anonymous reads (DATABASE_READ_URL), and"
+        " GET /products/ page 1 is measured on it beside the same request on the primary",
+    )
     parser.add_argument(
         "--env",
         action="append",
@@ -293,9 +309,29 @@ def run(args: argparse.Namespace) -> int:
         info = machine(postgres, wrk)
         assert postgres.process is not None
         assert bouncer.process is not None
+        groups = {"pgbouncer": bouncer.process.pid, "postgres": postgres.process.pid}
+        if not args.no_replica and (not only or REPLICA_SHAPES & only):
+            replica = stack.enter_context(running_replica(data_dir, postgres))
+            replica_bouncer = stack.enter_context(
+                running_pgbouncer(
+                    data_dir, replica, args.userlist, "\n".join(args.pgbouncer), "pgbouncer-replica"
+                )
+            )
+            assert replica.process is not None
+            assert replica_bouncer.process is not None
+            groups |= {
+                "replica_pgbouncer": replica_bouncer.process.pid,
+                "replica": replica.process.pid,
+            }
+            chosen.append(
+                Variant(
+                    REPLICA,
+                    {"DATABASE_READ_URL": replica_bouncer.url(DATABASE)},
+                    keys=REPLICA_SHAPES,
+                )
+            )
         stage = Stage(
-            args, wrk, load, postgres, env, password, data_dir, chosen, only,
-            groups={"pgbouncer": bouncer.process.pid, "postgres": postgres.process.pid},
+            args, wrk, load, postgres, env, password, data_dir, chosen, only, groups=groups
         )  # fmt: skip
         for n, workers in enumerate(worker_counts):
             rows += measure_workers(stage, workers, first=n == 0)
@@ -326,7 +362,11 @@ def run(args: argparse.Namespace) -> int:
         "url_query": args.url_query,
         "env": extra,
         "variants": {
-            v.name: {"env": v.env, "factory": v.factory, "api_root": v.api_root and str(v.api_root)}
+            v.name: {
+                "env": without_passwords(v.env),
+                "factory": v.factory,
+                "api_root": v.api_root and str(v.api_root),
+            }
             for v in chosen
             if v.name
         },
@@ -339,6 +379,7 @@ def run(args: argparse.Namespace) -> int:
         "duration_s": load.duration,
         "rounds": args.rounds,
         "deep_page": args.deep_page,
+        "replica": not args.no_replica,
         "label": args.label,
     }
     references = {
@@ -485,6 +526,16 @@ def variants(
                 name, dict(variant.env), factory, root, variant.name, BASELINE_SHAPES
             )
     return list(found.values())
+
+
+def without_passwords(env: dict[str, str | None]) -> dict[str, str | None]:
+    """A variant's environment as the report shows it: database URLs without their password."""
+    return {
+        key: make_url(value).render_as_string(hide_password=True)
+        if value and key.endswith("_URL")
+        else value
+        for key, value in env.items()
+    }
 
 
 def env_pool_mode(extra: dict[str, str]) -> str:

@@ -82,7 +82,11 @@ def running_postgres(data_dir: Path) -> Iterator[devstack.EmbeddedPostgres]:
 
 @contextlib.contextmanager
 def running_pgbouncer(
-    data_dir: Path, postgres: devstack.EmbeddedPostgres, userlist: str = "scram", extra: str = ""
+    data_dir: Path,
+    postgres: devstack.EmbeddedPostgres,
+    userlist: str = "scram",
+    extra: str = "",
+    name: str = "pgbouncer",
 ) -> Iterator[devstack.PgBouncer]:
     """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret, and
     one that can (1.21 and later) tracks prepared statements (the app's statement cache then
@@ -95,7 +99,7 @@ def running_pgbouncer(
     given = re.search(r"^\s*max_prepared_statements\s*=\s*(\d+)\s*$", extra, re.MULTILINE)
     tracked = devstack.tracked_statements(binary) if binary else 0
     bouncer = devstack.PgBouncer(
-        data_dir / "pgbouncer",
+        data_dir / name,
         server_port=postgres.port,
         password=postgres.password,
         max_prepared_statements=int(given.group(1)) if given else tracked,
@@ -113,6 +117,26 @@ def running_pgbouncer(
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@contextlib.contextmanager
+def running_replica(
+    data_dir: Path, postgres: devstack.EmbeddedPostgres
+) -> Iterator[devstack.EmbeddedPostgres]:
+    """A streaming replica of the benchmark's cluster (`pg_basebackup -R`), made afresh for the
+    run in `data_dir/replica` (the dataset was just loaded) and removed after it."""
+    replica_dir = data_dir / "replica"
+    shutil.rmtree(replica_dir, ignore_errors=True)
+    started = time.monotonic()
+    replica = postgres.base_backup(replica_dir)
+    try:
+        replica.start()
+        postgres.wait_until_streaming()
+        say(f"replica on 127.0.0.1:{replica.port}, copied in {time.monotonic() - started:.0f} s")
+        yield replica
+    finally:
+        replica.stop()
+        shutil.rmtree(replica_dir, ignore_errors=True)
 
 
 def track_statements(postgres: devstack.EmbeddedPostgres, *, on: bool) -> None:

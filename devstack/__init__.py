@@ -361,6 +361,34 @@ class EmbeddedPostgres:
             raise DevStackError(f"psql failed: {result.stderr.strip()}")
         return result
 
+    def base_backup(self, data_dir: Path, *, durable: bool = True) -> EmbeddedPostgres:
+        """A streaming replica of this running server, in `data_dir` (which must not exist),
+        not yet started: `pg_basebackup -R` (standby.signal, and primary_conninfo with the
+        superuser's password) with the WAL of the backup's own time streamed beside it
+        (`-X stream`), so the copy starts consistent. It listens on a port of its own."""
+        data_dir.mkdir(parents=True)
+        shutil.copy(self.data_dir / ".password", data_dir / ".password")
+        replica = EmbeddedPostgres(data_dir, durable=durable)
+        args = [str(self.bin_dir / "pg_basebackup"), "-D", str(replica.cluster_dir)]
+        args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER]
+        args += ["-R", "-X", "stream", "--checkpoint=fast"]
+        if not durable:
+            args.append("--no-sync")
+        env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"}
+        result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            raise DevStackError(f"pg_basebackup failed: {result.stderr.strip()}")
+        return replica
+
+    def wait_until_streaming(self, timeout: float = 60) -> None:
+        """Until this primary sees a standby's WAL receiver streaming from it."""
+        deadline = time.monotonic() + timeout
+        sql = "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+        while self.psql(sql).stdout.strip() == "0":
+            if time.monotonic() > deadline:
+                raise DevStackError("no standby streams from this server")
+            time.sleep(0.1)
+
     def create_database(self, name: str, *, exist_ok: bool = True) -> None:
         exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").stdout.strip()
         if exists and not exist_ok:

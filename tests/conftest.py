@@ -33,6 +33,7 @@ pytest_plugins = [
     "tests.fixtures.pgbouncer",
     "tests.fixtures.app",
     "tests.fixtures.live_server",
+    "tests.fixtures.replica",
 ]
 
 

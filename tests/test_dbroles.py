@@ -165,6 +165,22 @@ def test_the_db_setup_job_names_what_it_misses(
     assert "SUPERUSER_DATABASE_URL" in capsys.readouterr().err
 
 
+def test_the_db_setup_job_refuses_a_read_url_of_another_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica has the primary's roles, and db-setup makes only DATABASE_URL's: a read URL
+    that logs in as another role (or with another password) could never log in."""
+    server = "postgresql+asyncpg://{}@127.0.0.1:1/storefront"
+    monkeypatch.setenv("SUPERUSER_DATABASE_URL", server.format("postgres:x"))
+    monkeypatch.setenv("MIGRATIONS_DATABASE_URL", server.format("storefront:owner-password"))
+    monkeypatch.setenv("DATABASE_URL", server.format("storefront_app:app-password"))
+    for login in ("reader:app-password", "storefront_app:other-password"):
+        monkeypatch.setenv("DATABASE_READ_URL", server.format(login).replace(":1/", ":2/"))
+        assert main(["db-setup", "--pgbouncer-out", str(tmp_path)]) == 2
+        assert "DATABASE_READ_URL must log in as DATABASE_URL's role" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_an_owner_that_is_a_superuser_is_refused(
     make_database: Callable[[str], Awaitable[Database]],
 ) -> None:

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "production"
     database_url: str = "postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/storefront"
     migrations_database_url: str | None = None
+    # Where anonymous reads of the public catalog go (a replica, or CloudNativePG's read-only
+    # Pooler); unset, every query goes to DATABASE_URL. Same pool and statement cache settings.
+    database_read_url: str | None = None
+    # Seconds a replica may lag (WAL it has received but not replayed, by the commit time of the
+    # last transaction it replayed) before its reads go to DATABASE_URL instead.
+    db_read_max_lag: float = Field(default=10.0, gt=0)
+    # Seconds between the background checks of the replica's state and lag.
+    db_read_check_interval: float = Field(default=1.0, gt=0)
     # The role DATABASE_URL logs in as, when it is not the migrations' (the owner): each
     # migration run grants it the rows of every table (api/dbroles.py).
     db_app_role: str | None = None
@@ -91,7 +99,7 @@ class Settings(BaseSettings):
     # How long the answer to a request with an Idempotency-Key is kept for its retries.
     idempotency_key_ttl_hours: int = Field(default=24, ge=1, le=30 * 24)
 
-    @field_validator("database_url", "migrations_database_url")
+    @field_validator("database_url", "migrations_database_url", "database_read_url")
     @classmethod
     def _postgres_asyncpg(cls, url: str | None) -> str | None:
         if url is not None and make_url(url).drivername != "postgresql+asyncpg":

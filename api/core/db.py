@@ -51,6 +51,7 @@ from api.core.errors import (
     is_connection_error,
     violated_constraint,
 )
+from api.core.replica import Replica
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | bool:
@@ -115,10 +116,27 @@ def build_sessionmaker(
     return async_sessionmaker(bind, class_=AsyncSession, expire_on_commit=False)
 
 
-def use_engine(app: FastAPI, engine: AsyncEngine) -> None:
-    """The app's requests get their sessions from `engine`: SessionDep's and ReadSessionDep's."""
+def build_replica(settings: Settings) -> Replica | None:
+    """The read replica of DATABASE_READ_URL (None without one): an engine with the same pool
+    and statement cache settings as the primary's, and autocommit sessions, as ReadSessionDep's
+    on the primary."""
+    if settings.database_read_url is None:
+        return None
+    engine = build_engine(settings, url=settings.database_read_url)
+    return Replica(
+        engine,
+        build_sessionmaker(engine, autocommit=True),
+        max_lag=settings.db_read_max_lag,
+        interval=settings.db_read_check_interval,
+    )
+
+
+def use_engine(app: FastAPI, engine: AsyncEngine, replica: Replica | None = None) -> None:
+    """The app's requests get their sessions from `engine`: SessionDep's and ReadSessionDep's;
+    with a `replica`, ReadSessionDep's of anonymous requests from it while it is usable."""
     app.state.sessionmaker = build_sessionmaker(engine)
     app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
+    app.state.replica = replica
 
 
 # Methods that change nothing: a commit of theirs that fails has nothing to lose.
@@ -156,9 +174,22 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     (docs/benchmarks.md). The route loses nothing: at
     READ COMMITTED, PostgreSQL's default and ours, each statement of a transaction takes its own
     snapshot anyway. Not for a route that writes or locks, nor for one that also depends on
-    SessionDep (the current user's lookup does): two sessions would be two connections."""
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
-    async with sessionmaker() as session:
+    SessionDep (the current user's lookup does): two sessions would be two connections.
+
+    With a read replica (DATABASE_READ_URL) an anonymous request, one without an Authorization
+    header, reads from it while it is usable (api/core/replica.py). A request with the header
+    reads from the primary, so a client that has logged in always reads its own writes. The
+    header's presence decides, not its validity: these routes do not read who calls, so a bad
+    token is ignored here as it always was (a route that reads the caller, OptionalUser,
+    answers it with a 401). A replica that cannot be reached sends the read to the primary."""
+    replica: Replica | None = getattr(request.app.state, "replica", None)
+    session = None
+    if replica is not None and replica.usable and "authorization" not in request.headers:
+        session = await replica.open_session()
+    if session is None:
+        sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
+        session = sessionmaker()
+    async with session:
         yield session
 
 

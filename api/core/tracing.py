@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.core.request_id import current as current_request_id
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opentelemetry.sdk.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -81,8 +83,8 @@ def telemetry(provider: "TracerProvider | None") -> TelemetryConfig:
     return {"tracer_provider": provider, "metrics": False, "logs": False, "auto_configure": False}
 
 
-def trace_sql(engine: "AsyncEngine", provider: "TracerProvider") -> None:
-    """A child span for each statement the engine runs.
+def trace_sql(engines: "Sequence[AsyncEngine]", provider: "TracerProvider") -> None:
+    """A child span for each statement the engines run (the primary's, a replica's).
 
     The instrumentation declares SQLAlchemy up to 2.0 and would refuse 2.1 (logging an error):
     it hooks the engine's cursor events, which 2.1 keeps as they were, so its version check
@@ -90,7 +92,9 @@ def trace_sql(engine: "AsyncEngine", provider: "TracerProvider") -> None:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True
+        engines=[engine.sync_engine for engine in engines],
+        tracer_provider=provider,
+        skip_dep_check=True,
     )
 
 

@@ -3,6 +3,7 @@
 import hmac
 import ipaddress
 import time
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -17,6 +18,7 @@ from api.core.config import Settings
 from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, Forbidden, Unauthorized, responses
 from api.core.models import EVERY_FIELD_ANSWERED
+from api.core.replica import Replica, Status
 
 router = APIRouter(prefix="/health", tags=["health"])
 root = APIRouter(tags=["health"])
@@ -88,19 +90,33 @@ class PoolFigures(BaseModel):
     overflow: int
 
 
+class ReplicaFigures(BaseModel):
+    """The read replica as the background check last found it: `ok` (anonymous public reads go
+    to it), `lagging` (beyond `max_lag_seconds`, or not streaming), `down` (not reachable) or
+    `unchecked` (not yet); while it is not `ok` its reads go to the primary."""
+
+    model_config = EVERY_FIELD_ANSWERED
+
+    status: Status
+    lag_seconds: float | None
+    max_lag_seconds: float
+    checked_at: datetime | None
+
+
 class DatabaseFigures(BaseModel):
     model_config = EVERY_FIELD_ANSWERED
 
     pool_mode: Literal["null", "queue"]
     latency_ms: float
     pool: PoolFigures | None = None
+    replica: ReplicaFigures | None = None
 
 
 @router.get("/db", dependencies=admin_only, responses=responses(401, 403, 503))
 async def database(request: Request, session: SessionDep) -> DatabaseFigures:
     """The app's connection pool (size, checked in and out, overflow) when it pools; behind
-    PgBouncer (NullPool) there is none, and the round trip says how the database answers
-    (superuser)."""
+    PgBouncer (NullPool) there is none, and the round trip says how the database answers; the
+    read replica's state and lag when there is one (superuser)."""
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
     await (await session.connection()).execute(text("SELECT 1"))
@@ -112,6 +128,15 @@ async def database(request: Request, session: SessionDep) -> DatabaseFigures:
             checked_in=pool.checkedin(),
             checked_out=pool.checkedout(),
             overflow=pool.overflow(),
+        )
+    replica: Replica | None = request.app.state.replica
+    if replica is not None:
+        state = replica.state
+        figures.replica = ReplicaFigures(
+            status=state.status,
+            lag_seconds=state.lag_seconds,
+            max_lag_seconds=replica.max_lag,
+            checked_at=state.checked_at,
         )
     return figures
 

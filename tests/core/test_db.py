@@ -3,7 +3,6 @@
 import asyncio
 import gc
 import ssl
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -11,13 +10,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from starlette.routing import BaseRoute
 
 from api.core.db import (
     ReadSessionDep,
@@ -32,7 +28,7 @@ from api.core.db import (
 from api.core.errors import DATABASE_ERRORS, Conflict
 from api.main import create_app
 from api.users.models import User
-from tests.support.app import settings_for_tests
+from tests.support.app import api_routes, dependency_calls, settings_for_tests
 from tests.support.client import assert_problem
 from tests.support.database import Database, admin_execute, savepoint_sessions, scalar
 
@@ -311,24 +307,6 @@ async def test_tls_required_from_a_server_without_it_is_a_503(database: Database
             response = await client.get("/health/ready")
 
     assert_problem(response, 503, "database_unavailable")
-
-
-def dependency_calls(dependant: Dependant) -> set[Any]:
-    """Every function a route's dependency tree calls."""
-    calls = {dependant.call}
-    for sub in dependant.dependencies:
-        calls |= dependency_calls(sub)
-    return calls
-
-
-def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
-    """The app's routes, inside included routers too (FastAPI keeps those as their own
-    objects, with the router they include)."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        elif hasattr(route, "original_router"):
-            yield from api_routes(route.original_router.routes)
 
 
 def test_read_sessions_serve_only_reads_that_need_no_other_session() -> None:

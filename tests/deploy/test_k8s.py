@@ -86,6 +86,16 @@ def the(kind: str, documents: tuple[dict[str, Any], ...] | None = None) -> dict[
     return found
 
 
+def every(kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in rendered() if doc["kind"] == kind]
+
+
+def pooler(type_: str) -> dict[str, Any]:
+    """The Pooler of `type_`: "rw" (the primary) or "ro" (the standbys)."""
+    [found] = [doc for doc in every("Pooler") if doc["spec"]["type"] == type_]
+    return found
+
+
 def container(kind: str) -> dict[str, Any]:
     [found] = the(kind)["spec"]["template"]["spec"]["containers"]
     box: dict[str, Any] = found
@@ -151,6 +161,7 @@ def test_the_base_renders_every_kind() -> None:
             "Job",
             "Cluster",
             "Pooler",
+            "Pooler",
             "ObjectStore",
             "ScheduledBackup",
         ]
@@ -181,7 +192,8 @@ def test_vendored_crds_are_the_pinned_release(directory: Path, version: str) -> 
 
 @pytest.mark.parametrize("kind", ["Cluster", "Pooler", "ScheduledBackup", "ObjectStore"])
 def test_cloudnative_pg_objects_validate_against_the_operators_crds(kind: str) -> None:
-    assert crd_errors(the(kind)) == []
+    for document in every(kind):
+        assert crd_errors(document) == [], document["metadata"]["name"]
 
 
 @pytest.mark.parametrize(
@@ -197,7 +209,7 @@ def test_cloudnative_pg_objects_validate_against_the_operators_crds(kind: str) -
 def test_the_crd_check_catches_mistakes(
     kind: str, path: tuple[str, ...], value: dict[str, Any], message: str
 ) -> None:
-    document = copy.deepcopy(the(kind))
+    document = copy.deepcopy(every(kind)[0])
     target = document
     for key in path:
         target = target[key]
@@ -207,12 +219,28 @@ def test_the_crd_check_catches_mistakes(
 
 def test_the_api_reaches_postgres_through_the_pooler_with_its_statement_cache() -> None:
     url = make_url(env("Deployment")["DATABASE_URL"]["value"])
-    assert url.host == the("Pooler")["metadata"]["name"]
+    assert url.host == pooler("rw")["metadata"]["name"]
     assert url.port == 5432
     assert config_map()["DB_POOL"] == "null"
-    parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
     assert config_map()["DB_STATEMENT_CACHE"] == "true"
-    assert int(parameters["max_prepared_statements"]) > 0
+    for type_ in ("rw", "ro"):
+        parameters = pooler(type_)["spec"]["pgbouncer"]["parameters"]
+        assert int(parameters["max_prepared_statements"]) > 0, type_
+
+
+def test_anonymous_reads_go_through_the_read_only_pooler_as_the_same_login() -> None:
+    """DATABASE_READ_URL: the standbys' Pooler, with DATABASE_URL's role, password and
+    database (a standby has the primary's roles); the same PgBouncer, so the same statement
+    cache setting holds for both."""
+    primary = make_url(env("Deployment")["DATABASE_URL"]["value"])
+    replica = make_url(env("Deployment")["DATABASE_READ_URL"]["value"])
+    assert replica.host == pooler("ro")["metadata"]["name"]
+    assert replica.set(host=primary.host) == primary
+    ro, rw = pooler("ro")["spec"], pooler("rw")["spec"]
+    assert ro["cluster"] == rw["cluster"]
+    assert ro["pgbouncer"] == rw["pgbouncer"]
+    assert ro["instances"] >= 2
+    assert float(config_map()["DB_READ_MAX_LAG"]) > 0
 
 
 def test_migrations_reach_the_primary_directly() -> None:
@@ -319,23 +347,25 @@ def test_service_hpa_and_pdb_point_at_the_deployment() -> None:
 
 
 def test_postgres_18_highly_available_with_a_transaction_pooler() -> None:
-    cluster, pooler = the("Cluster")["spec"], the("Pooler")["spec"]
+    cluster, rw = the("Cluster")["spec"], pooler("rw")["spec"]
     assert re.fullmatch(
         r"ghcr\.io/cloudnative-pg/postgresql:18(\.\d+)?(-[\w-]+)?", cluster["imageName"]
     )
     assert cluster["instances"] >= 3
-    assert pooler["cluster"]["name"] == the("Cluster")["metadata"]["name"]
-    assert (pooler["type"], pooler["pgbouncer"]["poolMode"]) == ("rw", "transaction")
-    assert pooler["instances"] >= 2
+    assert rw["cluster"]["name"] == the("Cluster")["metadata"]["name"]
+    assert (rw["type"], rw["pgbouncer"]["poolMode"]) == ("rw", "transaction")
+    assert rw["instances"] >= 2
 
 
-def test_the_pooler_runs_the_pgbouncer_image_compose_runs() -> None:
-    image = the("Pooler")["spec"]["pgbouncer"]["image"]
+@pytest.mark.parametrize("type_", ["rw", "ro"])
+def test_the_pooler_runs_the_pgbouncer_image_compose_runs(type_: str) -> None:
+    image = pooler(type_)["spec"]["pgbouncer"]["image"]
     assert image == compose()["services"]["pgbouncer"]["image"]
 
 
-def test_the_pooler_is_tuned_like_the_shared_template() -> None:
-    """The template's tuning (make run, compose) and the Pooler's parameters cannot drift."""
+@pytest.mark.parametrize("type_", ["rw", "ro"])
+def test_the_pooler_is_tuned_like_the_shared_template(type_: str) -> None:
+    """The template's tuning (make run, compose) and the Poolers' parameters cannot drift."""
     config = pgbouncer.PgBouncerConfig(
         listen_addr="*",
         listen_port=5432,
@@ -356,7 +386,7 @@ def test_the_pooler_is_tuned_like_the_shared_template() -> None:
         "query_wait_timeout",
         "max_prepared_statements",
     }
-    parameters = the("Pooler")["spec"]["pgbouncer"]["parameters"]
+    parameters = pooler(type_)["spec"]["pgbouncer"]["parameters"]
     assert set(parameters) == tuning
     assert {key: template[key] for key in tuning} == parameters
     job = compose()["services"]["db-setup"]["command"]

@@ -77,6 +77,7 @@ async def test_database_figures_show_the_pool_or_its_absence(
     assert response.status_code == 200
     body = response.json()
     assert 0 < body["latency_ms"] < 5_000
+    assert body["replica"] is None  # no DATABASE_READ_URL (tests/replica/ has one)
     if via == "pgbouncer":  # NullPool: PgBouncer pools, the app keeps nothing
         assert body["pool_mode"] == "null"
         assert body["pool"] is None

@@ -1,12 +1,17 @@
 """The checkout's root and the app as the tests build it: Settings with the tests' SECRET_KEY
-(never from the developer's environment), its routes, and the app on a database not there."""
+(never from the developer's environment), its routes (and the functions their dependencies
+call), and the app on a database not there."""
 
 import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic.fields import FieldInfo
+from starlette.routing import BaseRoute
 
 from api.core.config import DEPRECATED_SETTINGS, Settings
 from api.core.db import build_engine, use_engine
@@ -43,3 +48,21 @@ def app_without_database(database_url: str) -> FastAPI:
 def openapi_routes() -> set[tuple[str, str]]:
     paths = create_app(settings_for_tests()).openapi()["paths"]
     return {(method.upper(), path) for path, ops in paths.items() for method in ops}
+
+
+def dependency_calls(dependant: Dependant) -> set[Any]:
+    """Every function a route's dependency tree calls."""
+    calls = {dependant.call}
+    for sub in dependant.dependencies:
+        calls |= dependency_calls(sub)
+    return calls
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[APIRoute]:
+    """The app's routes, inside included routers too (FastAPI keeps those as their own
+    objects, with the router they include)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from api_routes(route.original_router.routes)
