@@ -78,6 +78,10 @@ class SlashOptional:
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # In place, not on a copy: the middleware around this one read what routing writes in
+        # the scope (the route that answered, for the access line and the metrics).
         if scope["type"] == "http" and scope["path"] in self.paths:
-            scope = {**scope, "path": scope["path"] + "/", "raw_path": scope["raw_path"] + b"/"}
+            scope["path"] += "/"
+            if "raw_path" in scope:
+                scope["raw_path"] += b"/"
         await self.app(scope, receive, send)

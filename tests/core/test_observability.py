@@ -4,12 +4,15 @@ password; health probes left out unless asked for."""
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import devstack
@@ -35,6 +38,16 @@ async def logged(
     return [line for line in lines() if not line["logger"].startswith(("httpx", "httpcore"))]
 
 
+@contextmanager
+def counting_requests(method: str, route: str) -> Iterator[list[float]]:
+    """The change of the 2xx count of one route over the block (this process's registry)."""
+    labels = {"method": method, "route": route, "status": "2xx"}
+    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+    change: list[float] = []
+    yield change
+    change.append((REGISTRY.get_sample_value("http_requests_total", labels) or 0.0) - before)
+
+
 class TestTheLine:
     async def test_one_line_per_request_with_every_field(
         self, app: FastAPI, session: AsyncSession
@@ -57,6 +70,20 @@ class TestTheLine:
         assert line["client"] == "127.0.0.1"  # httpx's in-process client
         assert line["level"] == "info"
         assert line["timestamp"]
+
+    async def test_a_collection_without_its_slash_is_named_by_its_route(
+        self, app: FastAPI, admin: User
+    ) -> None:
+        """`/tags` is answered as `/tags/` (api/core/middleware.py's SlashOptional): its line
+        names that route, and so does its count."""
+        with counting_requests("GET", "/tags/") as counted:
+            lines = await logged(app, ("GET", "/tags", {}), ("GET", "/tags/", {}), user=admin)
+
+        assert [(line["route"], line["status"]) for line in access_lines(lines)] == [
+            ("/tags/", 200),
+            ("/tags/", 200),
+        ]
+        assert counted == [2]
 
     async def test_names_the_authenticated_user(self, app: FastAPI, admin: User) -> None:
         lines = await logged(app, ("GET", "/users/me", {}), user=admin)
