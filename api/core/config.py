@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 class Settings(BaseSettings):
     # An empty value (`FIRST_SUPERUSER_EMAIL=` in a copy of .env.example) means "not set".
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # A refused value is not repeated in the error: a URL holds its password.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     # Fails closed: a deployment that forgets ENVIRONMENT is production and needs a real key.
     environment: Literal["development", "test", "production"] = "production"

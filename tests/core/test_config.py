@@ -108,6 +108,16 @@ def test_only_asyncpg_postgres_urls(url: str) -> None:
         settings_for_tests(database_url=url)
 
 
+@pytest.mark.parametrize("name", ["database_url", "database_read_url", "migrations_database_url"])
+def test_a_refused_url_is_not_repeated_with_its_password(name: str) -> None:
+    """The start's error names the setting and the rule, never the value (its password)."""
+    with pytest.raises(ValidationError) as refused:
+        settings_for_tests(**{name: "postgresql://app:hunter2@db/shop"})  # short: not cut
+
+    assert "hunter2" not in str(refused.value)
+    assert name in str(refused.value)
+
+
 def test_cors_origins_from_a_comma_separated_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
     assert settings_for_tests().cors_origins == ["https://a.example", "https://b.example"]
