@@ -19,6 +19,7 @@ from api.core import metrics, tracing
 from api.core.config import Settings, get_settings
 from api.core.db import build_engine, build_replica, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
+from api.core.idempotency import REPLAYED as REPLAYED_HEADER
 from api.core.logging import configure_logging
 from api.core.middleware import BodySizeLimit, SlashOptional
 from api.core.observability import ObserveRequests
@@ -166,7 +167,8 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=[REQUEST_ID_HEADER],
+            # What a browser's script may read beyond the safelisted headers.
+            expose_headers=[REQUEST_ID_HEADER, REPLAYED_HEADER, "Retry-After"],
         )
     if settings.access_log or settings.metrics_enabled:
         app.add_middleware(
