@@ -3,7 +3,7 @@
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from asgi_correlation_id import CorrelationIdMiddleware
@@ -75,25 +75,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(settings)
     if settings.metrics_enabled:
         start_metrics(settings)
-    engine = build_engine(settings)
-    replica = build_replica(settings)
-    use_engine(app, engine, replica)
     provider: TracerProvider | None = app.state.tracer_provider
-    if provider is not None:
-        tracing.trace_sql([engine] if replica is None else [engine, replica.engine], provider)
-    try:
-        await create_first_superuser(settings, app.state.sessionmaker)
-        if replica is None:
-            yield
-        else:
-            async with replica.watching():
-                yield
-    finally:
-        await engine.dispose()
-        metrics.forget_process()
+    # Whatever fails on the way up or down, what was set up is taken down, in reverse order.
+    async with AsyncExitStack() as stack:
         if provider is not None:
-            tracing.stop_tracing_sql()
-            provider.force_flush()
+            stack.callback(provider.force_flush)
+        stack.callback(metrics.forget_process)
+        engine = build_engine(settings)
+        stack.push_async_callback(engine.dispose)
+        replica = build_replica(settings)
+        if replica is not None:
+            stack.push_async_callback(replica.engine.dispose)
+        use_engine(app, engine, replica)
+        if provider is not None:
+            tracing.trace_sql([engine] if replica is None else [engine, replica.engine], provider)
+            stack.callback(tracing.stop_tracing_sql)
+        await create_first_superuser(settings, app.state.sessionmaker)
+        if replica is not None:
+            await stack.enter_async_context(replica.watching())
+        yield
 
 
 def start_metrics(settings: Settings) -> None:
