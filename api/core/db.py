@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, bindparam, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -81,10 +81,13 @@ def connect_args(settings: Settings) -> dict[str, Any]:
     return arguments
 
 
-def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+def build_engine(
+    settings: Settings, url: str | None = None, *, database: str = "primary"
+) -> AsyncEngine:
+    """The engine of `url` (DATABASE_URL by default); `database` names it in the metrics."""
     pool: dict[str, Any]
     if settings.db_pool == "null":
-        pool = {"poolclass": metrics.TimedNullPool if settings.metrics_enabled else NullPool}
+        pool = {"poolclass": NullPool}
     else:
         pool = {
             "pool_size": settings.db_pool_size,
@@ -93,8 +96,10 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             "pool_pre_ping": settings.db_pool_pre_ping,
             "pool_recycle": 1800,
         }
-        if settings.metrics_enabled:
-            pool["poolclass"] = metrics.TimedQueuePool
+    if settings.metrics_enabled:
+        pool["poolclass"] = metrics.timed_pool(
+            pool.get("poolclass", AsyncAdaptedQueuePool), database
+        )
     engine = create_async_engine(
         url or settings.database_url,
         echo=settings.db_echo,
@@ -104,7 +109,7 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         **pool,
     )
     if settings.metrics_enabled:
-        metrics.time_connects(engine)
+        metrics.time_connects(engine, database)
     return engine
 
 
@@ -122,7 +127,7 @@ def build_replica(settings: Settings) -> Replica | None:
     on the primary."""
     if settings.database_read_url is None:
         return None
-    engine = build_engine(settings, url=settings.database_read_url)
+    engine = build_engine(settings, url=settings.database_read_url, database="replica")
     return Replica(
         engine,
         build_sessionmaker(engine, autocommit=True),

@@ -12,7 +12,7 @@ Label values are bounded: a method outside HTTP's usual ones is `other`, a path 
 """
 
 import os
-from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -32,7 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -80,23 +80,29 @@ IN_FLIGHT = Gauge(
     "HTTP requests being answered, summed over the live workers.",
     multiprocess_mode="livesum",
 )
+# By `database`: `primary` (DATABASE_URL) or `replica` (DATABASE_READ_URL, whose background
+# check connects too), so that a replica's outage never reads as the primary's.
+DATABASES = ("primary", "replica")
 DB_CONNECT = Histogram(
     "storefront_db_connect_seconds",
     "Time to open a database connection (to PgBouncer on NullPool: one per request).",
+    ["database"],
     buckets=LATENCY_BUCKETS,
 )
 DB_CONNECT_ERRORS = Counter(
-    "storefront_db_connect_errors", "Database connections that could not be opened."
+    "storefront_db_connect_errors", "Database connections that could not be opened.", ["database"]
 )
 DB_ACQUIRE = Histogram(
     "storefront_db_acquire_seconds",
     "Time to get a connection for a request: from the app's pool (its wait and pre-ping "
     "included) or, on NullPool, a new one.",
+    ["database"],
     buckets=LATENCY_BUCKETS,
 )
 DB_ACQUIRE_ERRORS = Counter(
     "storefront_db_acquire_errors",
     "Requests for a connection that failed: the pool's timeout, or a connection refused.",
+    ["database"],
 )
 ORDERS_PLACED = Counter("storefront_orders_placed", "Orders placed (committed).")
 ORDERS_CANCELLED = Counter("storefront_orders_cancelled", "Orders cancelled (committed).")
@@ -145,39 +151,38 @@ def count_on_commit(session: AsyncSession, counter: Counter) -> None:
     event.listen(sync, "after_commit", committed)
 
 
-def _timed_checkout(connect: Callable[[], PoolProxiedConnection]) -> PoolProxiedConnection:
-    started = perf_counter()
-    try:
-        connection = connect()
-    except Exception:
-        DB_ACQUIRE_ERRORS.inc()
-        raise
-    DB_ACQUIRE.observe(perf_counter() - started)
-    return connection
+class _Timed:
+    """A pool whose checkouts are timed, as `database`'s (timed_pool makes the classes)."""
 
-
-class TimedNullPool(NullPool):
-    """NullPool whose checkouts (a new connection each) are timed."""
-
-    # Its log lines under SQLAlchemy's name for the pool, so at SQLAlchemy's level.
-    _sqla_logger_namespace = f"{NullPool.__module__}.{NullPool.__name__}"
+    database = "primary"
 
     def connect(self) -> PoolProxiedConnection:
-        return _timed_checkout(super().connect)
+        started = perf_counter()
+        try:
+            connection: PoolProxiedConnection = super().connect()  # type: ignore[misc]
+        except Exception:
+            DB_ACQUIRE_ERRORS.labels(self.database).inc()
+            raise
+        DB_ACQUIRE.labels(self.database).observe(perf_counter() - started)
+        return connection
 
 
-class TimedQueuePool(AsyncAdaptedQueuePool):
-    """The async engine's default pool, whose checkouts are timed."""
+@cache
+def timed_pool(base: type[Pool], database: str) -> type[Pool]:
+    """`base` (NullPool, or the async engine's queue pool) with its checkouts timed, as
+    `database`'s; its log lines under SQLAlchemy's name for `base`, so at SQLAlchemy's level."""
+    namespace = {
+        "database": database,
+        "_sqla_logger_namespace": f"{base.__module__}.{base.__name__}",
+    }
+    return type(f"Timed{base.__name__}", (_Timed, base), namespace)
 
-    _sqla_logger_namespace = f"{AsyncAdaptedQueuePool.__module__}.{AsyncAdaptedQueuePool.__name__}"
 
-    def connect(self) -> PoolProxiedConnection:
-        return _timed_checkout(super().connect)
-
-
-def time_connects(engine: AsyncEngine) -> None:
-    """Time each connection the engine opens, and count those that fail: SQLAlchemy's
-    `do_connect` event, which connects as the dialect would and hands the connection back."""
+def time_connects(engine: AsyncEngine, database: str) -> None:
+    """Time each connection the engine opens, and count those that fail, as `database`'s:
+    SQLAlchemy's `do_connect` event, which connects as the dialect would and hands the
+    connection back."""
+    seconds, errors = DB_CONNECT.labels(database), DB_CONNECT_ERRORS.labels(database)
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def connect(dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any) -> Any:
@@ -185,9 +190,9 @@ def time_connects(engine: AsyncEngine) -> None:
         try:
             connection = dialect.connect(*cargs, **cparams)
         except Exception:
-            DB_CONNECT_ERRORS.inc()
+            errors.inc()
             raise
-        DB_CONNECT.observe(perf_counter() - started)
+        seconds.observe(perf_counter() - started)
         return connection
 
 

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from sqlalchemy import text as sql
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import devstack
@@ -332,8 +333,8 @@ class TestDatabase:
         settings = settings_for_tests(database_url=database.url, db_pool=pool, db_pool_size=1)
         app = create_app(settings)
         with (
-            counting("storefront_db_connect_seconds_count") as connected,
-            counting("storefront_db_acquire_seconds_count") as checked_out,
+            counting("storefront_db_connect_seconds_count", database="primary") as connected,
+            counting("storefront_db_acquire_seconds_count", database="primary") as checked_out,
             captured_log(settings),
         ):
             async with LifespanManager(app), client_for(app) as client:
@@ -345,13 +346,43 @@ class TestDatabase:
     async def test_a_refused_connection_is_an_error_of_both(self) -> None:
         app = app_without_database("postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
         with (
-            counting("storefront_db_connect_errors_total") as connects,
-            counting("storefront_db_acquire_errors_total") as checkouts,
+            counting("storefront_db_connect_errors_total", database="primary") as connects,
+            counting("storefront_db_acquire_errors_total", database="primary") as checkouts,
         ):
             async with client_for(app) as client:
                 assert_problem(await client.get("/health/ready"), 503, "database_unavailable")
 
         assert (connects, checkouts) == ([1], [1])
+
+    async def test_a_replicas_connections_are_its_own(self, database: Database) -> None:
+        """The read replica's engine (and its background check) counts as `replica`: its
+        outage never reads as the primary's."""
+        settings = settings_for_tests(database_url=database.url, db_pool="null")
+        replica = build_engine(settings, url=database.url, database="replica")
+        refused = build_engine(
+            settings, url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none", database="replica"
+        )
+        try:
+            with (
+                counting("storefront_db_connect_seconds_count", database="replica") as connected,
+                counting("storefront_db_acquire_seconds_count", database="replica") as acquired,
+                counting("storefront_db_connect_errors_total", database="replica") as failed,
+                counting("storefront_db_acquire_seconds_count", database="primary") as primary,
+                counting(
+                    "storefront_db_connect_errors_total", database="primary"
+                ) as primary_errors,
+            ):
+                async with replica.connect() as connection:
+                    await connection.execute(sql("SELECT 1"))
+                with pytest.raises(ConnectionRefusedError):
+                    async with refused.connect():
+                        pass
+        finally:
+            await replica.dispose()
+            await refused.dispose()
+
+        assert (connected, acquired, failed) == ([1], [1], [1])
+        assert (primary, primary_errors) == ([0], [0])
 
 
 async def test_build_info_names_the_version_and_the_commit(database: Database) -> None:
