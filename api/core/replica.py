@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,8 +112,12 @@ class Replica:
         self.state = state
 
     def mark_down(self, exc: BaseException) -> None:
-        """A request could not reach it: skipped until a check reaches it again."""
-        logger.warning("read replica unreachable (%s): reads go to the primary", type(exc).__name__)
+        """A request could not reach it: skipped until a check reaches it again. Said once,
+        not by every request that finds it down."""
+        if self.state.status != "down":
+            logger.warning(
+                "read replica unreachable (%s): reads go to the primary", type(exc).__name__
+            )
         self._set(ReplicaState("down", None, datetime.now(UTC)))
 
     async def check(self) -> ReplicaState:
@@ -141,6 +146,11 @@ class Replica:
         session = self.sessionmaker()
         try:
             await session.connection()
+        except PoolTimeout:
+            # Its pool is busy (DB_POOL=queue), the replica is not down: this read alone goes to
+            # the primary.
+            await session.close()
+            return None
         except DATABASE_ERRORS as exc:
             await session.close()
             self.mark_down(exc)
