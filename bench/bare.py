@@ -11,7 +11,7 @@ path parameter, the API's query (compiled from the model by SQLAlchemy's asyncpg
 API sends it) and the API's connect arguments (`tls_context`, `client_encoding`, a statement
 cache only where PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no
 logging set-up of ours.
-One connection per request on DB_POOL_MODE=null (as NullPool), an asyncpg pool otherwise.
+One connection per request on DB_POOL=null (as NullPool), an asyncpg pool otherwise.
 Served by make bench only: `uvicorn --factory bench.bare:create_app`.
 """
 
@@ -63,7 +63,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal pool
-        if settings.db_pool_mode != "null":
+        if settings.db_pool != "null":
             size = settings.db_pool_size + settings.db_max_overflow
             # No reset on release (asyncpg's default sends four statements, RESET ALL among
             # them): like the API's pool, which sets no session state and sends none.

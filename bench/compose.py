@@ -81,7 +81,7 @@ CONFIG_VOLUME = "pgbouncer-config"  # compose's name of the volume PgBouncer rea
 CONFIG_DIR = "/etc/pgbouncer"  # where PgBouncer's container mounts it
 INI, USERLIST = "pgbouncer.ini", "userlist.txt"
 DEFAULT_SHAPES = "health,product,page1,post1"
-API_SETTINGS = ("WEB_CONCURRENCY", "DB_POOL_MODE", "PGBOUNCER_PREPARED_STATEMENTS", "ENVIRONMENT")
+API_SETTINGS = ("WEB_CONCURRENCY", "DB_POOL", "DB_STATEMENT_CACHE", "ENVIRONMENT")
 
 
 def say(message: str) -> None:

@@ -149,8 +149,8 @@ async def measure(app: FastAPI, requests: int, rounds: int) -> dict[str, list[fl
 async def main(url: str, pool_mode: str, requests: int, rounds: int) -> None:
     os.environ.update(
         DATABASE_URL=url,
-        DB_POOL_MODE=pool_mode,
-        DB_THROUGH_PGBOUNCER="true",
+        DB_POOL=pool_mode,
+        DB_STATEMENT_CACHE="false",
         DB_POOL_SIZE="10",
         DB_POOL_PRE_PING="false",
         LOG_LEVEL="WARNING",

@@ -365,7 +365,7 @@ def report(
         f" {info['python']}, {info['postgres']}, {info['pgbouncer']}"
     )
     print(
-        f"app: uvicorn, DB_POOL_MODE={config['pool_mode']} through PgBouncer (transaction mode),"
+        f"app: uvicorn, DB_POOL={config['pool_mode']} through PgBouncer (transaction mode),"
         f" TLS to PgBouncer: {config['tls_to_pgbouncer']},"
         f" statement cache {'on' if config['statement_cache'] else 'off'}"
     )

@@ -13,7 +13,7 @@ What it does, from a clean clone:
 2. recreates the database `storefront_bench`, migrates it with Alembic (directly, never
    through PgBouncer) and loads a deterministic dataset generated in SQL (`dataset.sql`);
 3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
-   (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL_MODE=null through PgBouncer, JSON
+   (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL=null through PgBouncer, JSON
    logs with the app's access line per request, request ids, and Prometheus metrics counted in
    a multiprocess directory of the server's own) and launched as the Docker image launches it
    (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in that user and
@@ -174,7 +174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an extra setting for the API processes, e.g. DB_POOL_MODE=queue (repeatable)",
+        help="an extra setting for the API processes, e.g. DB_POOL=queue (repeatable)",
     )
     parser.add_argument(
         "--url-query",
@@ -206,7 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SETTING",
         help="a PgBouncer setting appended to the template's, e.g. 'auth_type = md5' (repeatable);"
         " a max_prepared_statements replaces make run's (200 from 1.21 on, else 0), and the app's"
-        " statement cache follows it unless --env PGBOUNCER_PREPARED_STATEMENTS says otherwise",
+        " statement cache follows it unless --env DB_STATEMENT_CACHE says otherwise",
     )
     parser.add_argument(
         "--variant",
@@ -289,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
             "ENVIRONMENT": "production",
             "SECRET_KEY": secrets.token_urlsafe(48),
             "DATABASE_URL": url,
-            "DB_POOL_MODE": "null",
+            "DB_POOL": "null",
             "MIGRATIONS_DATABASE_URL": postgres.url(DATABASE),
             "LOG_JSON": "true",
             "LOG_LEVEL": "INFO",
@@ -351,12 +351,12 @@ def run(args: argparse.Namespace) -> int:
                     run_pgbench(postgres, port, label, key, load, stage.groups, reconnect=reconnect)
                 )
     fill_ratios(rows)
-    pool_mode = env_pool_mode(extra)
+    pool_mode = app_settings(env).db_pool
     found = targets(rows, pool_mode)
     config = {
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
-        "statement_cache": statement_cache_of(env),
+        "statement_cache": app_settings(env).db_statement_cache,
         "pgbouncer_userlist": args.userlist,
         "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
@@ -538,10 +538,6 @@ def without_passwords(env: dict[str, str | None]) -> dict[str, str | None]:
     }
 
 
-def env_pool_mode(extra: dict[str, str]) -> str:
-    return extra.get("DB_POOL_MODE", "null")
-
-
 def tls_mode(url_query: str, extra: dict[str, str]) -> str:
     """What the app negotiates: a URL `ssl=` wins, else the DB_TLS setting (default disable)."""
     match = re.search(r"(?:^|&)ssl=([^&]+)", url_query)
@@ -550,8 +546,8 @@ def tls_mode(url_query: str, extra: dict[str, str]) -> str:
     return f"DB_TLS={extra.get('DB_TLS') or os.environ.get('DB_TLS') or 'disable'}"
 
 
-def statement_cache_of(env: dict[str, str]) -> bool:
-    """Whether the API keeps asyncpg's statement cache with `env` (its whole environment, --env
-    included): what its own Settings make of it."""
+def app_settings(env: dict[str, str]) -> Settings:
+    """What the API's own Settings make of `env` (its whole environment, --env included): its
+    pool and whether it keeps asyncpg's statement cache."""
     with mock.patch.dict(os.environ, env, clear=True):
-        return Settings(_env_file=None).statement_cache
+        return Settings(_env_file=None)

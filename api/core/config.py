@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 from pydantic import EmailStr, Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from typing_extensions import deprecated
 
 PLACEHOLDER_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
 
@@ -183,19 +182,6 @@ class Settings(BaseSettings):
             "that" if len(new) == 1 else "those",
         )
         return self
-
-    @property
-    @deprecated("Settings.db_pool_mode is Settings.db_pool")
-    def db_pool_mode(self) -> Literal["null", "queue"]:
-        """DB_POOL under its former attribute name, for bench/ until it reads db_pool."""
-        return self.db_pool
-
-    @property
-    @deprecated("Settings.statement_cache is Settings.db_statement_cache")
-    def statement_cache(self) -> bool:
-        """DB_STATEMENT_CACHE under its former attribute name, for bench/ until it reads
-        db_statement_cache."""
-        return self.db_statement_cache
 
     @property
     def direct_database_url(self) -> str:

@@ -286,7 +286,4 @@ def test_the_deprecated_names_are_no_settings_of_their_own(monkeypatch: pytest.M
 
     assert settings.model_dump().keys() == {name.lower() for name in setting_fields()}
     assert "deprecated" not in repr(settings)
-    with pytest.deprecated_call():
-        assert settings.db_pool_mode == "null"  # bench/'s name for db_pool
-    with pytest.deprecated_call():
-        assert settings.statement_cache is False  # and for db_statement_cache
+    assert (settings.db_pool, settings.db_statement_cache) == ("null", False)
