@@ -8,13 +8,14 @@ The GET answers the bytes `render` made, so the tag it sends is the tag of its b
 
 - A GET (`answer`) sends the tag; with an `If-None-Match` that matches it (weak comparison,
   or `*`) the answer is a 304 with the tag and no body. No statement is added.
-- A write with `If-Match` (`check`) locks the row (`SELECT ... FOR UPDATE`, loading what the
-  GET shows), renders it as the GET would, and compares (strong comparison: a weak tag never
-  matches): a stale tag is a 412 `precondition_failed` and nothing is written. The write then
-  runs in the same transaction, under the lock: a second request with the same tag waits for
-  the lock, reads the winner's row (at READ COMMITTED a locking read sees the latest committed
-  version) and gets its 412. One statement added, the locking read; none without the header,
-  nor with `If-Match: *` (today's behaviour: a missing row is the route's 404).
+- A write with `If-Match` (`check`) locks the row (`SELECT ... FOR NO KEY UPDATE`, loading
+  what the GET shows), renders it as the GET would, and compares (strong comparison: a weak
+  tag never matches): a stale tag is a 412 `precondition_failed` and nothing is written. The
+  write then runs in the same transaction, under the lock: a second request with the same tag
+  waits for the lock, then reads the winner's row (at READ COMMITTED a locking read sees the
+  latest committed version) and gets its 412. One statement added, the locking read (and the
+  statements that load what the GET embeds); none without the header, nor with `If-Match: *`
+  (today's behaviour: a missing row is the route's 404).
 - A successful write answers its row's new tag (`answer`).
 
 Malformed headers are a 400 `bad_request`, never read as "no condition": a write the client
@@ -158,10 +159,10 @@ async def check(
     options: Sequence[ORMOption] = (),
 ) -> M | None:
     """If-Match on a write to the row of `model` with primary key `key`, before the write and
-    in its transaction: the row locked FOR UPDATE (with `options` loading what `read_model`
-    shows), rendered, and its tag compared strongly. A stale tag is a 412, a missing row a
-    404; the locked row is answered, and stays locked until the request's COMMIT. Without a
-    condition, or with `*`: nothing, no statement (None)."""
+    in its transaction: the row locked FOR NO KEY UPDATE (with `options` loading what
+    `read_model` shows), rendered, and its tag compared strongly. A stale tag is a 412, a
+    missing row a 404; the locked row is answered, and stays locked until the request's
+    COMMIT. Without a condition, or with `*`: nothing, no statement (None)."""
     if if_match is None or if_match.any:
         return None
     (primary_key,) = sa_inspect(model).primary_key
@@ -169,7 +170,10 @@ async def check(
         select(model)
         .where(primary_key == key)
         .options(*options)
-        .with_for_update(of=model)
+        # FOR NO KEY UPDATE: what an UPDATE of the row takes, so two checks (and a check and
+        # any write) wait for each other, while rows that refer to it (FOR KEY SHARE) are not
+        # held up.
+        .with_for_update(of=model, key_share=True)
         # A row the session already holds (the current user) takes the locked row's values.
         .execution_options(populate_existing=True)
     )

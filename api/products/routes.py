@@ -198,8 +198,8 @@ async def category_products(
     "/{category_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=conditional.write_responses(401, 403, 404, success=None),
 )
-async def delete_category(category_id: CategoryId, session: SessionDep) -> None:
+async def delete_category(category_id: CategoryId, session: SessionDep, if_match: IfMatch) -> None:
     """Delete a category; its children become top-level (superuser)."""
-    await service.delete_category(session=session, category_id=category_id)
+    await service.delete_category(session=session, category_id=category_id, if_match=if_match)

@@ -211,12 +211,18 @@ async def change_stock(
     return updated
 
 
-async def delete_category(*, session: AsyncSession, category_id: int) -> None:
+async def delete_category(
+    *, session: AsyncSession, category_id: int, if_match: Condition | None = None
+) -> None:
     """Delete a category and uncategorise its products (their foreign key's ON DELETE SET NULL).
     A product whose name an uncategorised product already has would collide: that is a 409
     naming it (and the unique constraint guards the race). The category's products are locked
     first, in id order like an order's: the cascade alone would take them in whatever order it
-    finds them, and could deadlock with an order."""
+    finds them, and could deadlock with an order. If-Match is checked first, with the category
+    locked FOR NO KEY UPDATE (which products referring to it do not wait for)."""
+    await category_service.check_unchanged(
+        session=session, category_id=category_id, if_match=if_match
+    )
     uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
     products = (
         select(col(Product.name), col(Product.name).in_(uncategorised))
