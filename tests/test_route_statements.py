@@ -348,6 +348,14 @@ IF_MATCH = {
     ("PATCH", "/users/{user_id}"): ("/users/{user_id}", 1),
     ("DELETE", "/users/{user_id}"): ("/users/{user_id}", 1),
     ("DELETE", "/users/{user_id}/soft"): ("/users/{user_id}", 1),
+    # The post and its tags.
+    ("PATCH", "/posts/{post_id}"): ("/posts/{post_id}", 2),
+    ("DELETE", "/posts/{post_id}"): ("/posts/{post_id}", 2),
+    ("PATCH", "/posts/{post_id}/status"): ("/posts/{post_id}", 2),
+    ("PUT", "/posts/{post_id}/tags/{loose_tag_id}"): ("/posts/{post_id}", 2),
+    ("DELETE", "/posts/{post_id}/tags/{tag_id}"): ("/posts/{post_id}", 2),
+    # The status change locks and reads the order as its GET shows it anyway.
+    ("PATCH", "/orders/{order_id}/status"): ("/orders/{order_id}", 0),
 }
 IF_MATCH_CALLS = [call for call in CALLS if (call.method, call.path) in IF_MATCH]
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request, Response
+from sqlalchemy import ColumnElement
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm.interfaces import ORMOption
 from sqlmodel import SQLModel, select
@@ -55,7 +56,8 @@ class Condition:
 
     def matches_weakly(self, etag: str) -> bool:
         """If-None-Match's comparison: the opaque tags equal, weak or not."""
-        return self.any or any(opaque == etag for _, opaque in self.tags)
+        opaque = etag.removeprefix("W/")
+        return self.any or any(tag == opaque for _, tag in self.tags)
 
 
 def parse(name: str, values: Sequence[str]) -> Condition | None:
@@ -105,7 +107,8 @@ def _if_match(
                 "The `ETag` the client read (or several, comma-separated): the change is made"
                 " only if the resource still has one of them, otherwise a 412"
                 " `precondition_failed` and nothing changes. Compared strongly: a weak tag"
-                " (`W/...`) never matches. `*` (or no header): no condition."
+                " (`W/...`) never matches, but on a resource whose only tag is weak (a post's,"
+                " which leaves out its view count). `*` (or no header): no condition."
             ),
         ),
     ] = None,
@@ -128,17 +131,28 @@ def etag(body: bytes) -> str:
     return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
+def tag_of(read_model: type[SQLModel], row: Any, counters: frozenset[str] = frozenset()) -> str:
+    """The ETag of `row` as `read_model` shows it: strong, the tag of its body; with
+    `counters` (fields that reads change, a post's view_count), weak, the tag of the body
+    without them (RFC 9110's own example of a weak validator is a hit counter)."""
+    if not counters:
+        return etag(render(read_model, row))
+    body = read_model.model_validate(row).model_dump_json(exclude=set(counters)).encode()
+    return f"W/{etag(body)}"
+
+
 def answer(
     read_model: type[SQLModel],
     row: Any,
     if_none_match: Condition | None = None,
     *,
     status_code: int = 200,
+    counters: frozenset[str] = frozenset(),
 ) -> Response:
     """The answer for `row` with its `ETag`; a 304 with the tag and no body when the client's
     If-None-Match names it."""
     body = render(read_model, row)
-    tag = etag(body)
+    tag = etag(body) if not counters else tag_of(read_model, row, counters)
     if if_none_match is not None and if_none_match.matches_weakly(tag):
         return Response(status_code=304, headers={"ETag": tag})
     return Response(
@@ -157,18 +171,21 @@ async def check(
     read_model: type[SQLModel],
     *,
     options: Sequence[ORMOption] = (),
+    where: ColumnElement[bool] | None = None,
+    counters: frozenset[str] = frozenset(),
 ) -> M | None:
     """If-Match on a write to the row of `model` with primary key `key`, before the write and
     in its transaction: the row locked FOR NO KEY UPDATE (with `options` loading what
     `read_model` shows), rendered, and its tag compared strongly. A stale tag is a 412, a
-    missing row a 404; the locked row is answered, and stays locked until the request's
-    COMMIT. Without a condition, or with `*`: nothing, no statement (None)."""
+    missing row a 404 (and so is one `where` excludes: another author's post); the locked row
+    is answered, and stays locked until the request's COMMIT. Without a condition, or with
+    `*`: nothing, no statement (None). `counters`: see `require`."""
     if if_match is None or if_match.any:
         return None
     (primary_key,) = sa_inspect(model).primary_key
     statement = (
         select(model)
-        .where(primary_key == key)
+        .where(primary_key == key, *([] if where is None else [where]))
         .options(*options)
         # FOR NO KEY UPDATE: what an UPDATE of the row takes, so two checks (and a check and
         # any write) wait for each other, while rows that refer to it (FOR KEY SHARE) are not
@@ -180,12 +197,36 @@ async def check(
     row = (await session.exec(statement)).one_or_none()
     if row is None:
         raise NotFound(model.__name__, key)
-    if not if_match.matches_strongly(etag(render(read_model, row))):
-        raise PreconditionFailed(
-            f"{model.__name__} {key} has changed since the If-Match tag was read: read it"
-            " again, and send its new ETag."
-        )
+    require(if_match, read_model, row, resource=model.__name__, key=key, counters=counters)
     return row
+
+
+def require(
+    if_match: Condition | None,
+    read_model: type[SQLModel],
+    row: Any,
+    *,
+    resource: str,
+    key: int,
+    counters: frozenset[str] = frozenset(),
+) -> None:
+    """If-Match against a row its caller has locked and loaded as the GET shows it (a status
+    change that locks its order anyway): a 412 when its tag is not named. No statement.
+
+    Compared strongly, as RFC 9110 requires, except for a resource with `counters` (a post):
+    its only tag is weak, and strong comparison would refuse it always, leaving the resource
+    no conditional write at all. Its weak tag covers every field a write changes (the
+    counters are changed by reads only), so comparing it weakly still refuses the second of
+    two writers that read the same version: a documented deviation (docs/design.md)."""
+    if if_match is None or if_match.any:
+        return
+    tag = tag_of(read_model, row, counters)
+    matches = if_match.matches_weakly if counters else if_match.matches_strongly
+    if not matches(tag):
+        raise PreconditionFailed(
+            f"{resource} {key} has changed since the If-Match tag was read: read it again, and"
+            " send its new ETag."
+        )
 
 
 ETAG_HEADER = {
