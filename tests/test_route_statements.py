@@ -330,3 +330,74 @@ async def test_a_keyed_request_sends_five_more_and_its_replay_two_after_the_call
         assert counts == [call.statements + added, replay]
     finally:
         await savepoint.rollback()
+
+
+# The writes that take If-Match, with the GET whose ETag they send and what they send with it
+# beyond their count above: the locking read of the row as that GET shows it (1).
+IF_MATCH = {
+    ("PATCH", "/products/{product_id}"): ("/products/{product_id}", 1),
+    ("DELETE", "/products/{spare_product_id}"): ("/products/{spare_product_id}", 0),
+    ("POST", "/products/{product_id}/stock"): ("/products/{product_id}", 1),
+    # The category and its children: the lock and the children's read.
+    ("PATCH", "/categories/{category_id}"): ("/categories/{category_id}", 2),
+    ("DELETE", "/categories/{empty_category_id}"): ("/categories/{empty_category_id}", 2),
+    ("PATCH", "/tags/{tag_id}"): ("/tags/{tag_id}", 1),
+    ("DELETE", "/tags/{loose_tag_id}"): ("/tags/{loose_tag_id}", 0),
+    ("PATCH", "/users/me"): ("/users/me", 1),
+    ("PUT", "/users/{user_id}"): ("/users/{user_id}", 1),
+    ("PATCH", "/users/{user_id}"): ("/users/{user_id}", 1),
+    ("DELETE", "/users/{user_id}"): ("/users/{user_id}", 1),
+    ("DELETE", "/users/{user_id}/soft"): ("/users/{user_id}", 1),
+    # The post and its tags.
+    ("PATCH", "/posts/{post_id}"): ("/posts/{post_id}", 2),
+    ("DELETE", "/posts/{post_id}"): ("/posts/{post_id}", 2),
+    ("PATCH", "/posts/{post_id}/status"): ("/posts/{post_id}", 2),
+    ("PUT", "/posts/{post_id}/tags/{loose_tag_id}"): ("/posts/{post_id}", 2),
+    ("DELETE", "/posts/{post_id}/tags/{tag_id}"): ("/posts/{post_id}", 2),
+    # The status change locks and reads the order as its GET shows it anyway.
+    ("PATCH", "/orders/{order_id}/status"): ("/orders/{order_id}", 0),
+}
+IF_MATCH_CALLS = [call for call in CALLS if (call.method, call.path) in IF_MATCH]
+
+
+def test_every_conditional_write_has_a_count() -> None:
+    def shape(path: str) -> str:
+        return re.sub(r"\{[^}]+\}", "{}", path)
+
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    conditional = {
+        (method.upper(), shape(path))
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if any(p["name"] == "If-Match" for p in operation.get("parameters", []))
+    }
+    assert conditional == {(method, shape(path)) for method, path in IF_MATCH}
+    assert {(call.method, call.path) for call in IF_MATCH_CALLS} == set(IF_MATCH)
+
+
+@pytest.mark.parametrize("call", IF_MATCH_CALLS, ids=[call.id for call in IF_MATCH_CALLS])
+async def test_if_match_adds_at_most_the_locking_read(
+    app: FastAPI, db_connection: AsyncConnection, call: Call
+) -> None:
+    """A delete reads its row anyway: the locking read takes that read's place."""
+    read_url, added = IF_MATCH[call.method, call.path]
+    savepoint = await db_connection.begin_nested()
+    try:
+        arena = Arena(db_connection)
+        caller = await arena.sign_in(call.caller)
+        ids = await arrange(arena, db_connection, call)
+        request: dict[str, Any] = {}
+        if call.json is not None:
+            request["json"] = filled(call.json, ids)
+        async with client_for(app, caller) as client:
+            tag = (await client.get(filled(read_url, ids))).headers["ETag"]
+            with recording(db_connection) as sent:
+                response = await client.request(
+                    call.method, filled(call.url, ids), headers={"If-Match": tag}, **request
+                )
+        assert response.is_success, response.text
+        statements = app_statements(sent)
+        print(f"{call.id} with If-Match: {len(statements)}")
+        assert len(statements) == call.statements + added, "\n".join(statements)
+    finally:
+        await savepoint.rollback()

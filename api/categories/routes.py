@@ -1,6 +1,6 @@
 """Categories over HTTP: public to read, a superuser's to write."""
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from api.auth.dependencies import KEYED, admin_only
 from api.categories import service
@@ -12,6 +12,8 @@ from api.categories.models import (
     CategoryReadWithChildren,
     CategoryUpdate,
 )
+from api.core import conditional
+from api.core.conditional import IfMatch, IfNoneMatch
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
@@ -38,22 +40,30 @@ async def list_categories(session: ReadSessionDep, params: PageParamsDep) -> Pag
     return await service.list_categories(session=session, params=params)
 
 
-@router.get("/{category_id}", response_model=CategoryReadWithChildren, responses=responses(404))
-async def get_category(category_id: CategoryId, session: ReadSessionDep) -> Category:
-    """Read one category with its children."""
-    return await service.get_category(session=session, category_id=category_id)
+@router.get(
+    "/{category_id}",
+    response_model=CategoryReadWithChildren,
+    responses=conditional.read_responses(404),
+)
+async def get_category(
+    category_id: CategoryId, session: ReadSessionDep, if_none_match: IfNoneMatch
+) -> Response:
+    """Read one category with its children (ETag: it changes with them; If-None-Match)."""
+    category = await service.get_category(session=session, category_id=category_id)
+    return conditional.answer(CategoryReadWithChildren, category, if_none_match)
 
 
 @router.patch(
     "/{category_id}",
     response_model=CategoryReadWithChildren,
     dependencies=admin_only,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
 async def update_category(
-    category_id: CategoryId, category_in: CategoryUpdate, session: SessionDep
-) -> Category:
+    category_id: CategoryId, category_in: CategoryUpdate, session: SessionDep, if_match: IfMatch
+) -> Response:
     """Change a category; a parent that is the category itself or below it is a 422 (superuser)."""
-    return await service.update_category(
-        session=session, category_id=category_id, category_in=category_in
+    category = await service.update_category(
+        session=session, category_id=category_id, category_in=category_in, if_match=if_match
     )
+    return conditional.answer(CategoryReadWithChildren, category)

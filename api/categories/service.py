@@ -9,8 +9,11 @@ from api.categories.models import (
     UNIQUE_FIELDS,
     Category,
     CategoryCreate,
+    CategoryReadWithChildren,
     CategoryUpdate,
 )
+from api.core import conditional
+from api.core.conditional import Condition
 from api.core.db import constraint_errors, update_or_404
 from api.core.errors import FieldError, InvalidReference, NotFound
 from api.core.pagination import Page, PageParams, apaginate
@@ -47,8 +50,29 @@ async def list_categories(*, session: AsyncSession, params: PageParams) -> Page[
     return page
 
 
+async def check_unchanged(
+    *, session: AsyncSession, category_id: int, if_match: Condition | None
+) -> Category | None:
+    """A write's If-Match: the category locked, read with its children as its GET shows it, and
+    its tag compared (a 412 when stale); the locked row, or None without a condition. A child's
+    change does not lock the parent: the tag compared is the one the children had when the
+    category was locked, and two writes of the category itself wait for each other."""
+    return await conditional.check(
+        session,
+        if_match,
+        Category,
+        category_id,
+        CategoryReadWithChildren,
+        options=[selectinload(Category.children)],  # type: ignore[arg-type]
+    )
+
+
 async def update_category(
-    *, session: AsyncSession, category_id: int, category_in: CategoryUpdate
+    *,
+    session: AsyncSession,
+    category_id: int,
+    category_in: CategoryUpdate,
+    if_match: Condition | None = None,
 ) -> Category:
     """A new parent below the category (or the category itself) is a 422. Moves are checked and
     made one at a time: two moves checked at once could each see no cycle and together make
@@ -62,6 +86,8 @@ async def update_category(
                 "A category cannot be its own ancestor.",
                 errors=[FieldError(field="parent_id", message="is this category or one below it")],
             )
+    # After the moves' lock, which a move without If-Match takes before the row's.
+    await check_unchanged(session=session, category_id=category_id, if_match=if_match)
     db_category = await update_or_404(
         session, Category, category_id, changes, unique=UNIQUE_FIELDS, references=REFERENCES
     )

@@ -51,6 +51,8 @@ PROBLEM_CODES = {
     "conflict": "409, another request changed the data first (try again)",
     "idempotency_key_in_flight": "409, the Idempotency-Key's first request is still running"
     " (Retry-After)",
+    "precondition_failed": "412, If-Match does not name the resource's current ETag (nothing"
+    " changed: read it again)",
     "request_entity_too_large": "413, a body over MAX_BODY_BYTES",
     "validation_error": "422, a field, parameter or cursor is invalid (see `errors`)",
     "invalid_reference": "422, a field names a row that does not exist",
@@ -208,6 +210,13 @@ class IdempotencyKeyReused(AppError):
             "This Idempotency-Key was used for a different request; use a new key for a new"
             " request."
         )
+
+
+class PreconditionFailed(AppError):
+    """If-Match names a tag the resource no longer has: another write came first."""
+
+    status_code = 412
+    code = "precondition_failed"
 
 
 class InvalidReference(AppError):

@@ -321,7 +321,12 @@ class IdempotentRoute(APIRoute):
         if not _depends_on_a_taker(self.dependant):
             return handler
         success = self.status_code or 200
-        replayed = {"headers": {REPLAYED: REPLAYED_HEADER}}
+        # Beside the success's own headers (a conditional route's ETag).
+        documented = self.responses.get(success, {})
+        replayed = {
+            **documented,
+            "headers": {**documented.get("headers", {}), REPLAYED: REPLAYED_HEADER},
+        }
         self.responses = {**self.responses, **KEY_RESPONSES, success: replayed}
         route = f"{','.join(sorted(self.methods or ()))} {self.path}"
 

@@ -2,9 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.auth.dependencies import KEYED, CurrentUser, admin_only
+from api.core import conditional
+from api.core.conditional import IfMatch, IfNoneMatch
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
@@ -83,10 +85,14 @@ async def list_user_orders(
     return await service.list_orders(session=session, params=params, caller=caller, user_id=user_id)
 
 
-@router.get("/{order_id}", response_model=OrderRead, responses=responses(401, 404))
-async def get_order(order_id: OrderId, caller: CurrentUser, session: SessionDep) -> Order:
-    """An order with its items and their products; another user's is a 404."""
-    return await service.get_order(session=session, order_id=order_id, caller=caller)
+@router.get("/{order_id}", response_model=OrderRead, responses=conditional.read_responses(401, 404))
+async def get_order(
+    order_id: OrderId, caller: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch
+) -> Response:
+    """An order with its items and their products; another user's is a 404 (ETag: it changes
+    with the products' stock too)."""
+    order = await service.get_order(session=session, order_id=order_id, caller=caller)
+    return conditional.answer(OrderRead, order, if_none_match)
 
 
 @router.get("/{order_id}/details", response_model=OrderDetails, responses=responses(401, 404))
@@ -96,17 +102,24 @@ async def get_order_details(order_id: OrderId, caller: CurrentUser, session: Ses
 
 
 @router.patch(
-    "/{order_id}/status", response_model=OrderRead, responses=responses(401, 403, 404, 409)
+    "/{order_id}/status",
+    response_model=OrderRead,
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
 async def change_status(
-    order_id: OrderId, new_status: OrderStatus, caller: CurrentUser, session: SessionDep
-) -> Order:
+    order_id: OrderId,
+    new_status: OrderStatus,
+    caller: CurrentUser,
+    session: SessionDep,
+    if_match: IfMatch,
+) -> Response:
     """pending -> confirmed | cancelled, confirmed -> shipped | cancelled, shipped -> delivered;
     other moves are a 409 naming both states. Owners may cancel; the rest is a superuser's.
-    Cancelling puts the stock back."""
-    return await service.change_status(
-        session=session, order_id=order_id, caller=caller, new_status=new_status
+    Cancelling puts the stock back. If-Match makes it conditional."""
+    order = await service.change_status(
+        session=session, order_id=order_id, caller=caller, new_status=new_status, if_match=if_match
     )
+    return conditional.answer(OrderRead, order)
 
 
 @users_router.delete("/bulk/inactive", dependencies=admin_only, responses=responses(401, 403, 409))

@@ -33,7 +33,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core import metrics
+from api.core import conditional, metrics
+from api.core.conditional import Condition
 from api.core.db import constraint_answers, constraint_errors
 from api.core.errors import (
     Conflict,
@@ -53,6 +54,7 @@ from api.orders.models import (
     Order,
     OrderCreate,
     OrderItem,
+    OrderRead,
     OrderStats,
     OrderStatus,
     TopSpender,
@@ -222,20 +224,27 @@ async def list_orders(
 
 
 async def change_status(
-    *, session: AsyncSession, order_id: int, caller: User, new_status: OrderStatus
+    *,
+    session: AsyncSession,
+    order_id: int,
+    caller: User,
+    new_status: OrderStatus,
+    if_match: Condition | None = None,
 ) -> Order:
     """Move an order along its status machine under a row lock, so that of two racing moves the
     second sees the first's result. Cancelling puts the items back in stock.
 
     The order is locked and read with its items and their products (the answer, and what a
     cancel puts back), the status written by one UPDATE ... RETURNING: the answer is built from
-    rows in hand, not read back."""
+    rows in hand, not read back. If-Match is compared with that locked read, as GET shows it
+    (no statement added); the products' stock it shows is as read, their rows not locked."""
     locked = select(Order).where(Order.id == order_id, owned_by(caller)).with_for_update(of=Order)
     order = (await session.exec(with_items(locked))).first()
     if order is None:
         raise NotFound("Order", order_id)
     if new_status != OrderStatus.cancelled and not caller.is_superuser:
         raise Forbidden(f"Only a superuser can mark an order {new_status}.")
+    conditional.require(if_match, OrderRead, order, resource="Order", key=order_id)
     current = OrderStatus(order.status)
     if new_status not in TRANSITIONS.get(current, set()):
         raise InvalidStatusTransition(f"A {current} order cannot become {new_status}.")

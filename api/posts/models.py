@@ -98,6 +98,10 @@ class PostRead(PostBase):
     tags: list[TagRead]
 
 
+# Fields that reads change: left out of a post's ETag, which is therefore weak.
+COUNTERS = frozenset({"view_count"})
+
+
 class PostUpdate(SQLModel):
     title: Title = UNCHANGED
     slug: PostSlug = UNCHANGED

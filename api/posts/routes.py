@@ -2,9 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.auth.dependencies import ANONYMOUS_ALLOWED, KEYED, CurrentUser, OptionalUser
+from api.core import conditional
+from api.core.conditional import IfMatch, IfNoneMatch
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
@@ -12,6 +14,7 @@ from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
 from api.posts import service
 from api.posts.models import (
+    COUNTERS,
     Post,
     PostCreate,
     PostRead,
@@ -67,54 +70,94 @@ async def list_posts(
 @router.get(
     "/{post_id}",
     response_model=PostRead,
-    responses=responses(401, 404),
+    responses=conditional.read_responses(401, 404),
     openapi_extra=ANONYMOUS_ALLOWED,
 )
-async def read_post(post_id: PostId, caller: OptionalUser, session: SessionDep) -> Post:
-    """Read a post (and count the view); another user's unpublished post is a 404."""
-    return await service.read_post(session=session, post_id=post_id, caller=caller)
+async def read_post(
+    post_id: PostId, caller: OptionalUser, session: SessionDep, if_none_match: IfNoneMatch
+) -> Response:
+    """Read a post (and count the view, 304 too); another user's unpublished post is a 404. Its
+    ETag is weak: it leaves out the view count, which every read changes."""
+    post = await service.read_post(session=session, post_id=post_id, caller=caller)
+    return conditional.answer(PostRead, post, if_none_match, counters=COUNTERS)
 
 
-@router.patch("/{post_id}", response_model=PostRead, responses=responses(401, 404, 409))
+@router.patch(
+    "/{post_id}", response_model=PostRead, responses=conditional.write_responses(401, 404, 409)
+)
 async def update_post(
-    post_id: PostId, post_in: PostUpdate, caller: CurrentUser, session: SessionDep
-) -> Post:
-    """Change one's own post."""
-    return await service.update_post(
-        session=session, post_id=post_id, caller=caller, post_in=post_in
+    post_id: PostId,
+    post_in: PostUpdate,
+    caller: CurrentUser,
+    session: SessionDep,
+    if_match: IfMatch,
+) -> Response:
+    """Change one's own post; If-Match (the post's weak tag) makes it conditional."""
+    post = await service.update_post(
+        session=session, post_id=post_id, caller=caller, post_in=post_in, if_match=if_match
     )
+    return conditional.answer(PostRead, post, counters=COUNTERS)
 
 
-@router.delete("/{post_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(401, 404))
-async def delete_post(post_id: PostId, caller: CurrentUser, session: SessionDep) -> None:
+@router.delete(
+    "/{post_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=conditional.write_responses(401, 404, success=None),
+)
+async def delete_post(
+    post_id: PostId, caller: CurrentUser, session: SessionDep, if_match: IfMatch
+) -> None:
     """Delete one's own post."""
-    await service.delete_post(session=session, post_id=post_id, caller=caller)
+    await service.delete_post(session=session, post_id=post_id, caller=caller, if_match=if_match)
 
 
-@router.patch("/{post_id}/status", response_model=PostRead, responses=responses(401, 404, 409))
+@router.patch(
+    "/{post_id}/status",
+    response_model=PostRead,
+    responses=conditional.write_responses(401, 404, 409),
+)
 async def change_status(
-    post_id: PostId, new_status: PostStatus, caller: CurrentUser, session: SessionDep
-) -> Post:
+    post_id: PostId,
+    new_status: PostStatus,
+    caller: CurrentUser,
+    session: SessionDep,
+    if_match: IfMatch,
+) -> Response:
     """draft -> published -> archived; any other move is a 409 naming both states."""
-    return await service.change_status(
-        session=session, post_id=post_id, caller=caller, new_status=new_status
+    post = await service.change_status(
+        session=session, post_id=post_id, caller=caller, new_status=new_status, if_match=if_match
     )
+    return conditional.answer(PostRead, post, counters=COUNTERS)
 
 
-@router.put("/{post_id}/tags/{tag_id}", response_model=PostRead, responses=responses(401, 404))
+@router.put(
+    "/{post_id}/tags/{tag_id}",
+    response_model=PostRead,
+    responses=conditional.write_responses(401, 404),
+)
 async def tag_post(
-    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep
-) -> Post:
+    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep, if_match: IfMatch
+) -> Response:
     """Tag one's own post (again: no change)."""
-    return await service.tag_post(session=session, post_id=post_id, tag_id=tag_id, caller=caller)
+    post = await service.tag_post(
+        session=session, post_id=post_id, tag_id=tag_id, caller=caller, if_match=if_match
+    )
+    return conditional.answer(PostRead, post, counters=COUNTERS)
 
 
-@router.delete("/{post_id}/tags/{tag_id}", response_model=PostRead, responses=responses(401, 404))
+@router.delete(
+    "/{post_id}/tags/{tag_id}",
+    response_model=PostRead,
+    responses=conditional.write_responses(401, 404),
+)
 async def untag_post(
-    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep
-) -> Post:
+    post_id: PostId, tag_id: TagId, caller: CurrentUser, session: SessionDep, if_match: IfMatch
+) -> Response:
     """Untag one's own post (a tag it lacks: no change)."""
-    return await service.untag_post(session=session, post_id=post_id, tag_id=tag_id, caller=caller)
+    post = await service.untag_post(
+        session=session, post_id=post_id, tag_id=tag_id, caller=caller, if_match=if_match
+    )
+    return conditional.answer(PostRead, post, counters=COUNTERS)
 
 
 @users_router.get(

@@ -13,16 +13,20 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core import conditional
+from api.core.conditional import Condition
 from api.core.db import constraint_errors, update_or_404
 from api.core.errors import InvalidStatusTransition, NotFound, violated_constraint
 from api.core.pagination import Page, PageParams, apaginate
 from api.posts.models import (
+    COUNTERS,
     POST_REFERENCE,
     TAG_REFERENCE,
     TRANSITIONS,
     UNIQUE_FIELDS,
     Post,
     PostCreate,
+    PostRead,
     PostStatus,
     PostSummary,
     PostTagLink,
@@ -100,10 +104,34 @@ async def read_post(*, session: AsyncSession, post_id: int, caller: User | None)
     return await _one(session, post_id, true())
 
 
+async def check_unchanged(
+    *, session: AsyncSession, post_id: int, caller: User, if_match: Condition | None
+) -> Post | None:
+    """A write's If-Match: the post the caller may write locked and read with its tags, as its
+    GET shows it, and its weak tag (no view count) compared; a 412 when stale, a 404 for
+    another author's post. The locked row, or None without a condition."""
+    return await conditional.check(
+        session,
+        if_match,
+        Post,
+        post_id,
+        PostRead,
+        options=[selectinload(Post.tags)],  # type: ignore[arg-type]
+        where=writable_by(caller),
+        counters=COUNTERS,
+    )
+
+
 async def update_post(
-    *, session: AsyncSession, post_id: int, caller: User, post_in: PostUpdate
+    *,
+    session: AsyncSession,
+    post_id: int,
+    caller: User,
+    post_in: PostUpdate,
+    if_match: Condition | None = None,
 ) -> Post:
     """Another author's post is a 404, as if it did not exist."""
+    await check_unchanged(session=session, post_id=post_id, caller=caller, if_match=if_match)
     changes = post_in.model_dump(exclude_unset=True)
     await update_or_404(
         session, Post, post_id, changes, where=writable_by(caller), unique=UNIQUE_FIELDS
@@ -111,9 +139,12 @@ async def update_post(
     return await _one(session, post_id, true())
 
 
-async def delete_post(*, session: AsyncSession, post_id: int, caller: User) -> None:
+async def delete_post(
+    *, session: AsyncSession, post_id: int, caller: User, if_match: Condition | None = None
+) -> None:
     """One DELETE: the post's tag links go with it by the foreign key's ON DELETE CASCADE, not
     loaded and deleted one by one. Another author's post is a 404, as if it did not exist."""
+    await check_unchanged(session=session, post_id=post_id, caller=caller, if_match=if_match)
     deleted = await session.exec(
         delete(Post).where(col(Post.id) == post_id, writable_by(caller)).returning(col(Post.id))
     )
@@ -122,9 +153,15 @@ async def delete_post(*, session: AsyncSession, post_id: int, caller: User) -> N
 
 
 async def change_status(
-    *, session: AsyncSession, post_id: int, caller: User, new_status: PostStatus
+    *,
+    session: AsyncSession,
+    post_id: int,
+    caller: User,
+    new_status: PostStatus,
+    if_match: Condition | None = None,
 ) -> Post:
     """draft -> published (which stamps published_at) -> archived; anything else is a 409."""
+    await check_unchanged(session=session, post_id=post_id, caller=caller, if_match=if_match)
     locked = select(Post).where(Post.id == post_id, writable_by(caller)).with_for_update()
     db_post = (await session.exec(locked)).first()
     if db_post is None:
@@ -140,10 +177,18 @@ async def change_status(
     return await _one(session, post_id, true())
 
 
-async def tag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
+async def tag_post(
+    *,
+    session: AsyncSession,
+    post_id: int,
+    tag_id: int,
+    caller: User,
+    if_match: Condition | None = None,
+) -> Post:
     """Idempotent: tagging twice leaves one link. One INSERT ... SELECT makes the link only for
     a post the caller may write (another author's post is then a 404, as if it did not exist);
     a missing tag is the foreign key's to find, and a 404 naming it."""
+    await check_unchanged(session=session, post_id=post_id, caller=caller, if_match=if_match)
     yours = sql_select(col(Post.id), literal(tag_id)).where(
         col(Post.id) == post_id, writable_by(caller)
     )
@@ -160,9 +205,17 @@ async def tag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: 
     return await _one(session, post_id, writable_by(caller))
 
 
-async def untag_post(*, session: AsyncSession, post_id: int, tag_id: int, caller: User) -> Post:
+async def untag_post(
+    *,
+    session: AsyncSession,
+    post_id: int,
+    tag_id: int,
+    caller: User,
+    if_match: Condition | None = None,
+) -> Post:
     """Idempotent: untagging a post that lacks the tag changes nothing. The link goes only
     from a post the caller may write; another author's post is a 404."""
+    await check_unchanged(session=session, post_id=post_id, caller=caller, if_match=if_match)
     yours = select(Post.id).where(Post.id == post_id, writable_by(caller))
     await session.exec(
         delete(PostTagLink).where(

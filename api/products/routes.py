@@ -3,11 +3,13 @@
 from decimal import Decimal
 from typing import Annotated, get_args
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from api.auth.dependencies import KEYED, admin_only
 from api.categories import service as category_service
 from api.categories.dependencies import CategoryId
+from api.core import conditional
+from api.core.conditional import IfMatch, IfNoneMatch
 from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.idempotency import IdempotentRoute
@@ -125,47 +127,56 @@ async def get_by_slug(
     return await service.get_product_by(session=session, field="slug", value=slug)
 
 
-@router.get("/{product_id}", response_model=ProductRead, responses=responses(404))
-async def get_product(product_id: ProductId, session: ReadSessionDep) -> Product:
-    """Read one product."""
-    return await service.get_product(session=session, product_id=product_id)
+@router.get("/{product_id}", response_model=ProductRead, responses=conditional.read_responses(404))
+async def get_product(
+    product_id: ProductId, session: ReadSessionDep, if_none_match: IfNoneMatch
+) -> Response:
+    """Read one product (ETag; If-None-Match answers 304 when it is unchanged)."""
+    product = await service.get_product(session=session, product_id=product_id)
+    return conditional.answer(ProductRead, product, if_none_match)
 
 
 @router.patch(
     "/{product_id}",
     response_model=ProductRead,
     dependencies=admin_only,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
 async def update_product(
-    product_id: ProductId, product_in: ProductUpdate, session: SessionDep
-) -> Product:
-    """Change some of a product's fields (superuser)."""
-    return await service.update_product(
-        session=session, product_id=product_id, product_in=product_in
+    product_id: ProductId, product_in: ProductUpdate, session: SessionDep, if_match: IfMatch
+) -> Response:
+    """Change some of a product's fields; If-Match makes it conditional (superuser)."""
+    product = await service.update_product(
+        session=session, product_id=product_id, product_in=product_in, if_match=if_match
     )
+    return conditional.answer(ProductRead, product)
 
 
 @router.delete(
     "/{product_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409, success=None),
 )
-async def delete_product(product_id: ProductId, session: SessionDep) -> None:
+async def delete_product(product_id: ProductId, session: SessionDep, if_match: IfMatch) -> None:
     """Delete a product; one on an order is a 409: deactivate it instead (superuser)."""
-    await service.delete_product(session=session, product_id=product_id)
+    await service.delete_product(session=session, product_id=product_id, if_match=if_match)
 
 
 @router.post(
     "/{product_id}/stock",
     response_model=ProductRead,
     dependencies=[*admin_only, KEYED],
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
-async def change_stock(product_id: ProductId, stock: StockChange, session: SessionDep) -> Product:
+async def change_stock(
+    product_id: ProductId, stock: StockChange, session: SessionDep, if_match: IfMatch
+) -> Response:
     """Add to or take from the stock; it never goes below zero (409 naming what is left)."""
-    return await service.change_stock(session=session, product_id=product_id, change=stock.change)
+    product = await service.change_stock(
+        session=session, product_id=product_id, change=stock.change, if_match=if_match
+    )
+    return conditional.answer(ProductRead, product)
 
 
 @categories_router.get(
@@ -187,8 +198,8 @@ async def category_products(
     "/{category_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=responses(401, 403, 404),
+    responses=conditional.write_responses(401, 403, 404, success=None),
 )
-async def delete_category(category_id: CategoryId, session: SessionDep) -> None:
+async def delete_category(category_id: CategoryId, session: SessionDep, if_match: IfMatch) -> None:
     """Delete a category; its children become top-level (superuser)."""
-    await service.delete_category(session=session, category_id=category_id)
+    await service.delete_category(session=session, category_id=category_id, if_match=if_match)

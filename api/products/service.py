@@ -12,6 +12,8 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from api.categories import service as category_service
 from api.categories.models import Category
+from api.core import conditional
+from api.core.conditional import Condition
 from api.core.db import constraint_errors, get_or_404, update_or_404
 from api.core.errors import AlreadyExists, FieldError, InsufficientStock, NotFound, StockLimit
 from api.core.pagination import Page, PageParams, apaginate
@@ -23,6 +25,7 @@ from api.products.models import (
     CategoryStats,
     Product,
     ProductCreate,
+    ProductRead,
     ProductSort,
     ProductUpdate,
 )
@@ -142,26 +145,46 @@ async def category_stats(*, session: AsyncSession) -> list[CategoryStats]:
     ]
 
 
+async def check_unchanged(
+    *, session: AsyncSession, product_id: int, if_match: Condition | None
+) -> Product | None:
+    """A write's If-Match: the product locked and its tag compared (a 412 when stale); the
+    locked row, or None without a condition."""
+    return await conditional.check(session, if_match, Product, product_id, ProductRead)
+
+
 async def update_product(
-    *, session: AsyncSession, product_id: int, product_in: ProductUpdate
+    *,
+    session: AsyncSession,
+    product_id: int,
+    product_in: ProductUpdate,
+    if_match: Condition | None = None,
 ) -> Product:
+    await check_unchanged(session=session, product_id=product_id, if_match=if_match)
     changes = product_in.model_dump(exclude_unset=True)
     return await update_or_404(
         session, Product, product_id, changes, unique=UNIQUE_FIELDS, references=REFERENCES
     )
 
 
-async def delete_product(*, session: AsyncSession, product_id: int) -> None:
+async def delete_product(
+    *, session: AsyncSession, product_id: int, if_match: Condition | None = None
+) -> None:
     """A product on an order is a 409 (the database decides)."""
-    db_product = await get_product(session=session, product_id=product_id)
+    db_product = await check_unchanged(
+        session=session, product_id=product_id, if_match=if_match
+    ) or await get_product(session=session, product_id=product_id)
     async with constraint_errors(session, in_use=IN_USE):
         await session.delete(db_product)
 
 
-async def change_stock(*, session: AsyncSession, product_id: int, change: int) -> Product:
+async def change_stock(
+    *, session: AsyncSession, product_id: int, change: int, if_match: Condition | None = None
+) -> Product:
     """Add `change` to the stock in one statement that answers the updated row, never below
     zero, and never above MAX_STOCK by an addition (a take from a stock above it is allowed; no
     read-modify-write). Only a refusal reads the row again, to say why."""
+    await check_unchanged(session=session, product_id=product_id, if_match=if_match)
     # In bigint: a stock set before MAX_STOCK existed may be near the column's limit.
     after = cast(col(Product.stock_quantity), BigInteger) + change
     result = await session.exec(
@@ -169,6 +192,8 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
         .where(col(Product.id) == product_id, after <= MAX_STOCK if change > 0 else after >= 0)
         .values(stock_quantity=col(Product.stock_quantity) + change)
         .returning(Product)
+        # The row If-Match locked, already in the session, takes the returned values.
+        .execution_options(populate_existing=True)
     )
     updated: Product | None = result.scalars().one_or_none()
     if updated is None:
@@ -186,12 +211,18 @@ async def change_stock(*, session: AsyncSession, product_id: int, change: int) -
     return updated
 
 
-async def delete_category(*, session: AsyncSession, category_id: int) -> None:
+async def delete_category(
+    *, session: AsyncSession, category_id: int, if_match: Condition | None = None
+) -> None:
     """Delete a category and uncategorise its products (their foreign key's ON DELETE SET NULL).
     A product whose name an uncategorised product already has would collide: that is a 409
     naming it (and the unique constraint guards the race). The category's products are locked
     first, in id order like an order's: the cascade alone would take them in whatever order it
-    finds them, and could deadlock with an order."""
+    finds them, and could deadlock with an order. If-Match is checked first, with the category
+    locked FOR NO KEY UPDATE (which products referring to it do not wait for)."""
+    await category_service.check_unchanged(
+        session=session, category_id=category_id, if_match=if_match
+    )
     uncategorised = select(Product.name).where(col(Product.category_id).is_(None))
     products = (
         select(col(Product.name), col(Product.name).in_(uncategorised))

@@ -2,11 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from api.auth import service as auth_service
 from api.auth.dependencies import KEYED, KEYED_ANONYMOUS, AdminUser, CurrentUser, admin_only
 from api.auth.models import PasswordChange
+from api.core import conditional
+from api.core.conditional import IfMatch, IfNoneMatch
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
@@ -39,16 +41,25 @@ async def create_user(user_in: UserCreate, session: SessionDep) -> User:
     return await service.create_user(session=session, user_in=user_in)
 
 
-@router.get("/me", response_model=UserRead, responses=responses(401))
-async def read_me(me: CurrentUser) -> User:
-    """The caller's own profile."""
-    return me
+@router.get("/me", response_model=UserRead, responses=conditional.read_responses(401))
+async def read_me(me: CurrentUser, if_none_match: IfNoneMatch) -> Response:
+    """The caller's own profile (ETag; If-None-Match answers 304 when it is unchanged)."""
+    return conditional.answer(UserRead, me, if_none_match)
 
 
-@router.patch("/me", response_model=UserRead, responses=responses(401, 409))
-async def update_me(user_in: UserMeUpdate, me: CurrentUser, session: SessionDep) -> User:
-    """Change the caller's own profile (not their role or activation)."""
-    return await service.update_user(session=session, user_id=me.id, user_in=user_in, caller=me)  # type: ignore[arg-type]
+@router.patch("/me", response_model=UserRead, responses=conditional.write_responses(401, 409))
+async def update_me(
+    user_in: UserMeUpdate, me: CurrentUser, session: SessionDep, if_match: IfMatch
+) -> Response:
+    """Change the caller's own profile (not their role or activation); If-Match applies."""
+    user = await service.update_user(
+        session=session,
+        user_id=me.id,  # type: ignore[arg-type]
+        user_in=user_in,
+        caller=me,
+        if_match=if_match,
+    )
+    return conditional.answer(UserRead, user)
 
 
 @router.post(
@@ -131,52 +142,64 @@ async def deactivate_idle(
 @router.put(
     f"/{USER_ID}",
     response_model=UserRead,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
 async def replace_user(
-    user_id: UserId, user_in: UserReplace, caller: AdminUser, session: SessionDep
-) -> User:
-    """Replace every editable field of a user (superuser)."""
-    return await service.replace_user(
-        session=session, user_id=user_id, user_in=user_in, caller=caller
+    user_id: UserId, user_in: UserReplace, caller: AdminUser, session: SessionDep, if_match: IfMatch
+) -> Response:
+    """Replace every editable field of a user; If-Match makes it conditional (superuser)."""
+    user = await service.replace_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller, if_match=if_match
     )
+    return conditional.answer(UserRead, user)
 
 
 @router.delete(
     f"/{USER_ID}/soft",
     response_model=UserRead,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
-async def soft_delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> User:
+async def soft_delete_user(
+    user_id: UserId, caller: AdminUser, session: SessionDep, if_match: IfMatch
+) -> Response:
     """Deactivate a user instead of deleting them; answers the user (superuser)."""
-    return await service.soft_delete_user(session=session, user_id=user_id, caller=caller)
+    user = await service.soft_delete_user(
+        session=session, user_id=user_id, caller=caller, if_match=if_match
+    )
+    return conditional.answer(UserRead, user)
 
 
-@router.get(f"/{USER_ID}", response_model=UserRead, responses=responses(401, 404))
-async def get_user(user_id: UserId, caller: CurrentUser, session: SessionDep) -> User:
-    """Read one user: oneself, or anyone for a superuser; another user's id is a 404."""
-    return await get_user_for(session=session, user_id=user_id, caller=caller)
+@router.get(f"/{USER_ID}", response_model=UserRead, responses=conditional.read_responses(401, 404))
+async def get_user(
+    user_id: UserId, caller: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch
+) -> Response:
+    """Read one user: oneself, or anyone for a superuser; another user's id is a 404 (ETag)."""
+    user = await get_user_for(session=session, user_id=user_id, caller=caller)
+    return conditional.answer(UserRead, user, if_none_match)
 
 
 @router.patch(
     f"/{USER_ID}",
     response_model=UserRead,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409),
 )
 async def update_user(
-    user_id: UserId, user_in: UserUpdate, caller: AdminUser, session: SessionDep
-) -> User:
-    """Change some of a user's fields, activation included (superuser)."""
-    return await service.update_user(
-        session=session, user_id=user_id, user_in=user_in, caller=caller
+    user_id: UserId, user_in: UserUpdate, caller: AdminUser, session: SessionDep, if_match: IfMatch
+) -> Response:
+    """Change some of a user's fields, activation included; If-Match applies (superuser)."""
+    user = await service.update_user(
+        session=session, user_id=user_id, user_in=user_in, caller=caller, if_match=if_match
     )
+    return conditional.answer(UserRead, user)
 
 
 @router.delete(
     f"/{USER_ID}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(401, 403, 404, 409),
+    responses=conditional.write_responses(401, 403, 404, 409, success=None),
 )
-async def delete_user(user_id: UserId, caller: AdminUser, session: SessionDep) -> None:
+async def delete_user(
+    user_id: UserId, caller: AdminUser, session: SessionDep, if_match: IfMatch
+) -> None:
     """Delete a user and their posts; a user with orders is a 409: soft-delete them (superuser)."""
-    await service.delete_user(session=session, user_id=user_id, caller=caller)
+    await service.delete_user(session=session, user_id=user_id, caller=caller, if_match=if_match)

@@ -9,7 +9,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.core import metrics
+from api.core import conditional, metrics
+from api.core.conditional import Condition
 from api.core.db import constraint_errors, get_or_404, release_connection, update_or_404
 from api.core.errors import AlreadyExists, Conflict, LastSuperuser, NotFound, OwnAccount
 from api.core.pagination import Page, PageParams, apaginate
@@ -20,6 +21,7 @@ from api.users.models import (
     User,
     UserCreate,
     UserMeUpdate,
+    UserRead,
     UserReplace,
     UserUpdate,
 )
@@ -46,20 +48,39 @@ async def list_users(
     return page
 
 
+async def check_unchanged(
+    *, session: AsyncSession, user_id: int, if_match: Condition | None
+) -> User | None:
+    """A write's If-Match: the user locked and its tag compared (a 412 when stale); the locked
+    row, or None without a condition. Called after `keep_an_active_superuser`, which locks the
+    active superusers in id order first: taken the other way round, a superuser's row locked
+    here could wait for, and be waited on by, a deactivation of another superuser."""
+    return await conditional.check(session, if_match, User, user_id, UserRead)
+
+
 async def update_user(
-    *, session: AsyncSession, user_id: int, user_in: UserUpdate | UserMeUpdate, caller: User
+    *,
+    session: AsyncSession,
+    user_id: int,
+    user_in: UserUpdate | UserMeUpdate,
+    caller: User,
+    if_match: Condition | None = None,
 ) -> User:
     changes = user_in.model_dump(exclude_unset=True)
     if changes.get("is_active") is False:
         await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
+    await check_unchanged(session=session, user_id=user_id, if_match=if_match)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def delete_user(*, session: AsyncSession, user_id: int, caller: User) -> None:
+async def delete_user(
+    *, session: AsyncSession, user_id: int, caller: User, if_match: Condition | None = None
+) -> None:
     """Delete a user and their posts; a user with orders is a 409 (the database decides)."""
     db_user = await get_user(session=session, user_id=user_id)
     if (db_user.is_superuser and db_user.is_active) or user_id == caller.id:
         await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
+    await check_unchanged(session=session, user_id=user_id, if_match=if_match)
     async with constraint_errors(session, in_use=IN_USE):
         await session.delete(db_user)
 
@@ -165,18 +186,27 @@ async def create_users(*, session: AsyncSession, users_in: list[UserCreate]) -> 
 
 
 async def replace_user(
-    *, session: AsyncSession, user_id: int, user_in: UserReplace, caller: User
+    *,
+    session: AsyncSession,
+    user_id: int,
+    user_in: UserReplace,
+    caller: User,
+    if_match: Condition | None = None,
 ) -> User:
     """Every editable column written, whether or not it differs from the row as last read: a
     field resent unchanged still overwrites what another request changed in between."""
     changes = user_in.model_dump()
     if not user_in.is_active:
         await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
+    await check_unchanged(session=session, user_id=user_id, if_match=if_match)
     return await update_or_404(session, User, user_id, changes, unique=UNIQUE_FIELDS)
 
 
-async def soft_delete_user(*, session: AsyncSession, user_id: int, caller: User) -> User:
+async def soft_delete_user(
+    *, session: AsyncSession, user_id: int, caller: User, if_match: Condition | None = None
+) -> User:
     await keep_an_active_superuser(session=session, user_id=user_id, caller=caller)
+    await check_unchanged(session=session, user_id=user_id, if_match=if_match)
     return await update_or_404(session, User, user_id, {"is_active": False})
 
 

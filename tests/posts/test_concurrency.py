@@ -47,3 +47,38 @@ async def test_tagging_a_post_deleted_meanwhile_is_404_naming_the_post(
     body = assert_problem(response, 404, "not_found")
     assert body["detail"] == f"Post with id {post} not found"
     assert await query(committed.url, "SELECT * FROM post_tags") == []
+
+
+async def test_two_writers_with_one_weak_tag_one_wins_and_one_is_412(
+    live_server: str, committed: Database
+) -> None:
+    """A post's tag is weak and its writes compare it weakly: that still lets one of two
+    writers that read the same version through, and refuses the other. Another client's view
+    in between does not change the tag."""
+    async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
+        admin = await live_admin(client, committed.url)
+        author = await scalar(committed.url, "SELECT id FROM users WHERE username = 'boss'")
+        post = await scalar(
+            committed.url,
+            "INSERT INTO posts (title, slug, content, author_id, status, view_count)"
+            " VALUES ('P', 'p', 'x', $1, 'published', 0) RETURNING id",
+            author,
+        )
+        tag = (await client.get(f"/posts/{post}")).headers["ETag"]
+        assert tag.startswith("W/")
+        assert (await client.get(f"/posts/{post}")).headers["ETag"] == tag  # a view
+        responses = await asyncio.gather(
+            *(
+                client.patch(
+                    f"/posts/{post}", json={"title": title}, headers={**admin, "If-Match": tag}
+                )
+                for title in ("First", "Second")
+            )
+        )
+
+    assert sorted(r.status_code for r in responses) == [200, 412], [r.text for r in responses]
+    (winner,) = (r for r in responses if r.status_code == 200)
+    (loser,) = (r for r in responses if r.status_code == 412)
+    assert_problem(loser, 412, "precondition_failed")
+    stored = await scalar(committed.url, "SELECT title FROM posts WHERE id = $1", post)
+    assert stored == winner.json()["title"]

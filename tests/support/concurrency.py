@@ -14,6 +14,13 @@ from tests.support.live_server import live_admin
 async def until_one_waits_for_a_lock(database_url: str, request: asyncio.Future[Any]) -> bool:
     """Poll `database_url`'s backends every 10 ms (for up to 10 s, on one connection of its own)
     until one of them waits for a lock, or `request` is done: whether one waits."""
+    return await until_some_wait_for_a_lock(database_url, request, 1)
+
+
+async def until_some_wait_for_a_lock(
+    database_url: str, requests: asyncio.Future[Any], count: int
+) -> bool:
+    """`until_one_waits_for_a_lock` for `count` backends waiting at once: whether they do."""
     prober = await asyncpg.connect(libpq_url(database_url))
     try:
         for _ in range(1000):
@@ -21,8 +28,8 @@ async def until_one_waits_for_a_lock(database_url: str, request: asyncio.Future[
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
-            if waiting or request.done():
-                return waiting > 0
+            if waiting >= count or requests.done():
+                return waiting >= count
             await asyncio.sleep(0.01)
         return False
     finally:
