@@ -168,7 +168,7 @@ def create_app(
             allow_methods=["*"],
             allow_headers=["*"],
             # What a browser's script may read beyond the safelisted headers.
-            expose_headers=[REQUEST_ID_HEADER, REPLAYED_HEADER, "Retry-After"],
+            expose_headers=[REQUEST_ID_HEADER, "ETag", REPLAYED_HEADER, "Retry-After"],
         )
     if settings.access_log or settings.metrics_enabled:
         app.add_middleware(

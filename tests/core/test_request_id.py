@@ -171,8 +171,9 @@ async def test_a_cors_preflight_carries_it_and_answers_expose_it() -> None:
     assert preflight.status_code == 200
     assert preflight.headers["x-request-id"] == "preflight-1"
     exposed = answer.headers["access-control-expose-headers"].lower().split(", ")
-    # And what a browser's client needs to retry: the replay's mark, 409s' and 503s' wait.
-    assert {"x-request-id", "idempotent-replayed", "retry-after"} <= set(exposed)
+    # And what a browser's client needs to write safely and retry: the tag to send back in
+    # If-Match, the replay's mark, 409s' and 503s' wait.
+    assert {"x-request-id", "etag", "idempotent-replayed", "retry-after"} <= set(exposed)
 
 
 async def test_request_ids_off_leave_answers_and_problems_without_one() -> None:
