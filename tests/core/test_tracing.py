@@ -208,8 +208,9 @@ def imported_by_an_app(environment: dict[str, str]) -> dict[str, Any]:
         "    async with httpx.AsyncClient(transport=transport, base_url='http://t') as c:\n"
         "        await c.get('/health')\n"
         "asyncio.run(ask())\n"
-        "print('IMPORTED', json.dumps({'modules': sorted(sys.modules),"
-        " 'traced': app.state.tracer_provider is not None}))\n"
+        "traced = app.state.tracer_provider is not None\n"
+        "found = {'modules': sorted(sys.modules), 'traced': traced}\n"
+        "sys.stderr.write('IMPORTED ' + json.dumps(found) + '\\n')\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     result = subprocess.run(
@@ -220,8 +221,9 @@ def imported_by_an_app(environment: dict[str, str]) -> dict[str, Any]:
         text=True,
         check=True,
     )
-    # The console exporter prints the spans too, at exit.
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("IMPORTED ")]
+    # On stderr in one write: the console exporter prints spans to stdout, from its own thread,
+    # and could land between the two writes of a print.
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("IMPORTED ")]
     found: dict[str, Any] = json.loads(line.removeprefix("IMPORTED "))
     return found
 
