@@ -168,13 +168,14 @@ CALLS = [
     Call("GET", "/orders/{order_id}/details", 3),
     Call("PATCH", "/orders/{order_id}/status?new_status=cancelled", 9),
     # auth and users
-    # The attempt counted and the user read on a session of the login's own, then the count
-    # cleared on the request's: 3 statements; the second session's join savepoint (SAVEPOINT,
+    # The attempt counted per address and per account, and the user read, on a session of the
+    # login's own; then, on the request's, the address's count cleared and the account's
+    # attempt taken back in one statement: 4; the second session's join savepoint (SAVEPOINT,
     # RELEASE) is the harness's, counted here because only the first session's is told apart.
     Call(
         "POST",
         "/auth/token",
-        5,
+        6,
         "user",  # the one whose password is set; the route reads no bearer token
         form={"username": "{caller_name}", "password": PASSWORD},
         password=True,

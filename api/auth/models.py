@@ -23,13 +23,19 @@ class PasswordChange(SQLModel):
 
 
 class LoginThrottle(SQLModel, table=True):
-    """Failed logins per account key (the lower-cased username or email that was tried)."""
+    """Failed logins, counted twice for an account (the lower-cased username or email that was
+    tried): per client address, `address:<address> <account>`, and over every address,
+    `account:<account>` (api/auth/service.py says what each limit does)."""
 
     __tablename__ = "login_throttles"
 
-    key: str = Field(primary_key=True, max_length=255)
+    key: str = Field(primary_key=True, max_length=320)
     failures: int = Field(default=0)
     window_started_at: datetime = created_at_field()
     locked_until: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # On an address's row: until when that address counts as one the account logged in from.
+    known_until: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )

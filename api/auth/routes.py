@@ -23,5 +23,8 @@ async def login(
         sessionmaker=request.app.state.sessionmaker,
         identifier=form.username,
         password=form.password,
+        # The client's address as uvicorn resolves it: behind a proxy trusted by
+        # FORWARDED_ALLOW_IPS, the one that proxy forwarded.
+        address=request.client.host if request.client else "unknown",
         settings=request.app.state.settings,
     )

@@ -9,7 +9,7 @@ from functools import cache
 from typing import NamedTuple
 
 import jwt
-from sqlalchemy import Insert, case, delete, func, or_, update
+from sqlalchemy import Insert, case, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -85,48 +85,63 @@ async def get_active_user(
     return user
 
 
+# An address an account logged in from stays one it is let through from for this long.
+KNOWN_FOR = timedelta(days=30)
+
+
 async def authenticate(
     *,
     session: AsyncSession,
     sessionmaker: async_sessionmaker[AsyncSession],
     identifier: str,
     password: str,
+    address: str,
     settings: Settings,
 ) -> Token:
-    """Check a username-or-email and password; throttle an account after repeated failures.
+    """Check a username-or-email and password, from a client `address`; throttle failures.
 
-    The attempt is counted before the password is checked, in one statement that refuses it
-    once the account is locked: of any number of guesses sent at once, at most
-    `login_max_failures` are checked. The count and the user are read on a connection of the
-    login's own, closed before the password hash is computed: no connection is held through
-    the hashing, and a login never holds one connection while it waits for another (with as
-    many failing logins in flight as PgBouncer has server connections, every one waited)."""
-    key = identifier.strip().lower()[:255]
+    Failures are counted twice, so that a guesser cannot lock the owner out:
+    - per account and address: `login_max_failures` within `login_lockout_seconds` refuse that
+      address (429) for `login_lockout_seconds`; the owner, elsewhere, is not affected;
+    - per account over every address, against guessing spread over many addresses:
+      `login_account_max_failures` in the window make the addresses the account has not
+      logged in from (within KNOWN_FOR) wait `login_account_delay_seconds` (429 with that
+      `Retry-After` at most); an address it has logged in from is let through.
+
+    An attempt is counted before the password is checked, in one statement per count that
+    refuses it once locked: of any number of guesses sent at once, at most the limit are
+    checked. The counts and the user are read on a connection of the login's own, closed before
+    the password hash is computed: no connection is held through the hashing, and a login
+    never holds one connection while it waits for another."""
+    account = identifier.strip().lower()[:255]
+    here, everywhere = f"address:{address[:60]} {account}", f"account:{account}"
+    lockout = timedelta(seconds=settings.login_lockout_seconds)
+    delay = timedelta(seconds=settings.login_account_delay_seconds)
     async with sessionmaker() as own, own.begin():
-        if (await own.exec(_admit(key=key, settings=settings))).first() is None:
-            locked = select(LoginThrottle.locked_until).where(LoginThrottle.key == key)
-            locked_until = (await own.exec(locked)).first()
-            wait = (locked_until - datetime.now(UTC)).total_seconds() if locked_until else 0
-            metrics.FAILED_LOGINS.labels("throttled").inc()
-            raise TooManyRequests(
-                "Too many failed logins; try again later.", retry_after=max(int(wait) + 1, 1)
-            )
-        by_name_or_email = or_(col(User.username) == identifier, func.lower(User.email) == key)
+        if not await _admitted(own, here, settings.login_max_failures, lockout, lockout):
+            raise await _throttled(own, here)
+        admitted = await _admitted(
+            own, everywhere, settings.login_account_max_failures, lockout, delay
+        )
+        if not admitted and not await _known(own, here):
+            raise await _throttled(own, everywhere)
+        by_name_or_email = or_(col(User.username) == identifier, func.lower(User.email) == account)
         user = (await own.exec(select(User).where(by_name_or_email))).first()
     valid = await verify_password(password, user.hashed_password if user else dummy_hash())
     if user is None or not valid or not user.is_active:
         metrics.FAILED_LOGINS.labels("bad_credentials").inc()
         raise Unauthorized(BAD_CREDENTIALS)
-    await session.exec(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
+    # The attempt counted against the account was no guess: taken back, in the same statement.
+    await session.exec(_remember(here, uncount=everywhere if admitted else None))
     return create_access_token(user=user, settings=settings)
 
 
-def _admit(*, key: str, settings: Settings) -> Insert:
-    """Count a login attempt on `key`, unless the key is locked: one atomic upsert answering the
-    new count, or no row for a locked key. The attempt that reaches `login_max_failures` locks
-    the key for `login_lockout_seconds` (a success deletes the row, lock and count). A window
-    older than that, or an expired lock, starts the count over."""
-    window = timedelta(seconds=settings.login_lockout_seconds)
+async def _admitted(
+    session: AsyncSession, key: str, limit: int, window: timedelta, lock: timedelta
+) -> bool:
+    """Count a login attempt on `key`, unless the key is locked: one atomic upsert, which
+    answers no row for a locked key. The attempt that reaches `limit` within `window` locks the
+    key for `lock`. A window older than that, or an expired lock, starts the count over."""
     table = LoginThrottle.__table__  # type: ignore[attr-defined]
     expired = or_(
         table.c.window_started_at < func.now() - window, table.c.locked_until.is_not(None)
@@ -136,20 +151,61 @@ def _admit(*, key: str, settings: Settings) -> Insert:
         key=key,
         failures=1,
         window_started_at=func.now(),
-        locked_until=func.now() + window if settings.login_max_failures <= 1 else None,
+        locked_until=func.now() + lock if limit <= 1 else None,
     )
-    return statement.on_conflict_do_update(
+    admit = statement.on_conflict_do_update(
         index_elements=[table.c.key],
         set_={
             "failures": failures,
             "window_started_at": case((expired, func.now()), else_=table.c.window_started_at),
-            "locked_until": case(
-                (failures >= settings.login_max_failures, func.now() + window), else_=None
-            ),
+            "locked_until": case((failures >= limit, func.now() + lock), else_=None),
         },
         # A locked key's row is left as it is, and the statement answers no row.
         where=or_(table.c.locked_until.is_(None), table.c.locked_until <= func.now()),
     ).returning(table.c.failures)
+    return (await session.exec(admit)).first() is not None
+
+
+async def _known(session: AsyncSession, key: str) -> bool:
+    """Whether the account logged in from this address within KNOWN_FOR."""
+    known = select(LoginThrottle.known_until).where(
+        LoginThrottle.key == key, col(LoginThrottle.known_until) > func.now()
+    )
+    return (await session.exec(known)).first() is not None
+
+
+async def _throttled(session: AsyncSession, key: str) -> TooManyRequests:
+    """The 429 for a locked key, its Retry-After what is left of the lock."""
+    locked = select(LoginThrottle.locked_until).where(LoginThrottle.key == key)
+    locked_until = (await session.exec(locked)).first()
+    wait = (locked_until - datetime.now(UTC)).total_seconds() if locked_until else 0
+    metrics.FAILED_LOGINS.labels("throttled").inc()
+    return TooManyRequests(
+        "Too many failed logins; try again later.", retry_after=max(int(wait) + 1, 1)
+    )
+
+
+def _remember(key: str, *, uncount: str | None) -> Insert:
+    """A login succeeded from this address: its count starts over and it is known; and the
+    attempt counted on `uncount` (the account's key) is taken back."""
+    table = LoginThrottle.__table__  # type: ignore[attr-defined]
+    fresh = {
+        "failures": 0,
+        "window_started_at": func.now(),
+        "locked_until": None,
+        "known_until": func.now() + KNOWN_FOR,
+    }
+    statement = insert(table).values(key=key, **fresh)
+    remember = statement.on_conflict_do_update(index_elements=[table.c.key], set_=fresh)
+    if uncount is None:
+        return remember
+    taken_back = (
+        update(table)
+        .where(table.c.key == uncount, table.c.failures > 0)
+        .values(failures=table.c.failures - 1)
+        .cte("taken_back")
+    )
+    return remember.add_cte(taken_back)
 
 
 async def change_password(*, session: AsyncSession, user: User, change: PasswordChange) -> None:

@@ -96,8 +96,13 @@ class Settings(BaseSettings):
     first_superuser_email: EmailStr | None = None
     first_superuser_username: str = "admin"
     first_superuser_password: SecretStr | None = None
+    # Per account and client address: that address is refused for LOGIN_LOCKOUT_SECONDS.
     login_max_failures: int = Field(default=5, ge=1)
     login_lockout_seconds: int = Field(default=300, ge=1)
+    # Per account over every address (distributed guessing): addresses the account has not
+    # logged in from wait LOGIN_ACCOUNT_DELAY_SECONDS; those it has are let through.
+    login_account_max_failures: int = Field(default=50, ge=1)
+    login_account_delay_seconds: int = Field(default=30, ge=1)
     # How long the answer to a request with an Idempotency-Key is kept for its retries.
     idempotency_key_ttl_hours: int = Field(default=24, ge=1, le=30 * 24)
 
