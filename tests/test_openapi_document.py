@@ -184,3 +184,56 @@ def test_a_route_a_token_may_change_offers_anonymous_access_and_documents_its_40
 if __name__ == "__main__":
     SNAPSHOT.write_text(json.dumps(current_document(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}")
+
+
+# Every amount of money a client reads: a decimal string, its form declared.
+MONEY_ANSWERS = {
+    ("ProductRead", "price"),
+    ("ProductReadWithCategory", "price"),
+    ("OrderDetails", "total_amount"),
+    ("OrderSummary", "total_amount"),
+    ("OrderRead", "total_amount"),
+    ("OrderItemRead", "unit_price"),
+    ("OrderItemRead", "total_price"),
+    ("OrderStats", "total_revenue"),
+    ("TopSpender", "total_spent"),
+    ("CategoryStats", "avg_price"),
+    ("CategoryStats", "min_price"),
+    ("CategoryStats", "max_price"),
+}
+
+
+def decimal_fields(schemas: dict[str, Any]) -> set[tuple[str, str]]:
+    """The answer schemas' properties that hold money (their titles say so)."""
+    money = re.compile(r"(price|amount|revenue|spent)$", re.IGNORECASE)
+    return {
+        (name, field)
+        for name, schema in schemas.items()
+        if not name.endswith(("Create", "Update", "Replace"))
+        for field in schema.get("properties", {})
+        if money.search(field)
+    }
+
+
+def test_every_amount_of_money_answered_is_a_decimal_string_of_a_declared_form() -> None:
+    schemas = CURRENT["components"]["schemas"]
+    assert decimal_fields(schemas) == MONEY_ANSWERS
+    for name, field in MONEY_ANSWERS:
+        answer = schemas[name]["properties"][field]
+        assert (answer["type"], answer["format"]) == ("string", "decimal"), (name, field)
+        assert re.fullmatch(answer["pattern"], answer.get("examples", ["12.5"])[0])
+        assert not re.fullmatch(answer["pattern"], "1E+2")  # no exponent a Decimal could print
+
+
+def test_a_price_sent_says_its_limits_in_both_its_forms() -> None:
+    for name in ("ProductCreate", "ProductUpdate"):
+        number, text = CURRENT["components"]["schemas"][name]["properties"]["price"]["anyOf"]
+        assert (number["type"], number["exclusiveMinimum"], number["maximum"]) == (
+            "number",
+            0,
+            99999999.99,
+        )
+        assert text["type"] == "string"
+        assert re.fullmatch(text["pattern"], "12345678.99")
+        assert not re.fullmatch(text["pattern"], "123456789")
+        assert not re.fullmatch(text["pattern"], "1.999")

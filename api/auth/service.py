@@ -114,7 +114,8 @@ async def authenticate(
     the password hash is computed: no connection is held through the hashing, and a login
     never holds one connection while it waits for another."""
     account = identifier.strip().lower()[:255]
-    here, everywhere = f"address:{address[:60]} {account}", f"account:{account}"
+    # At most 8 + 45 (an IPv6 address's text) + 1 + 255 characters: the column holds 320.
+    here, everywhere = f"address:{address[:45]} {account}", f"account:{account}"
     lockout = timedelta(seconds=settings.login_lockout_seconds)
     delay = timedelta(seconds=settings.login_account_delay_seconds)
     async with sessionmaker() as own, own.begin():

@@ -6,7 +6,7 @@ predictable (`uq_users_username`), which the unique-violation → 409 mapping re
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, WithJsonSchema, model_validator
 from sqlalchemy import Column, DateTime, func
 from sqlmodel import Field, SQLModel
 
@@ -83,3 +83,27 @@ def slug_from(text: str, max_length: int) -> str:
     from slugify import slugify
 
     return slugify(text, max_length=max_length, word_boundary=True) or "item"
+
+
+# Money is Decimal end to end and a decimal string in JSON, never a number a float would round.
+# The answers' schemas say so, so that generated clients and validators know the form.
+
+
+def money(digits: int) -> WithJsonSchema:
+    """An answer's amount of a column NUMERIC(digits, 2): always two decimals."""
+    return WithJsonSchema(
+        {
+            "type": "string",
+            "format": "decimal",
+            "pattern": rf"^-?\d{{1,{digits - 2}}}\.\d{{2}}$",
+            "examples": ["12.50"],
+        },
+        mode="serialization",
+    )
+
+
+# An answer's decimal computed by PostgreSQL at its own scale (an average).
+DECIMAL = WithJsonSchema(
+    {"type": "string", "format": "decimal", "pattern": r"^-?\d+(\.\d+)?$"},
+    mode="serialization",
+)

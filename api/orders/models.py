@@ -14,6 +14,7 @@ from api.core.models import (
     EVERY_FIELD_ANSWERED,
     RowId,
     created_at_field,
+    money,
     text_field,
     updated_at_field,
 )
@@ -122,8 +123,8 @@ class OrderCreate(OrderBase):
 
 class OrderItemRead(OrderItemBase):
     id: int
-    unit_price: Decimal
-    total_price: Decimal
+    unit_price: Annotated[Decimal, money(10)]
+    total_price: Annotated[Decimal, money(16)]
     product: ProductRead
 
 
@@ -135,7 +136,7 @@ class OrderSummary(OrderBase):
     id: int
     order_number: str
     status: OrderStatus
-    total_amount: Decimal
+    total_amount: Annotated[Decimal, money(16)]
     user_id: int
     created_at: datetime
     updated_at: datetime
@@ -151,7 +152,9 @@ class OrderDetails(OrderRead):
 
 class OrderStats(SQLModel):
     total_orders: int
-    total_revenue: Decimal = Field(description="Sum of the totals of orders not cancelled.")
+    total_revenue: Annotated[Decimal, money(16)] = Field(
+        description="Sum of the totals of orders not cancelled."
+    )
     orders_by_status: dict[OrderStatus, int]
 
 
@@ -165,7 +168,9 @@ class TopSpender(SQLModel):
     username: str
     email: str
     order_count: int
-    total_spent: Decimal = Field(description="Sum of the totals of their orders not cancelled.")
+    total_spent: Annotated[Decimal, money(16)] = Field(
+        description="Sum of the totals of their orders not cancelled."
+    )
 
 
 UNIQUE_ORDER_NUMBER = "uq_orders_order_number"

@@ -5,17 +5,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 from sqlalchemy import CheckConstraint, Index, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
 
 from api.categories.models import CategoryRead
 from api.core.models import (
+    DECIMAL,
     EVERY_FIELD_ANSWERED,
     MAX_ID,
     UNCHANGED,
     RowId,
     created_at_field,
+    money,
     slug_defaults_to,
     slug_field,
     text_field,
@@ -45,7 +47,22 @@ MAX_STOCK = 1_000_000_000
 ProductName = Annotated[str, text_field(NAME_MAX, min_length=1)]
 ProductSlug = Annotated[str, slug_field(NAME_MAX)]
 Description = Annotated[str, text_field(5000)]
-Price = Annotated[Decimal, Field(gt=0, max_digits=10, decimal_places=2)]
+# Sent as a number or a decimal string; answered as a string with two decimals.
+Price = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=10, decimal_places=2),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": 99999999.99},
+                {"type": "string", "pattern": r"^\d{1,8}(\.\d{1,2})?$"},
+            ],
+            "description": "More than 0, at most 8 digits before the point and 2 after.",
+        },
+        mode="validation",
+    ),
+    money(10),
+]
 # Upper-cased before it is checked, so "ab-1" is stored as "AB-1".
 Sku = Annotated[
     str,
@@ -140,9 +157,9 @@ class StockChange(SQLModel):
 class CategoryStats(SQLModel):
     category: str
     product_count: int
-    avg_price: Decimal
-    min_price: Decimal
-    max_price: Decimal
+    avg_price: Annotated[Decimal, DECIMAL]
+    min_price: Annotated[Decimal, money(10)]
+    max_price: Annotated[Decimal, money(10)]
 
 
 UNIQUE_FIELDS = {

@@ -99,6 +99,18 @@ async def test_a_success_before_the_limit_starts_the_count_over(
     assert (await attempt(first, PASSWORD)).status_code == 200
 
 
+async def test_the_longest_name_from_the_longest_address_is_counted(
+    two_processes: list[FastAPI], committed: Database
+) -> None:
+    """A key holds 255 characters of name and 45 of address (an IPv6 address's text; longer
+    is no address, whatever a proxy forwarded)."""
+    first, _ = two_processes
+    name, address = "n" * 300, "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255" + "x" * 15
+    assert (await attempt(first, "guess", username=name, address=address)).status_code == 401
+    [row] = await address_rows(committed)
+    assert row["key"] == f"address:{address[:45]} {'n' * 255}"
+
+
 async def test_unknown_accounts_are_counted_and_throttled_too(
     two_processes: list[FastAPI], committed: Database
 ) -> None:
