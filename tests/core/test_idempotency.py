@@ -4,7 +4,6 @@ validation errors are not, keys are scoped by caller and route, and answers expi
 swept a batch at a time). The races (in flight, a dropped answer) are in
 tests/core/test_idempotency_races.py, through a live server and PgBouncer."""
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,17 +25,6 @@ from tests.support.client import assert_problem, client_for
 from tests.support.factories import make_product, make_user
 
 KEY = "4f9c2a6e-1b7d-4c1e-9a55-0d2f6b8e7a31"
-
-
-@pytest.fixture
-async def customer(session: AsyncSession) -> User:
-    return await make_user(session, username="customer")
-
-
-@pytest.fixture
-async def customer_client(app: FastAPI, customer: User) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app, customer) as client:
-        yield client
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 stock and notifications, ownership by query scope and statistics, against real PostgreSQL."""
 
 import re
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,17 +19,6 @@ from api.products.models import Product
 from api.users.models import User
 from tests.support.client import assert_problem, client_for, error_fields
 from tests.support.factories import make_order, make_product, make_user
-
-
-@pytest.fixture
-async def customer(session: AsyncSession) -> User:
-    return await make_user(session, username="customer")
-
-
-@pytest.fixture
-async def customer_client(app: FastAPI, customer: User) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(app, customer) as client:
-        yield client
 
 
 @pytest.fixture
