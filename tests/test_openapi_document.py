@@ -237,3 +237,11 @@ def test_a_price_sent_says_its_limits_in_both_its_forms() -> None:
         assert re.fullmatch(text["pattern"], "12345678.99")
         assert not re.fullmatch(text["pattern"], "123456789")
         assert not re.fullmatch(text["pattern"], "1.999")
+
+
+def test_a_keyed_conditional_route_says_both_headers_can_make_a_400() -> None:
+    """IdempotentRoute adds its reasons to the route's own, and replaces none."""
+    answers = CURRENT["paths"]["/products/{product_id}/stock"]["post"]["responses"]
+    assert "If-Match" in answers["400"]["description"]
+    assert "Idempotency-Key" in answers["400"]["description"]
+    assert "idempotency_key_in_flight" in answers["409"]["description"]

@@ -35,6 +35,7 @@ import json
 import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Header, Request, Response
@@ -327,7 +328,7 @@ class IdempotentRoute(APIRoute):
             **documented,
             "headers": {**documented.get("headers", {}), REPLAYED: REPLAYED_HEADER},
         }
-        self.responses = {**self.responses, **KEY_RESPONSES, success: replayed}
+        self.responses = {**_joined(self.responses, KEY_RESPONSES), success: replayed}
         route = f"{','.join(sorted(self.methods or ()))} {self.path}"
 
         async def keyed(request: Request) -> Response:
@@ -351,6 +352,22 @@ class IdempotentRoute(APIRoute):
             return response
 
         return keyed
+
+
+def _joined(
+    responses: dict[int | str, dict[str, Any]], added: dict[int | str, dict[str, Any]]
+) -> dict[int | str, dict[str, Any]]:
+    """The route's answers with the key's: where the route already says why it answers a
+    status (a malformed If-Match's 400), both reasons are kept."""
+    joined = dict(responses)
+    for status, answer in added.items():
+        own = responses.get(status, {}).get("description", "")
+        reason = answer["description"]
+        if own and own != HTTPStatus(int(status)).phrase:
+            added_reason = reason.split(": ", 1)[-1]
+            reason = own if added_reason in own else f"{own}; {added_reason}"
+        joined[status] = {**answer, "description": reason}
+    return joined
 
 
 def _depends_on_a_taker(dependant: Any) -> bool:
