@@ -12,6 +12,7 @@ Label values are bounded: a method outside HTTP's usual ones is `other`, a path 
 """
 
 import os
+from contextlib import suppress
 from functools import cache
 from pathlib import Path
 from time import perf_counter
@@ -226,7 +227,8 @@ def exposition() -> bytes:
     for path in Path(MULTIPROCESS_DIR).glob("gauge_live*_*.db"):
         pid = int(path.stem.rsplit("_", 1)[1])
         if not _alive(pid):
-            forget_process(pid)
+            with suppress(FileNotFoundError):  # another scrape, at once, removed it first
+                forget_process(pid)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
     return generate_latest(registry)

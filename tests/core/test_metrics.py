@@ -16,6 +16,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -468,3 +469,21 @@ async def test_two_workers_are_scraped_as_one(
         assert samples[("storefront_orders_placed_total", frozenset())] == 0
         assert samples[("http_requests_in_flight", frozenset())] == 1  # the scrape itself
         assert samples[("storefront_build_info", build)] == 1
+
+
+def test_a_dead_workers_gauge_removed_by_a_scrape_at_once_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scrapes at once both find a dead worker's live gauge; the one that removes it second
+    finds it gone (FileNotFoundError), and still answers."""
+    monkeypatch.setattr(metrics, "MULTIPROCESS_DIR", str(tmp_path))
+    gauge = MmapedDict(str(tmp_path / "gauge_livesum_999999.db"))  # type: ignore[no-untyped-call]
+    gauge.close()  # type: ignore[no-untyped-call]  # a gauge file, empty
+    monkeypatch.setattr(metrics, "_alive", lambda pid: False)
+
+    def gone(path: str) -> None:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr("prometheus_client.multiprocess.os.remove", gone)
+
+    assert metrics.exposition() == b""
