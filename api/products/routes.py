@@ -198,7 +198,7 @@ async def category_products(
     "/{category_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=admin_only,
-    responses=conditional.write_responses(401, 403, 404, success=None),
+    responses=conditional.write_responses(401, 403, 404, 409, success=None),
 )
 async def delete_category(category_id: CategoryId, session: SessionDep, if_match: IfMatch) -> None:
     """Delete a category; its children become top-level (superuser)."""

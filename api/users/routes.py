@@ -47,7 +47,7 @@ async def read_me(me: CurrentUser, if_none_match: IfNoneMatch) -> Response:
     return conditional.answer(UserRead, me, if_none_match)
 
 
-@router.patch("/me", response_model=UserRead, responses=conditional.write_responses(401, 409))
+@router.patch("/me", response_model=UserRead, responses=conditional.write_responses(401, 404, 409))
 async def update_me(
     user_in: UserMeUpdate, me: CurrentUser, session: SessionDep, if_match: IfMatch
 ) -> Response:
