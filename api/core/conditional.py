@@ -2,9 +2,9 @@
 single-resource routes.
 
 The version is the representation itself: a resource's tag is a hash of the exact JSON body its
-GET answers (`render`), so it changes whenever anything that GET shows changes, whichever route
+GET answers (`_rendered`), so it changes whenever anything that GET shows changes, whichever route
 (or another resource's route) changed it, and nothing else needs to remember to bump a version.
-The GET answers the bytes `render` made, so the tag it sends is the tag of its body.
+The GET answers the bytes `_rendered` made, so the tag it sends is the tag of its body.
 
 - A GET (`answer`) sends the tag; with an `If-None-Match` that matches it (weak comparison,
   or `*`) the answer is a 304 with the tag and no body. No statement is added.
@@ -120,25 +120,26 @@ IfNoneMatch = Annotated[Condition | None, Depends(_if_none_match)]
 IfMatch = Annotated[Condition | None, Depends(_if_match)]
 
 
-def render(read_model: type[SQLModel], row: Any) -> bytes:
-    """The JSON body of `row` in the shape of `read_model`: what the GET answers, and what a
-    tag is the hash of."""
-    return read_model.model_validate(row).model_dump_json().encode()
-
-
 def etag(body: bytes) -> str:
     """A strong entity tag of a body: 128 bits of BLAKE2b, quoted."""
     return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
-def tag_of(read_model: type[SQLModel], row: Any, counters: frozenset[str] = frozenset()) -> str:
-    """The ETag of `row` as `read_model` shows it: strong, the tag of its body; with
-    `counters` (fields that reads change, a post's view_count), weak, the tag of the body
-    without them (RFC 9110's own example of a weak validator is a hit counter)."""
+def _rendered(read_model: type[SQLModel], row: Any, counters: frozenset[str]) -> tuple[bytes, str]:
+    """The JSON body of `row` in the shape of `read_model` (what the GET answers) and its
+    ETag: strong, the tag of that body; with `counters` (fields that reads change, a post's
+    view_count), weak, the tag of the body without them (RFC 9110's own example of a weak
+    validator is a hit counter). The row is validated once for both."""
+    shown = read_model.model_validate(row)
+    body = shown.model_dump_json().encode()
     if not counters:
-        return etag(render(read_model, row))
-    body = read_model.model_validate(row).model_dump_json(exclude=set(counters)).encode()
-    return f"W/{etag(body)}"
+        return body, etag(body)
+    return body, f"W/{etag(shown.model_dump_json(exclude=set(counters)).encode())}"
+
+
+def tag_of(read_model: type[SQLModel], row: Any, counters: frozenset[str] = frozenset()) -> str:
+    """The ETag of `row` as `read_model` shows it."""
+    return _rendered(read_model, row, counters)[1]
 
 
 def answer(
@@ -151,8 +152,7 @@ def answer(
 ) -> Response:
     """The answer for `row` with its `ETag`; a 304 with the tag and no body when the client's
     If-None-Match names it."""
-    body = render(read_model, row)
-    tag = etag(body) if not counters else tag_of(read_model, row, counters)
+    body, tag = _rendered(read_model, row, counters)
     if if_none_match is not None and if_none_match.matches_weakly(tag):
         return Response(status_code=304, headers={"ETag": tag})
     return Response(
