@@ -39,6 +39,7 @@ from http import HTTPStatus
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Header, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import Column, Index, Interval, LargeBinary, SmallInteger, bindparam, func, select
 from sqlalchemy import delete as sql_delete
@@ -287,13 +288,14 @@ async def take_key(*, request: Request, session: AsyncSession, owner: str, key: 
 def naming_this_request(problem: bytes) -> bytes:
     """A stored problem names the request that was answered first; its replay names the retry
     (its `X-Request-ID`, and its own log lines). The rest stays byte for byte: the members keep
-    their order, and the JSON its spelling (Starlette's JSONResponse rendering)."""
+    their order, and the JSON its spelling (rendered again as problem_response renders it, by
+    JSONResponse)."""
     body = json.loads(problem)
     if (request_id := current_request_id()) is not None:
         body["request_id"] = request_id
     else:
         body.pop("request_id", None)
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return bytes(JSONResponse(body).body)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
