@@ -67,6 +67,12 @@ def calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from calls(dependency)
 
 
+def statuses_of(route: Any) -> set[int]:
+    """What the route's function and its dependencies can raise, followed into api."""
+    seen: set[types.FunctionType] = set()
+    return set().union(*(raised(call, seen) for call in calls(route.dependant)))
+
+
 APP = create_app(settings_for_tests())
 DOCUMENT = APP.openapi()
 OPERATIONS = [
@@ -81,9 +87,7 @@ OPERATIONS = [
 def test_every_status_the_code_can_raise_is_declared(operation: str, route: Any) -> None:
     method, path = operation.split(" ", 1)
     declared = {int(status) for status in DOCUMENT["paths"][path][method.lower()]["responses"]}
-    seen: set[types.FunctionType] = set()
-    found = set().union(*(raised(call, seen) for call in calls(route.dependant)))
-    undeclared = {s for s in found - declared if (operation, s) not in NOT_REACHED}
+    undeclared = {s for s in statuses_of(route) - declared if (operation, s) not in NOT_REACHED}
     assert not undeclared, f"{operation} can answer {sorted(undeclared)}, undeclared"
 
 
@@ -91,10 +95,8 @@ def test_the_walk_finds_what_a_route_raises_and_the_exceptions_still_hold() -> N
     """It would catch an omission: the order route's own refusals are found; and each entry
     of NOT_REACHED is still found by the walk (else it is stale)."""
     routes = dict(OPERATIONS)
-    seen: set[types.FunctionType] = set()
-    placing = set().union(*(raised(c, seen) for c in calls(routes["POST /orders/"].dependant)))
-    assert {401, 403, 404, 409} <= placing
+    assert {401, 403, 404, 409} <= statuses_of(routes["POST /orders/"])
     for operation, status in NOT_REACHED:
-        seen = set()
-        statuses = set().union(*(raised(c, seen) for c in calls(routes[operation].dependant)))
-        assert status in statuses, f"{operation} {status} no longer found: drop it"
+        assert status in statuses_of(routes[operation]), (
+            f"{operation} {status} no longer found: drop it"
+        )
