@@ -351,12 +351,13 @@ def run(args: argparse.Namespace) -> int:
                     run_pgbench(postgres, port, label, key, load, stage.groups, reconnect=reconnect)
                 )
     fill_ratios(rows)
-    pool_mode = app_settings(env).db_pool
+    api_settings = app_settings(env)
+    pool_mode = api_settings.db_pool
     found = targets(rows, pool_mode)
     config = {
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
-        "statement_cache": app_settings(env).db_statement_cache,
+        "statement_cache": api_settings.db_statement_cache,
         "pgbouncer_userlist": args.userlist,
         "pgbouncer_settings": args.pgbouncer,
         "url_query": args.url_query,
