@@ -12,21 +12,10 @@ import pytest
 from tests.support.client import assert_problem
 from tests.support.concurrency import until_one_waits_for_a_lock
 from tests.support.database import Database, libpq_url, query, scalar
+from tests.support.factories import insert_product
 from tests.support.live_server import live_admin
 
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
-
-
-async def insert_product(database_url: str, sku: str, stock: int) -> int:
-    product_id: int = await scalar(
-        database_url,
-        "INSERT INTO products (name, slug, sku, price, stock_quantity, is_active)"
-        " VALUES ($1, $2, $1, 2.50, $3, true) RETURNING id",
-        sku,
-        sku.lower(),
-        stock,
-    )
-    return product_id
 
 
 async def test_concurrent_orders_never_oversell(live_server: str, committed: Database) -> None:

@@ -13,6 +13,7 @@ from api.posts.models import Post, PostStatus
 from api.products.models import Product
 from api.tags.models import Tag
 from api.users.models import User
+from tests.support.database import scalar
 
 _serial = itertools.count(1)
 DEFAULT_PASSWORD = "correct-horse-battery"
@@ -158,3 +159,17 @@ async def make_notification(
     session.add(notification)
     await session.flush()
     return notification
+
+
+async def insert_product(database_url: str, sku: str, stock: int) -> int:
+    """An active product committed straight to the database at `database_url` (for tests whose
+    requests go through a live server), named and coded `sku`; its id."""
+    product_id: int = await scalar(
+        database_url,
+        "INSERT INTO products (name, slug, sku, price, stock_quantity, is_active)"
+        " VALUES ($1, $2, $1, 2.50, $3, true) RETURNING id",
+        sku,
+        sku.lower(),
+        stock,
+    )
+    return product_id
