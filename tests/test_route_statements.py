@@ -11,6 +11,8 @@ many as one of one line, is tests/test_statement_counts.py's part.
 """
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +114,38 @@ def filled(value: Any, ids: dict[str, Any]) -> Any:
     if isinstance(value, list):
         return [filled(v, ids) for v in value]
     return value
+
+
+@asynccontextmanager
+async def arranged(
+    connection: AsyncConnection, call: Call
+) -> AsyncIterator[tuple[User | None, dict[str, Any], dict[str, Any]]]:
+    """The call's caller signed in, its rows arranged (their ids) and its request's body,
+    in a savepoint rolled back afterwards."""
+    savepoint = await connection.begin_nested()
+    try:
+        arena = Arena(connection)
+        caller = await arena.sign_in(call.caller)
+        ids = await arrange(arena, connection, call)
+        request: dict[str, Any] = {}
+        if call.json is not None:
+            request["json"] = filled(call.json, ids)
+        if call.form is not None:
+            request["data"] = filled(call.form, ids)
+        yield caller, ids, request
+    finally:
+        await savepoint.rollback()
+
+
+def operations_taking(header: str) -> set[tuple[str, str]]:
+    """The document's operations (method, path) that take the header."""
+    paths = create_app(settings_for_tests()).openapi()["paths"]
+    return {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if any(p["name"] == header for p in operation.get("parameters", []))
+    }
 
 
 def order_of(product: str) -> dict[str, Any]:
@@ -246,16 +280,7 @@ def test_every_route_has_a_call() -> None:
 async def test_route_sends_its_fixed_number_of_statements(
     app: FastAPI, db_connection: AsyncConnection, call: Call
 ) -> None:
-    savepoint = await db_connection.begin_nested()
-    try:
-        arena = Arena(db_connection)
-        caller = await arena.sign_in(call.caller)
-        ids = await arrange(arena, db_connection, call)
-        request: dict[str, Any] = {}
-        if call.json is not None:
-            request["json"] = filled(call.json, ids)
-        if call.form is not None:
-            request["data"] = filled(call.form, ids)
+    async with arranged(db_connection, call) as (caller, ids, request):
         async with client_for(app, caller) as client:
             if "{cursor}" in call.url:  # the second page of products, by cursor
                 first = await client.get("/products/?size=1")
@@ -271,8 +296,6 @@ async def test_route_sends_its_fixed_number_of_statements(
         statements = app_statements(sent)
         print(f"{call.id}: {len(statements)}")
         assert len(statements) == call.statements, "\n".join(statements)
-    finally:
-        await savepoint.rollback()
 
 
 # The POSTs that take an Idempotency-Key, with what they send keyed beyond their count above
@@ -295,14 +318,7 @@ KEYED_CALLS = [call for call in CALLS if (call.method, call.path) in KEYED]
 
 
 def test_every_keyed_route_has_a_count() -> None:
-    paths = create_app(settings_for_tests()).openapi()["paths"]
-    keyed = {
-        (method.upper(), path)
-        for path, operations in paths.items()
-        for method, operation in operations.items()
-        if any(p["name"] == "Idempotency-Key" for p in operation.get("parameters", []))
-    }
-    assert keyed == set(KEYED)
+    assert operations_taking("Idempotency-Key") == set(KEYED)
     assert len(KEYED_CALLS) == len(KEYED)
 
 
@@ -311,14 +327,8 @@ async def test_a_keyed_request_sends_five_more_and_its_replay_two_after_the_call
     app: FastAPI, db_connection: AsyncConnection, call: Call
 ) -> None:
     added, replay = KEYED[call.method, call.path]
-    savepoint = await db_connection.begin_nested()
-    try:
-        arena = Arena(db_connection)
-        caller = await arena.sign_in(call.caller)
-        ids = await arrange(arena, db_connection, call)
-        request: dict[str, Any] = {"headers": {"Idempotency-Key": "statement-count"}}
-        if call.json is not None:
-            request["json"] = filled(call.json, ids)
+    async with arranged(db_connection, call) as (caller, ids, request):
+        request["headers"] = {"Idempotency-Key": "statement-count"}
         counts = []
         async with client_for(app, caller) as client:
             for _ in range(2):
@@ -329,8 +339,6 @@ async def test_a_keyed_request_sends_five_more_and_its_replay_two_after_the_call
         assert response.headers["Idempotent-Replayed"] == "true"
         print(f"{call.id} keyed: {counts}")
         assert counts == [call.statements + added, replay]
-    finally:
-        await savepoint.rollback()
 
 
 # The writes that take If-Match, with the GET whose ETag they send and what they send with it
@@ -365,13 +373,7 @@ def test_every_conditional_write_has_a_count() -> None:
     def shape(path: str) -> str:
         return re.sub(r"\{[^}]+\}", "{}", path)
 
-    paths = create_app(settings_for_tests()).openapi()["paths"]
-    conditional = {
-        (method.upper(), shape(path))
-        for path, operations in paths.items()
-        for method, operation in operations.items()
-        if any(p["name"] == "If-Match" for p in operation.get("parameters", []))
-    }
+    conditional = {(method, shape(path)) for method, path in operations_taking("If-Match")}
     assert conditional == {(method, shape(path)) for method, path in IF_MATCH}
     assert {(call.method, call.path) for call in IF_MATCH_CALLS} == set(IF_MATCH)
 
@@ -382,14 +384,7 @@ async def test_if_match_adds_at_most_the_locking_read(
 ) -> None:
     """A delete reads its row anyway: the locking read takes that read's place."""
     read_url, added = IF_MATCH[call.method, call.path]
-    savepoint = await db_connection.begin_nested()
-    try:
-        arena = Arena(db_connection)
-        caller = await arena.sign_in(call.caller)
-        ids = await arrange(arena, db_connection, call)
-        request: dict[str, Any] = {}
-        if call.json is not None:
-            request["json"] = filled(call.json, ids)
+    async with arranged(db_connection, call) as (caller, ids, request):
         async with client_for(app, caller) as client:
             tag = (await client.get(filled(read_url, ids))).headers["ETag"]
             with recording(db_connection) as sent:
@@ -400,5 +395,3 @@ async def test_if_match_adds_at_most_the_locking_read(
         statements = app_statements(sent)
         print(f"{call.id} with If-Match: {len(statements)}")
         assert len(statements) == call.statements + added, "\n".join(statements)
-    finally:
-        await savepoint.rollback()
