@@ -81,7 +81,9 @@ def parse(name: str, values: Sequence[str]) -> Condition | None:
     return Condition(any=False, tags=tuple(tags))
 
 
-def _if_none_match(
+# Coroutines that await nothing: FastAPI runs a plain function dependency on a worker thread,
+# a hop there and back on every request.
+async def _if_none_match(
     request: Request,
     header: Annotated[
         str | None,
@@ -97,7 +99,7 @@ def _if_none_match(
     return parse("If-None-Match", request.headers.getlist("if-none-match"))
 
 
-def _if_match(
+async def _if_match(
     request: Request,
     header: Annotated[
         str | None,
