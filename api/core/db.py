@@ -26,10 +26,16 @@ from functools import cache
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy import ColumnElement, bindparam, update
+from sqlalchemy import ColumnElement, Row, Select, bindparam, update
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -137,10 +143,12 @@ def build_replica(settings: Settings) -> Replica | None:
 
 
 def use_engine(app: FastAPI, engine: AsyncEngine, replica: Replica | None = None) -> None:
-    """The app's requests get their sessions from `engine`: SessionDep's and ReadSessionDep's;
-    with a `replica`, ReadSessionDep's of anonymous requests from it while it is usable."""
+    """The app's requests get their sessions and connections from `engine`: SessionDep's,
+    ReadSessionDep's and ReadConnectionDep's; with a `replica`, the read ones of anonymous
+    requests from it while it is usable."""
     app.state.sessionmaker = build_sessionmaker(engine)
     app.state.read_sessionmaker = build_sessionmaker(engine, autocommit=True)
+    app.state.read_connection = app.state.read_sessionmaker.kw["bind"].connect
     app.state.replica = replica
 
 
@@ -203,6 +211,28 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 # after the send, and the next request on a keep-alive connection could find the pool still
 # short of that connection and queue for one: the tail latency of a pooled app under load.
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+
+
+async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """The connection of a route that reads flat rows with SQLAlchemy Core (no ORM session:
+    docs/design.md, "Two styles of query"): autocommit as ReadSessionDep's session, and from
+    the replica on the same terms."""
+    replica: Replica | None = getattr(request.app.state, "replica", None)
+    connection = None
+    if replica is not None and replica.usable and "authorization" not in request.headers:
+        connection = await replica.connect()
+    if connection is None:
+        async with request.app.state.read_connection() as connection:
+            yield connection
+        return
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+# scope="function": closed once the answer is built, as ReadSessionDep's session.
+ReadConnectionDep = Annotated[AsyncConnection, Depends(get_read_connection, scope="function")]
 
 
 async def release_connection(session: AsyncSession) -> None:
@@ -313,6 +343,24 @@ async def get_by_key(session: AsyncSession, model: type[M], key: Any) -> M | Non
     if sa_inspect(model).identity_key_from_primary_key((key,)) in session.identity_map:
         return await session.get(model, key)
     return (await session.exec(_by_key(model), params={"key": key})).one_or_none()
+
+
+@cache
+def _columns_by_key(model: type[SQLModel]) -> Select[Any]:
+    table = model.__table__  # type: ignore[attr-defined]
+    (primary_key,) = table.primary_key
+    return sql_select(*table.c).where(primary_key == bindparam("key"))
+
+
+async def read_or_404(connection: AsyncConnection, model: type[SQLModel], key: int) -> Row[Any]:
+    """The row of `model`'s table with primary key `key`, as a Core row of its columns, or a
+    404 naming the resource and the id."""
+    row: Row[Any] | None = (
+        await connection.execute(_columns_by_key(model), {"key": key})
+    ).one_or_none()
+    if row is None:
+        raise NotFound(model.__name__, key)
+    return row
 
 
 async def get_or_404(session: AsyncSession, model: type[M], key: int) -> M:

@@ -26,7 +26,7 @@ down and reads from the primary instead: no error is answered for it.
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ from typing import Literal
 
 from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.errors import DATABASE_ERRORS
@@ -144,18 +144,29 @@ class Replica:
         """A session on the replica with its connection made, or None (and the replica marked
         down) when it cannot be reached: the caller reads from the primary instead."""
         session = self.sessionmaker()
+        if await self._reached(session.connection()):
+            return session
+        await session.close()
+        return None
+
+    async def connect(self) -> AsyncConnection | None:
+        """A connection to the replica (autocommit), or None as `open_session`."""
+        engine: AsyncEngine = self.sessionmaker.kw["bind"]
+        connection = engine.connect()
+        return connection if await self._reached(connection.start()) else None
+
+    async def _reached(self, connecting: Awaitable[object]) -> bool:
+        """Whether `connecting` got a connection; one the replica refused marks it down."""
         try:
-            await session.connection()
+            await connecting
         except PoolTimeout:
             # Its pool is busy (DB_POOL=queue), the replica is not down: this read alone goes to
             # the primary.
-            await session.close()
-            return None
+            return False
         except DATABASE_ERRORS as exc:
-            await session.close()
             self.mark_down(exc)
-            return None
-        return session
+            return False
+        return True
 
     async def _watch(self) -> None:
         while True:

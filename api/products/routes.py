@@ -1,7 +1,7 @@
 """Products over HTTP: the public catalog, and a superuser's to manage."""
 
 from decimal import Decimal
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Path, Query, Response, status
 
@@ -10,7 +10,7 @@ from api.categories import service as category_service
 from api.categories.dependencies import CategoryId
 from api.core import conditional
 from api.core.conditional import IfMatch, IfNoneMatch
-from api.core.db import ReadSessionDep, SessionDep
+from api.core.db import ReadConnectionDep, ReadSessionDep, SessionDep
 from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
@@ -112,27 +112,28 @@ async def by_category_stats(session: SessionDep) -> list[CategoryStats]:
 
 @router.get("/by-sku/{sku}", response_model=ProductRead, responses=responses(404))
 async def get_by_sku(
-    sku: Annotated[str, Path(max_length=50, pattern=r"^[A-Za-z0-9-]+$")], session: ReadSessionDep
-) -> Product:
+    sku: Annotated[str, Path(max_length=50, pattern=r"^[A-Za-z0-9-]+$")],
+    connection: ReadConnectionDep,
+) -> Any:
     """Read one product by SKU (any case)."""
-    return await service.get_product_by(session=session, field="sku", value=sku)
+    return await service.read_product_by(connection=connection, field="sku", value=sku)
 
 
 @router.get("/by-slug/{slug}", response_model=ProductRead, responses=responses(404))
 async def get_by_slug(
     slug: Annotated[str, Path(max_length=200, pattern=r"^[a-z0-9-]+$")],
-    session: ReadSessionDep,
-) -> Product:
+    connection: ReadConnectionDep,
+) -> Any:
     """Read one product by slug."""
-    return await service.get_product_by(session=session, field="slug", value=slug)
+    return await service.read_product_by(connection=connection, field="slug", value=slug)
 
 
 @router.get("/{product_id}", response_model=ProductRead, responses=conditional.read_responses(404))
 async def get_product(
-    product_id: ProductId, session: ReadSessionDep, if_none_match: IfNoneMatch
+    product_id: ProductId, connection: ReadConnectionDep, if_none_match: IfNoneMatch
 ) -> Response:
     """Read one product (ETag; If-None-Match answers 304 when it is unchanged)."""
-    product = await service.get_product(session=session, product_id=product_id)
+    product = await service.read_product(connection=connection, product_id=product_id)
     return conditional.answer(ProductRead, product, if_none_match)
 
 

@@ -3,8 +3,9 @@
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, cast, func, or_, update
+from sqlalchemy import BigInteger, Row, and_, bindparam, cast, func, or_, update
 from sqlalchemy import select as sql_select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import joinedload
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -14,7 +15,7 @@ from api.categories import service as category_service
 from api.categories.models import Category
 from api.core import conditional
 from api.core.conditional import Condition
-from api.core.db import constraint_errors, get_or_404, update_or_404
+from api.core.db import constraint_errors, get_or_404, read_or_404, update_or_404
 from api.core.errors import AlreadyExists, FieldError, InsufficientStock, NotFound, StockLimit
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
@@ -53,13 +54,27 @@ async def get_product(*, session: AsyncSession, product_id: int) -> Product:
     return await get_or_404(session, Product, product_id)
 
 
-async def get_product_by(*, session: AsyncSession, field: str, value: str) -> Product:
-    column = col(Product.sku) if field == "sku" else col(Product.slug)
+async def read_product(*, connection: AsyncConnection, product_id: int) -> Row[Any]:
+    """The product's columns, for an answer (Core: no ORM object is made)."""
+    return await read_or_404(connection, Product, product_id)
+
+
+PRODUCTS = Product.__table__  # type: ignore[attr-defined]
+_BY_FIELD = {
+    field: sql_select(*PRODUCTS.c).where(PRODUCTS.c[field] == bindparam("value"))
+    for field in ("sku", "slug")
+}
+
+
+async def read_product_by(*, connection: AsyncConnection, field: str, value: str) -> Row[Any]:
+    """The columns of the product whose `field` (sku, any case, or slug) is `value`."""
     lookup = value.upper() if field == "sku" else value
-    db_product = (await session.exec(select(Product).where(column == lookup))).first()
-    if db_product is None:
+    row: Row[Any] | None = (
+        await connection.execute(_BY_FIELD[field], {"value": lookup})
+    ).one_or_none()
+    if row is None:
         raise NotFound("Product", value, by=field)
-    return db_product
+    return row
 
 
 def filtered(

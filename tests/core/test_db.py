@@ -16,9 +16,11 @@ from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.core.db import (
+    ReadConnectionDep,
     ReadSessionDep,
     SessionDep,
     build_engine,
+    get_read_connection,
     get_read_session,
     get_session,
     release_connection,
@@ -118,19 +120,28 @@ async def test_a_failed_commit_is_never_a_2xx(
 
 
 @pytest.mark.concurrent
-async def test_a_read_session_gives_its_connection_back_before_the_answer_is_sent(
-    app_on_committed: tuple[FastAPI, AsyncEngine],
+@pytest.mark.parametrize("reader", ["session", "connection"])
+async def test_a_read_gives_its_connection_back_before_the_answer_is_sent(
+    app_on_committed: tuple[FastAPI, AsyncEngine], reader: str
 ) -> None:
-    """ReadSessionDep's scope="function": the connection is back in the pool once the response
-    is built, not after it has gone out (a keep-alive client's next request would otherwise
-    find the pool short of it)."""
+    """ReadSessionDep's and ReadConnectionDep's scope="function": the connection is back in the
+    pool once the response is built, not after it has gone out (a keep-alive client's next
+    request would otherwise find the pool short of it)."""
     app, engine = app_on_committed
     events: list[str] = []
     event.listen(engine.sync_engine, "checkin", lambda *_: events.append("checkin"))
 
-    @app.get("/read")
-    async def read(session: ReadSessionDep) -> dict[str, int]:
-        return {"one": (await session.exec(select(1))).one()}
+    if reader == "session":
+
+        @app.get("/read")
+        async def read(session: ReadSessionDep) -> dict[str, int]:
+            return {"one": (await session.exec(select(1))).one()}
+
+    else:
+
+        @app.get("/read")
+        async def read_core(connection: ReadConnectionDep) -> dict[str, int]:
+            return {"one": (await connection.execute(select(1))).scalar_one()}
 
     async def recording(scope: Any, receive: Any, send: Any) -> None:
         async def send_and_record(message: Any) -> None:
@@ -215,7 +226,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     committed: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """GET /products/{id} reads through ReadSessionDep, in autocommit; GET /posts/ (which looks
+    """GET /products/{id} reads through ReadConnectionDep, in autocommit; GET /posts/ (which looks
     the caller up through SessionDep) still runs in a transaction, which shows that the spy sees
     them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
     app, _ = app_on_committed
@@ -310,7 +321,8 @@ async def test_tls_required_from_a_server_without_it_is_a_503(database: Database
 
 
 def test_read_sessions_serve_only_reads_that_need_no_other_session() -> None:
-    """ReadSessionDep (autocommit) only on GET routes, and never next to SessionDep: the
+    """ReadSessionDep and ReadConnectionDep (autocommit) only on GET routes, and never next to
+    SessionDep: the
     current user's lookup takes SessionDep, and two sessions would be two connections."""
     app = create_app(settings_for_tests())
     routes = list(api_routes(app.routes))
@@ -320,7 +332,7 @@ def test_read_sessions_serve_only_reads_that_need_no_other_session() -> None:
     readers = []
     for route in routes:
         calls = dependency_calls(route.dependant)
-        if get_read_session in calls:
+        if {get_read_session, get_read_connection} & calls:
             readers.append(route.path)
             assert route.methods == {"GET"}, route.path
             assert get_session not in calls, route.path

@@ -18,7 +18,7 @@ from api.users.dependencies import USER_PATH_WORDS
 from api.users.models import User
 from tests.support.app import settings_for_tests
 from tests.support.client import client_for
-from tests.support.database import savepoint_sessions
+from tests.support.database import in_transaction
 from tests.support.factories import make_user
 
 TEMPLATES = create_app(settings_for_tests()).openapi()["paths"]
@@ -57,8 +57,7 @@ def reversed_app(db_connection: AsyncConnection, monkeypatch: pytest.MonkeyPatch
     """The app with its routers included in reverse order."""
     monkeypatch.setattr(api.main, "ROUTERS", tuple(reversed(api.main.ROUTERS)))
     app = create_app(settings_for_tests())
-    app.state.sessionmaker = app.state.read_sessionmaker = savepoint_sessions(db_connection)
-    return app
+    return in_transaction(app, db_connection)
 
 
 async def answer(

@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from api.core.db import get_read_session
+from api.core.db import get_read_connection, get_read_session
 from api.main import create_app
 from devstack import DevStackError, EmbeddedPostgres
 from tests.support.app import api_routes, dependency_calls, settings_for_tests
@@ -171,7 +171,11 @@ async def test_anonymous_public_reads_run_on_the_replica(stack: Stack) -> None:
         "/tags/{tag_id}": f"/tags/{tag.json()['id']}",
     }
     routes = api_routes(stack.app.routes)
-    readers = {r.path for r in routes if get_read_session in dependency_calls(r.dependant)}
+    readers = {
+        r.path
+        for r in routes
+        if {get_read_session, get_read_connection} & dependency_calls(r.dependant)
+    }
     assert set(reads) == readers
 
     for path in reads.values():

@@ -5,10 +5,12 @@ Alembic CLI, and sessions that commit to a savepoint of the test's transaction."
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -112,3 +114,11 @@ def savepoint_sessions(connection: AsyncConnection) -> async_sessionmaker[AsyncS
         join_transaction_mode="create_savepoint",
         expire_on_commit=False,
     )
+
+
+def in_transaction(app: FastAPI, connection: AsyncConnection) -> FastAPI:
+    """`app` whose requests run inside the test's transaction on `connection`: their sessions
+    on savepoints of it, their Core reads on it (left open)."""
+    app.state.sessionmaker = app.state.read_sessionmaker = savepoint_sessions(connection)
+    app.state.read_connection = lambda: nullcontext(connection)
+    return app
