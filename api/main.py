@@ -25,7 +25,7 @@ from api.core.middleware import BodySizeLimit, SlashOptional
 from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
 from api.core.request_id import well_formed
-from api.core.routing import operation_id
+from api.core.routing import add_routes, operation_id
 from api.core.version import VERSION
 from api.health.routes import metrics_router
 from api.health.routes import root as root_router
@@ -144,10 +144,9 @@ def create_app(
     app.state.tracer_provider = provider
     app.state.replica = None  # lifespan sets it up when DATABASE_READ_URL is set
     install_error_handlers(app)
-    for router in ROUTERS:
-        app.include_router(router)
+    add_routes(app, ROUTERS)
     if settings.metrics_enabled:
-        app.include_router(metrics_router)
+        add_routes(app, [metrics_router])
     app.openapi = lambda: problem_openapi(app)  # type: ignore[method-assign]
     collections = frozenset(
         route.path.rstrip("/")

@@ -2,15 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.auth import service
 from api.auth.models import Token
 from api.core.db import SessionDep
 from api.core.errors import responses
+from api.core.routing import api_router
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = api_router(prefix="/auth", tags=["auth"])
 
 
 @router.post("/token", responses=responses(401, 429))

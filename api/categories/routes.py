@@ -1,6 +1,6 @@
 """Categories over HTTP: public to read, a superuser's to write."""
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 
 from api.auth.dependencies import KEYED, admin_only
 from api.categories import service
@@ -18,8 +18,9 @@ from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 
-router = APIRouter(prefix="/categories", tags=["categories"], route_class=IdempotentRoute)
+router = api_router(prefix="/categories", tags=["categories"], route_class=IdempotentRoute)
 
 
 @router.post(

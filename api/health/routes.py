@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -19,11 +19,12 @@ from api.core.db import SessionDep
 from api.core.errors import DATABASE_ERRORS, DatabaseUnavailable, Forbidden, Unauthorized, responses
 from api.core.models import EVERY_FIELD_ANSWERED
 from api.core.replica import Replica, Status
+from api.core.routing import api_router
 
-router = APIRouter(prefix="/health", tags=["health"])
-root = APIRouter(tags=["health"])
+router = api_router(prefix="/health", tags=["health"])
+root = api_router(tags=["health"])
 # Included when METRICS_ENABLED; not in the OpenAPI document (it is no API for clients).
-metrics_router = APIRouter()
+metrics_router = api_router()
 
 
 class Index(BaseModel):

@@ -2,18 +2,19 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 
 from api.auth.dependencies import CurrentUser
 from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.notifications import service
 from api.notifications.models import Notification, NotificationRead
 from api.users.dependencies import USER_ID, UserId, get_user_for
 
-router = APIRouter(tags=["notifications"])
+router = api_router(tags=["notifications"])
 
 NotificationId = Annotated[int, Path(gt=0, le=MAX_ID, description="The notification id.")]
 

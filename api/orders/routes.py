@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 
 from api.auth.dependencies import KEYED, CurrentUser, admin_only
 from api.core import conditional
@@ -12,6 +12,7 @@ from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.orders import service
 from api.orders.models import (
     InactiveDeleted,
@@ -26,9 +27,9 @@ from api.orders.models import (
 )
 from api.users.dependencies import UserId, get_user_for
 
-router = APIRouter(prefix="/orders", tags=["orders"], route_class=IdempotentRoute)
+router = api_router(prefix="/orders", tags=["orders"], route_class=IdempotentRoute)
 # The users' routes that answer from their orders.
-users_router = APIRouter(prefix="/users", tags=["users"])
+users_router = api_router(prefix="/users", tags=["users"])
 
 OrderId = Annotated[int, Path(gt=0, le=MAX_ID, description="The order id.")]
 CREATE_ERRORS = responses(401, 403, 404, 409)

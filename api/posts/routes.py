@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 
 from api.auth.dependencies import ANONYMOUS_ALLOWED, KEYED, CurrentUser, OptionalUser
 from api.core import conditional
@@ -12,6 +12,7 @@ from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.posts import service
 from api.posts.models import (
     COUNTERS,
@@ -25,9 +26,9 @@ from api.posts.models import (
 from api.tags.dependencies import TagId
 from api.users.dependencies import USER_ID, UserId, get_user_for
 
-router = APIRouter(prefix="/posts", tags=["posts"], route_class=IdempotentRoute)
+router = api_router(prefix="/posts", tags=["posts"], route_class=IdempotentRoute)
 # The users' route that answers with their posts.
-users_router = APIRouter(prefix="/users", tags=["users"])
+users_router = api_router(prefix="/users", tags=["users"])
 
 PostId = Annotated[int, Path(gt=0, le=MAX_ID, description="The post id.")]
 AnId = Annotated[int | None, Query(gt=0, le=MAX_ID)]

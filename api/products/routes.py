@@ -3,7 +3,7 @@
 from decimal import Decimal
 from typing import Annotated, Any, get_args
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 
 from api.auth.dependencies import KEYED, admin_only
 from api.categories import service as category_service
@@ -15,6 +15,7 @@ from api.core.errors import FieldError, InvalidQuery, responses
 from api.core.idempotency import IdempotentRoute
 from api.core.models import MAX_ID
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.products import service
 from api.products.models import (
     CategoryProducts,
@@ -28,9 +29,9 @@ from api.products.models import (
     StockChange,
 )
 
-router = APIRouter(prefix="/products", tags=["products"], route_class=IdempotentRoute)
+router = api_router(prefix="/products", tags=["products"], route_class=IdempotentRoute)
 # The categories' routes that read or change their products.
-categories_router = APIRouter(prefix="/categories", tags=["categories"])
+categories_router = api_router(prefix="/categories", tags=["categories"])
 
 # Names for the sort keys in generated clients, which cannot make one of "-price".
 SORT_NAMES = {

@@ -1,6 +1,6 @@
 """Tags over HTTP: public to read, a superuser's to write."""
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 
 from api.auth.dependencies import KEYED, admin_only
 from api.core import conditional
@@ -9,11 +9,12 @@ from api.core.db import ReadSessionDep, SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.tags import service
 from api.tags.dependencies import TagId
 from api.tags.models import Tag, TagCreate, TagRead, TagUpdate
 
-router = APIRouter(prefix="/tags", tags=["tags"], route_class=IdempotentRoute)
+router = api_router(prefix="/tags", tags=["tags"], route_class=IdempotentRoute)
 
 
 @router.post(

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response, status
+from fastapi import Body, Path, Query, Response, status
 
 from api.auth import service as auth_service
 from api.auth.dependencies import KEYED, KEYED_ANONYMOUS, AdminUser, CurrentUser, admin_only
@@ -13,6 +13,7 @@ from api.core.db import SessionDep
 from api.core.errors import responses
 from api.core.idempotency import IdempotentRoute
 from api.core.pagination import Page, PageParamsDep
+from api.core.routing import api_router
 from api.users import service
 from api.users.dependencies import USER_ID, UserId, get_user_for
 from api.users.models import (
@@ -26,7 +27,7 @@ from api.users.models import (
     UserUpdate,
 )
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=IdempotentRoute)
+router = api_router(prefix="/users", tags=["users"], route_class=IdempotentRoute)
 
 
 @router.post(
