@@ -52,6 +52,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +121,11 @@ POOLED_SHAPES = frozenset({"product", "bare", "tutorial", "page1", "bare_page1",
 TUTORIAL_DIRECT = "BENCH_TUTORIAL_DATABASE_URL"
 # --tutorial-pgbouncer-pool: the tutorial-style app pooled through PgBouncer instead.
 TUTORIAL_THROUGH_PGBOUNCER = "pooled, tutorial through PgBouncer"
+# --pgbouncer-1.18: NullPool through the installed PgBouncer 1.18, statement cache off; its
+# PgBouncer's CPU is metered as this group and shown as the PgBouncer's of its rows.
+OLD_PGBOUNCER = "NullPool, PgBouncer 1.18"
+OLD_PGBOUNCER_GROUP = "pgbouncer_1_18"
+OLD_PGBOUNCER_SHAPES = frozenset({"product", "bare", "tutorial"})
 # The replica's server (DATABASE_READ_URL) serves these, anonymously, beside the default one.
 REPLICA = "reads on the replica"
 REPLICA_SHAPES = frozenset({"page1"})
@@ -186,6 +192,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the pooled arrangement (one worker: the API with DB_POOL=queue and the bare"
         " handlers pooled, both through PgBouncer, the tutorial-style app pooled straight to"
         " PostgreSQL)",
+    )
+    parser.add_argument(
+        "--pgbouncer-1.18",
+        dest="pgbouncer_118",
+        action="store_true",
+        help="also GET /products/{id} on the API, the bare handler and the tutorial-style app"
+        " with NullPool through the installed PgBouncer (Debian 12's 1.18, which tracks no"
+        f" prepared statements: DB_STATEMENT_CACHE=false), one worker (the variant"
+        f" {OLD_PGBOUNCER!r})",
     )
     parser.add_argument(
         "--tutorial-pgbouncer-pool",
@@ -370,6 +385,19 @@ def run(args: argparse.Namespace) -> int:
                     keys=REPLICA_SHAPES,
                 )
             )
+        if args.pgbouncer_118:
+            old = stack.enter_context(old_pgbouncer(data_dir, postgres, args))
+            assert old.process is not None
+            groups[OLD_PGBOUNCER_GROUP] = old.process.pid
+            chosen.insert(
+                1,
+                Variant(
+                    OLD_PGBOUNCER,
+                    {"DATABASE_URL": old.url(DATABASE), "DB_STATEMENT_CACHE": "false"},
+                    keys=OLD_PGBOUNCER_SHAPES,
+                    workers=1,
+                ),
+            )
         stage = Stage(
             args, wrk, load, postgres, env, password, data_dir, chosen, only, groups=groups
         )  # fmt: skip
@@ -528,6 +556,10 @@ def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
         for shape, served_by in lineup:
             if variant in served_by:
                 row = median_row(runs[variant.name, shape.key])
+                if row.cpu_ms is not None and OLD_PGBOUNCER_GROUP in row.cpu_ms:
+                    old = row.cpu_ms.pop(OLD_PGBOUNCER_GROUP)
+                    if variant.name == OLD_PGBOUNCER:  # the PgBouncer its servers go through
+                        row.cpu_ms["pgbouncer"] = old
                 if shape.app == TUTORIAL:
                     row.label += f", {tutorial_arrangement(variant, stage.env)}"
                 counted = stage.counts[variant.name, shape.key]
@@ -535,6 +567,21 @@ def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
                 row.statement_queries = counted.queries
                 rows.append(row)
     return rows
+
+
+@contextlib.contextmanager
+def old_pgbouncer(
+    data_dir: Path, postgres: devstack.EmbeddedPostgres, args: argparse.Namespace
+) -> Iterator[devstack.PgBouncer]:
+    """The installed PgBouncer, when it is one that tracks no prepared statements (1.18)."""
+    binary = devstack.pgbouncer_binary()
+    if binary is None or devstack.tracked_statements(binary):
+        raise BenchError(f"--pgbouncer-1.18: the installed PgBouncer ({binary}) is not 1.18")
+    with running_pgbouncer(
+        data_dir, postgres, args.userlist, "\n".join(args.pgbouncer), "pgbouncer-1.18", binary
+    ) as bouncer:
+        say(f"PgBouncer 1.18 on 127.0.0.1:{bouncer.port}")
+        yield bouncer
 
 
 def tutorial_arrangement(variant: Variant, env: dict[str, str]) -> str:

@@ -89,13 +89,15 @@ def running_pgbouncer(
     userlist: str = "scram",
     extra: str = "",
     name: str = "pgbouncer",
+    binary: str | None = None,
 ) -> Iterator[devstack.PgBouncer]:
     """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret, and
     one that can (1.21 and later) tracks prepared statements (the app's statement cache then
     stays on: `PgBouncer.statement_cache_env`). `userlist="plain"` writes the password instead
     (the old way, to measure it: PgBouncer 1.18 then derives a secret from the password at every
-    login); `extra` is configuration appended to the template's (a later setting wins)."""
-    binary = devstack.make_run_pgbouncer()
+    login); `extra` is configuration appended to the template's (a later setting wins);
+    `binary` another PgBouncer than make run's (the installed 1.18, say)."""
+    binary = binary or devstack.make_run_pgbouncer()
     # A max_prepared_statements among the extra settings replaces make run's (the app's cache
     # follows it: PgBouncer.statement_cache_env).
     given = re.search(r"^\s*max_prepared_statements\s*=\s*(\d+)\s*$", extra, re.MULTILINE)
