@@ -12,29 +12,36 @@ What it does, from a clean clone:
    from `api.devstack` as `make run` does, on loopback only;
 2. recreates the database `storefront_bench`, migrates it with Alembic (directly, never
    through PgBouncer) and loads a deterministic dataset generated in SQL (`dataset.sql`);
-3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
-   (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL=null through PgBouncer, JSON
-   logs with the app's access line per request, request ids, and Prometheus metrics counted in
-   a multiprocess directory of the server's own) and launched as the Docker image launches it
-   (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in that user and
-   the first superuser, then measures every request shape with wrk (`wrk.lua`, one thread by
-   default, on the last CPU it may use): a warm-up run, then a measured run at 50 connections;
-   then, with the same settings and worker count, the bare asyncpg handler of `bare.py`
-   (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and our code add
-   to the driver; both through `serve.py` (uvicorn's command line, with each worker's
-   event-loop lag sampled). With `--variant` (another environment or factory) and `--baseline`
-   (the API's code from another checkout), a server of each variant runs beside the default
-   one, and every row is measured on each in turn, so that noise hits them alike. Unless
-   --no-replica, a streaming replica of the cluster (pg_basebackup -R) with a PgBouncer of its
-   own serves such a variant's anonymous reads (DATABASE_READ_URL): GET /products/ page 1 is
-   measured on it beside the same request on the primary, the replica's CPU metered too;
+3. for each worker count (one by default; `--workers 1,2` adds two) starts uvicorn with the
+   production settings (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL=null through
+   PgBouncer, JSON logs with the app's access line per request, request ids, and Prometheus
+   metrics counted in a multiprocess directory of the server's own) and launched as the Docker
+   image launches it (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in
+   that user and the first superuser; beside it, with the same settings and worker count, the
+   yardsticks, each a server of its own: `bare.py` (bare asyncpg handlers for the single row,
+   page 1 and the deep page by cursor, and FastAPI's floor) and `tutorial.py` (the app a user
+   would write from the FastAPI + SQLAlchemy tutorials), all through `serve.py` (uvicorn's
+   command line, with each worker's event-loop lag sampled). Each yardstick must answer its
+   API request's JSON, and each bare handler send its statements, before anything is measured.
+   For one worker, unless --no-pooled, the pooled arrangement runs beside it: the API with
+   DB_POOL=queue and the bare handlers with an asyncpg pool, both through PgBouncer, and the
+   tutorial-style app with its QueuePool straight to PostgreSQL. Every request shape is
+   measured with wrk (`wrk.lua`, one thread by default, on the last CPU it may use): a warm-up
+   run, then a measured run at 50 connections, three rounds in rotation by default. With
+   `--variant` (another environment or factory) and `--baseline` (the API's code from another
+   checkout), a server of each variant runs beside the default one, and every row is measured
+   on each in turn, so that noise hits them alike. Unless --no-replica, a streaming replica of
+   the cluster (pg_basebackup -R) with a PgBouncer of its own serves such a variant's anonymous
+   reads (DATABASE_READ_URL): GET /products/ page 1 is measured on it beside the same request
+   on the primary, the replica's CPU metered too;
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `dataset.count_statements`), reads the workers' RSS from /proc after each run and their
    loop lag during it;
 5. runs pgbench on the same database with the same single-row query as `GET /products/{id}`,
    directly and through PgBouncer;
 6. prints one table (and, with variants, each variant's rows beside its reference's), checks
-   it against the targets of issue 6, and writes it as JSON to `bench/results/` (git-ignored).
+   it against issue 23's targets (`report.targets`: ratios of rows measured in this run), and
+   writes it as JSON to `bench/results/` (git-ignored).
 
 Every process it starts dies with it: on Ctrl-C or SIGTERM everything is stopped in order, and
 after a `kill -9` the kernel's parent-death signal stops uvicorn, PgBouncer and PostgreSQL.
