@@ -190,7 +190,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deep-page", type=int, default=4000, help="the deep page's number")
     parser.add_argument("--count", type=int, default=20, help="requests per statement count")
     parser.add_argument(
-        "--only", default="", help="request shapes to run, e.g. health,product (default: all)"
+        "--only",
+        default="",
+        help="request shapes to run, e.g. health,product (default: all). The keys: "
+        + ", ".join(shape.key for shape in shapes(2, "")),
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench rows")
     parser.add_argument(
