@@ -1,16 +1,17 @@
-"""A bare asyncpg handler for `GET /products/{id}`, and a bare `GET /health`: make bench's
-yardsticks. The first is what SQLAlchemy and our code cost on top of the driver: issue 6 sets
-its 0.12x target as "close to what a bare driver handler reaches, so the ORM and our code cost
-at most about a quarter on top"; this measures that handler on the same machine, in the same
-run, instead of assuming the ratio. The second answers the API's liveness model with no
-middleware: the framework's floor, so that 1/rps(the API's /health) - 1/rps(this one) is what
-the API's middleware stack costs a request.
+"""Bare asyncpg handlers for `GET /products/{id}` and `GET /products/` (page 1 by page, a deep
+page by cursor), and a bare `GET /health`: make bench's yardsticks. The handlers are the driver's
+ceiling on the API's own path: what SQLAlchemy and our code cost on top of the driver is the
+API's rate over theirs, measured on the same machine in the same run (issue 23's targets: 0.8x
+for the row on NullPool, 0.5x pooled and for the pages). `/health` answers the API's liveness
+model with no middleware: the framework's floor, so that 1/rps(the API's /health) -
+1/rps(this one) is what the API's middleware stack costs a request.
 
-FastAPI and uvicorn with uvicorn's defaults but its access log, the API's response model and
-path parameter, the API's query (compiled from the model by SQLAlchemy's asyncpg dialect, as the
-API sends it) and the API's connect arguments (`tls_context`, `client_encoding`, a statement
-cache only where PgBouncer keeps statements); no SQLAlchemy at run time, no middleware, no
-logging set-up of ours.
+FastAPI and uvicorn with uvicorn's defaults but its access log, the API's response models and
+parameters' bounds, the API's statements (compiled from its own query builders by SQLAlchemy's
+asyncpg dialect, as the API sends them: `product_sql`, `page_sql`, `cursor_sql`), the same JSON
+(a page's `next_cursor` encoded by the API's pagination) and the API's connect arguments
+(`tls_context`, `client_encoding`, a statement cache only where PgBouncer keeps statements); no
+SQLAlchemy at run time, no middleware, no logging set-up of ours.
 One connection per request on DB_POOL=null (as NullPool), an asyncpg pool otherwise.
 Served by make bench only: `uvicorn --factory bench.bare:create_app`.
 """
@@ -19,21 +20,33 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cache
+from math import ceil
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, HTTPException, Path
-from sqlalchemy import bindparam
+from fastapi import FastAPI, HTTPException, Path, Query
+from sqlakeyset import serialize_bookmark, unserialize_bookmark
+from sqlakeyset.columns import parse_ob_clause
+from sqlakeyset.paging import prepare_paging
+from sqlalchemy import Select, bindparam
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from api.core import pagination
 from api.core.config import Settings
 from api.core.db import connect_args
+from api.core.errors import InvalidQuery
 from api.core.models import MAX_ID
+from api.core.pagination import COUNT_CAP, MAX_CURSOR, MAX_PAGE, Page
 from api.health.routes import Liveness
+from api.products import service
 from api.products.models import Product, ProductRead
+
+DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 def product_query() -> SelectOfScalar[Product]:
@@ -43,8 +56,58 @@ def product_query() -> SelectOfScalar[Product]:
 
 def product_sql() -> str:
     """`GET /products/{id}`'s statement as the API's engine sends it (`$1::INTEGER`)."""
-    dialect = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
-    return str(product_query().compile(dialect=dialect))
+    return str(product_query().compile(dialect=DIALECT))
+
+
+def compiled(statement: Select[Any]) -> tuple[str, list[Any]]:
+    """A statement as the API's engine sends it, and its parameters in their order ($1, $2...)."""
+    found: SQLCompiler = statement.compile(dialect=DIALECT)
+    return str(found), [found.params[name] for name in found.positiontup or []]
+
+
+# GET /products/ without filters, as the route asks the service for it: ordered by id.
+LIST = service.filtered()
+ORDER = parse_ob_clause(LIST)  # the list's sort columns, which a cursor carries
+
+
+@cache
+def page_sql(page: int, size: int) -> tuple[str, list[Any]]:
+    """`GET /products/?page=&size=`'s statement as `pagination._page_and_total` builds it: the
+    page's rows, the list's capped count riding on each, in one statement."""
+    count = pagination._capped_count(LIST)
+    statement = LIST.add_columns(count.scalar_subquery()).limit(size).offset(size * (page - 1))
+    return compiled(statement)
+
+
+@cache
+def cursor_sql(size: int) -> str:
+    """`GET /products/?cursor=&size=`'s statement as sqlakeyset builds it for the API (its
+    `select_page`): the rows after the cursor's place, one more than the page to see whether
+    another follows. Its parameters: the place's values, then size + 1."""
+    place = tuple(0 for _ in ORDER)
+    statement = prepare_paging(LIST, size, place, False, orm=False, dialect=DIALECT).select
+    sql, parameters = compiled(statement)
+    if parameters != [*place, size + 1]:
+        raise RuntimeError(f"sqlakeyset's cursor statement changed its parameters: {sql}")
+    return sql
+
+
+def next_cursor(row: asyncpg.Record) -> str:
+    """The `next_cursor` of the page that ends with `row`, as the API encodes it."""
+    place = tuple(row[column.comparable_value.key] for column in ORDER)
+    return pagination._encode(ORDER, serialize_bookmark((place, False)))
+
+
+def cursor_place(cursor: str) -> tuple[Any, ...]:
+    """The place after which a `next_cursor` of this list continues (a 422 for another's)."""
+    try:
+        scope, bookmark = pagination._decode(cursor)
+    except InvalidQuery as exc:
+        raise HTTPException(422, "not a cursor of this list") from exc
+    place, _ = unserialize_bookmark(bookmark)
+    if scope != pagination._scope(ORDER) or place is None or len(place) != len(ORDER):
+        raise HTTPException(422, "not a cursor of this list")
+    return tuple(place)
 
 
 async def keep_as_is(connection: asyncpg.Connection) -> None:
@@ -76,14 +139,20 @@ def create_app() -> FastAPI:
             if pool is not None:
                 await pool.close()
 
-    async def fetchrow(query: str, *args: Any) -> asyncpg.Record | None:
+    async def fetch(query: str, *args: Any) -> list[asyncpg.Record]:
         if pool is not None:
-            return await pool.fetchrow(query, *args)
+            rows: list[asyncpg.Record] = await pool.fetch(query, *args)
+            return rows
         connection = await asyncpg.connect(**arguments)
         try:
-            return await connection.fetchrow(query, *args)
+            rows = await connection.fetch(query, *args)
+            return rows
         finally:
             await connection.close()
+
+    async def fetchrow(query: str, *args: Any) -> asyncpg.Record | None:
+        rows = await fetch(query, *args)
+        return rows[0] if rows else None
 
     app = FastAPI(lifespan=lifespan)
 
@@ -102,5 +171,43 @@ def create_app() -> FastAPI:
         if row is None:
             raise HTTPException(404)
         return dict(row)
+
+    @app.get("/products/", response_model=Page[ProductRead])
+    async def list_products(
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+        size: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR)] = None,
+    ) -> Any:
+        if cursor is not None:
+            rows = await fetch(cursor_sql(size), *cursor_place(cursor), size + 1)
+            return {
+                "items": [dict(row) for row in rows[:size]],
+                "total": None,
+                "page": None,
+                "size": size,
+                "pages": None,
+                "next_cursor": next_cursor(rows[size - 1]) if len(rows) > size else None,
+            }
+        sql, parameters = page_sql(page, size)
+        rows = await fetch(sql, *parameters)
+        if rows:
+            total = rows[0][-1]  # the capped count, the last column of every row
+        else:  # past the end: the count alone, as the API counts it
+            sql, parameters = compiled(pagination._capped_count(LIST))
+            count = await fetchrow(sql, *parameters)
+            total = count[0] if count else 0
+        capped = total > COUNT_CAP
+        pages = None if capped else ceil(total / size)
+        more = len(rows) == size if pages is None else page < pages
+        return {
+            # The count's column is left out by the response model, as any other extra key.
+            "items": [dict(row) for row in rows],
+            "total": None if capped else total,
+            "total_capped": capped,
+            "page": page,
+            "size": size,
+            "pages": pages,
+            "next_cursor": next_cursor(rows[-1]) if more and rows else None,
+        }
 
     return app

@@ -73,7 +73,7 @@ from bench.dataset import (
 )
 from bench.load import Load, run_wrk, wrk_figures
 from bench.report import Row, aligned, dataset_figures, first_cells, host, median_row, save
-from bench.stack import ADMIN, BARE, Auth, BenchError, at_least_one, entry, log_in, run_quiet, tool
+from bench.stack import ADMIN, API, Auth, BenchError, at_least_one, entry, log_in, run_quiet, tool
 
 AUTHS = ("shipped", "plain", "trust")
 SERVICES = ("db", "pgbouncer", "api")  # the long-running containers whose CPU is read
@@ -478,7 +478,7 @@ def listed(text: str, allowed: set[str], what: str) -> list[str]:
     return items
 
 
-SHAPE_KEYS = {shape.key for shape in shapes(2, "") if shape.app != BARE}
+SHAPE_KEYS = {shape.key for shape in shapes(2, "") if shape.app == API}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -499,7 +499,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only",
         type=lambda text: listed(text, SHAPE_KEYS, "unknown request shapes"),
         default=DEFAULT_SHAPES.split(","),
-        help=f"request shapes (default {DEFAULT_SHAPES}; make bench's keys, bare excepted)",
+        help=f"request shapes (default {DEFAULT_SHAPES}; make bench's keys of the API's rows)",
     )
     parser.add_argument(
         "--rounds",

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 import devstack
-from bench.stack import API, BARE, Auth, BenchError, Server, run_quiet
+from bench.stack import API, BARE, TUTORIAL, Auth, BenchError, Server, run_quiet
 
 HERE = Path(__file__).resolve().parent
 DATASET = HERE / "dataset.sql"
@@ -44,6 +44,9 @@ class Shape:
     auth: Auth = ""
     status: int = 200
     app: str = API  # the uvicorn factory that serves it
+    # A yardstick's: the API's request shape it answers like (make bench checks the answers
+    # and, for the bare handlers, the statements sent before measuring).
+    mirrors: str = ""
 
     def draw(self, rng: random.Random) -> tuple[str, dict[str, Any] | None]:
         """One request of this shape: its path and JSON body (as wrk.lua draws them)."""
@@ -56,6 +59,8 @@ class Shape:
 
 def shapes(deep_page: int, cursor: str) -> list[Shape]:
     deep = f"page {deep_page:,} of {PAGE_SIZE}"
+    page1 = f"/products/?size={PAGE_SIZE}"
+    by_cursor = f"/products/?cursor={cursor}&size={PAGE_SIZE}"
     return [
         Shape("health", "GET /health", "/health"),
         Shape("floor", "GET /health, bare FastAPI handler (no middleware)", "/health", app=BARE),
@@ -66,10 +71,40 @@ def shapes(deep_page: int, cursor: str) -> list[Shape]:
             "/products/{id}",
             ids=PRODUCTS,
             app=BARE,
+            mirrors="product",
         ),
-        Shape("page1", f"GET /products/ page 1 of {PAGE_SIZE}", f"/products/?size={PAGE_SIZE}"),
+        Shape(
+            "tutorial",
+            "GET /products/{id}, tutorial-style app",
+            "/products/{id}",
+            ids=PRODUCTS,
+            app=TUTORIAL,
+            mirrors="product",
+        ),
+        Shape("page1", f"GET /products/ page 1 of {PAGE_SIZE}", page1),
+        Shape(
+            "bare_page1",
+            f"GET /products/ page 1 of {PAGE_SIZE}, bare asyncpg handler",
+            page1,
+            app=BARE,
+            mirrors="page1",
+        ),
+        Shape(
+            "tutorial_page1",
+            f"GET /products/ page 1 of {PAGE_SIZE}, tutorial-style app (offset + count)",
+            page1,
+            app=TUTORIAL,
+            mirrors="page1",
+        ),
         Shape("offset", f"GET /products/ {deep}, offset", f"/products/?page={deep_page}&size=20"),
-        Shape("cursor", f"GET /products/ {deep}, cursor", f"/products/?cursor={cursor}&size=20"),
+        Shape("cursor", f"GET /products/ {deep}, cursor", by_cursor),
+        Shape(
+            "bare_cursor",
+            f"GET /products/ {deep}, cursor, bare asyncpg handler",
+            by_cursor,
+            app=BARE,
+            mirrors="cursor",
+        ),
         Shape(
             "order",
             "GET /orders/{id}/details",
@@ -90,6 +125,11 @@ def shapes(deep_page: int, cursor: str) -> list[Shape]:
             status=201,
         ),
     ]
+
+
+def shape_keys(*apps: str) -> frozenset[str]:
+    """The keys of the request shapes that these apps serve."""
+    return frozenset(shape.key for shape in shapes(2, "") if shape.app in apps)
 
 
 # --- the database --------------------------------------------------------------------------
@@ -184,6 +224,7 @@ class Counted:
     total: float
     kinds: dict[str, float]  # app, transaction (BEGIN/COMMIT/SAVEPOINT...), driver
     queries: list[dict[str, Any]]  # each statement: per request, kind, its text (shortened)
+    app_statements: dict[str, float]  # the app's statements, whole, and their calls per request
 
 
 def count_statements(
@@ -208,6 +249,7 @@ def count_statements(
     )
     kinds = {"app": 0.0, "transaction": 0.0, "driver": 0.0}
     queries = []
+    app_statements = {}
     for entry in json.loads(result.stdout):
         text = " ".join(entry["query"].split())
         query = text.upper()
@@ -221,7 +263,37 @@ def count_statements(
             kind = "app"
         per_request = entry["calls"] / requests
         kinds[kind] += per_request
+        if kind == "app":
+            app_statements[text] = round(per_request, 2)
         queries.append({"per_request": round(per_request, 2), "kind": kind, "query": text[:300]})
     return Counted(
-        round(sum(kinds.values()), 2), {k: round(v, 2) for k, v in kinds.items()}, queries
+        round(sum(kinds.values()), 2),
+        {k: round(v, 2) for k, v in kinds.items()},
+        queries,
+        app_statements,
     )
+
+
+def check_same_answers(api: Server, yardstick: Server, shape: Shape, mirrored: Shape) -> None:
+    """A yardstick answers what the API answers for the same requests: the same JSON (of a
+    tutorial's page, the same items: its envelope is the tutorials' own), so that both do the
+    same work. Three requests drawn as wrk draws them."""
+    rng = random.Random(f"same-{shape.key}")
+    with httpx.Client(timeout=60) as client:
+        for _ in range(3):
+            path, _ = shape.draw(rng)
+            answers = [
+                client.get(f"{server.url}{path}", headers=headers_for(s, server))
+                for server, s in ((api, mirrored), (yardstick, shape))
+            ]
+            if any(answer.status_code != shape.status for answer in answers):
+                raise BenchError(
+                    f"{shape.label}: GET {path} answered {[a.status_code for a in answers]}"
+                )
+            theirs, ours = (answer.json() for answer in answers)
+            if shape.app == TUTORIAL and isinstance(theirs, dict) and "items" in theirs:
+                theirs, ours = theirs["items"], ours["items"]
+            if theirs != ours:
+                raise BenchError(
+                    f"{shape.label} answers GET {path} unlike the API:\n{ours}\nthe API:\n{theirs}"
+                )

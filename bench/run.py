@@ -12,29 +12,36 @@ What it does, from a clean clone:
    from `api.devstack` as `make run` does, on loopback only;
 2. recreates the database `storefront_bench`, migrates it with Alembic (directly, never
    through PgBouncer) and loads a deterministic dataset generated in SQL (`dataset.sql`);
-3. for each worker count (1 and 2 by default) starts uvicorn with the production settings
-   (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL=null through PgBouncer, JSON
-   logs with the app's access line per request, request ids, and Prometheus metrics counted in
-   a multiprocess directory of the server's own) and launched as the Docker image launches it
-   (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in that user and
-   the first superuser, then measures every request shape with wrk (`wrk.lua`, one thread by
-   default, on the last CPU it may use): a warm-up run, then a measured run at 50 connections;
-   then, with the same settings and worker count, the bare asyncpg handler of `bare.py`
-   (`GET /products/{id}` without SQLAlchemy): the yardstick of what SQLAlchemy and our code add
-   to the driver; both through `serve.py` (uvicorn's command line, with each worker's
-   event-loop lag sampled). With `--variant` (another environment or factory) and `--baseline`
-   (the API's code from another checkout), a server of each variant runs beside the default
-   one, and every row is measured on each in turn, so that noise hits them alike. Unless
-   --no-replica, a streaming replica of the cluster (pg_basebackup -R) with a PgBouncer of its
-   own serves such a variant's anonymous reads (DATABASE_READ_URL): GET /products/ page 1 is
-   measured on it beside the same request on the primary, the replica's CPU metered too;
+3. for each worker count (one by default; `--workers 1,2` adds two) starts uvicorn with the
+   production settings (ENVIRONMENT=production, a generated SECRET_KEY, DB_POOL=null through
+   PgBouncer, JSON logs with the app's access line per request, request ids, and Prometheus
+   metrics counted in a multiprocess directory of the server's own) and launched as the Docker
+   image launches it (`api.launch:create_app`, glibc's MALLOC_ENV), signs up a user and logs in
+   that user and the first superuser; beside it, with the same settings and worker count, the
+   yardsticks, each a server of its own: `bare.py` (bare asyncpg handlers for the single row,
+   page 1 and the deep page by cursor, and FastAPI's floor) and `tutorial.py` (the app a user
+   would write from the FastAPI + SQLAlchemy tutorials), all through `serve.py` (uvicorn's
+   command line, with each worker's event-loop lag sampled). Each yardstick must answer its
+   API request's JSON, and each bare handler send its statements, before anything is measured.
+   For one worker, unless --no-pooled, the pooled arrangement runs beside it: the API with
+   DB_POOL=queue and the bare handlers with an asyncpg pool, both through PgBouncer, and the
+   tutorial-style app with its QueuePool straight to PostgreSQL. Every request shape is
+   measured with wrk (`wrk.lua`, one thread by default, on the last CPU it may use): a warm-up
+   run, then a measured run at 50 connections, three rounds in rotation by default. With
+   `--variant` (another environment or factory) and `--baseline` (the API's code from another
+   checkout), a server of each variant runs beside the default one, and every row is measured
+   on each in turn, so that noise hits them alike. Unless --no-replica, a streaming replica of
+   the cluster (pg_basebackup -R) with a PgBouncer of its own serves such a variant's anonymous
+   reads (DATABASE_READ_URL): GET /products/ page 1 is measured on it beside the same request
+   on the primary, the replica's CPU metered too;
 4. counts the SQL statements each request shape sends (pg_stat_statements, see
    `dataset.count_statements`), reads the workers' RSS from /proc after each run and their
    loop lag during it;
 5. runs pgbench on the same database with the same single-row query as `GET /products/{id}`,
    directly and through PgBouncer;
 6. prints one table (and, with variants, each variant's rows beside its reference's), checks
-   it against the targets of issue 6, and writes it as JSON to `bench/results/` (git-ignored).
+   it against issue 23's targets (`report.targets`: ratios of rows measured in this run), and
+   writes it as JSON to `bench/results/` (git-ignored).
 
 Every process it starts dies with it: on Ctrl-C or SIGTERM everything is stopped in order, and
 after a `kill -9` the kernel's parent-death signal stops uvicorn, PgBouncer and PostgreSQL.
@@ -52,6 +59,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,14 +78,17 @@ from bench.dataset import (
     USERS,
     Counted,
     Shape,
+    check_same_answers,
     count_statements,
     deep_cursor,
     prepare_database,
+    shape_keys,
     shapes,
 )
 from bench.load import Load, measure, run_pgbench
 from bench.report import (
     Row,
+    Target,
     fill_ratios,
     machine,
     median_row,
@@ -90,6 +101,8 @@ from bench.stack import (
     API,
     APP,
     BARE,
+    TUTORIAL,
+    YARDSTICKS,
     BenchError,
     Server,
     Variant,
@@ -107,6 +120,19 @@ from bench.stack import (
 
 # --baseline serves these shapes only: the framework alone, and the route most read.
 BASELINE_SHAPES = frozenset({"health", "product"})
+# The pooled arrangement, one worker: the API with its own pool through PgBouncer, the bare
+# handlers with an asyncpg pool through it, the tutorial-style app pooled straight to PostgreSQL.
+POOLED = "pooled"
+POOLED_SHAPES = frozenset({"product", "bare", "tutorial", "page1", "bare_page1", "tutorial_page1"})
+# The tutorial-style app's URL straight to PostgreSQL (bench/tutorial.py).
+TUTORIAL_DIRECT = "BENCH_TUTORIAL_DATABASE_URL"
+# --tutorial-pgbouncer-pool: the tutorial-style app pooled through PgBouncer instead.
+TUTORIAL_THROUGH_PGBOUNCER = "pooled, tutorial through PgBouncer"
+# --pgbouncer-1.18: NullPool through the installed PgBouncer 1.18, statement cache off; its
+# PgBouncer's CPU is metered as this group and shown as the PgBouncer's of its rows.
+OLD_PGBOUNCER = "NullPool, PgBouncer 1.18"
+OLD_PGBOUNCER_GROUP = "pgbouncer_1_18"
+OLD_PGBOUNCER_SHAPES = frozenset({"product", "bare", "tutorial"})
 # The replica's server (DATABASE_READ_URL) serves these, anonymously, beside the default one.
 REPLICA = "reads on the replica"
 REPLICA_SHAPES = frozenset({"page1"})
@@ -116,15 +142,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Measure the API on the make-run stack."
     )
-    parser.add_argument("--workers", default="1,2", help="uvicorn worker counts (default 1,2)")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="uvicorn worker counts (default 1, where the targets are; 1,2 adds the two-worker"
+        " rows, about 7 minutes more)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per row")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up per row")
     parser.add_argument(
         "--rounds",
         type=at_least_one,
-        default=1,
-        help="measure each row N times, in rotation, and report the median round: a ratio to"
-        " /health then compares medians, not one /health run against later rows",
+        default=3,
+        help="measure each row N times, in rotation, and report the median round (default 3):"
+        " a ratio then compares medians taken over the same stretch of time",
     )
     parser.add_argument(
         "--connections", type=int, default=50, help="wrk connections, pgbench clients"
@@ -159,9 +190,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deep-page", type=int, default=4000, help="the deep page's number")
     parser.add_argument("--count", type=int, default=20, help="requests per statement count")
     parser.add_argument(
-        "--only", default="", help="request shapes to run, e.g. health,product (default: all)"
+        "--only",
+        default="",
+        help="request shapes to run, e.g. health,product (default: all). The keys: "
+        + ", ".join(shape.key for shape in shapes(2, "")),
     )
     parser.add_argument("--no-pgbench", action="store_true", help="skip the pgbench rows")
+    parser.add_argument(
+        "--no-pooled",
+        action="store_true",
+        help="skip the pooled arrangement (one worker: the API with DB_POOL=queue and the bare"
+        " handlers pooled, both through PgBouncer, the tutorial-style app pooled straight to"
+        " PostgreSQL)",
+    )
+    parser.add_argument(
+        "--pgbouncer-1.18",
+        dest="pgbouncer_118",
+        action="store_true",
+        help="also GET /products/{id} on the API, the bare handler and the tutorial-style app"
+        " with NullPool through the installed PgBouncer (Debian 12's 1.18, which tracks no"
+        f" prepared statements: DB_STATEMENT_CACHE=false), one worker (the variant"
+        f" {OLD_PGBOUNCER!r})",
+    )
+    parser.add_argument(
+        "--tutorial-pgbouncer-pool",
+        action="store_true",
+        help="also the tutorial-style app with its pool through PgBouncer, with the API's"
+        f" connect arguments (the variant {TUTORIAL_THROUGH_PGBOUNCER!r}, one worker)",
+    )
     parser.add_argument(
         "--no-replica",
         action="store_true",
@@ -255,7 +311,13 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(devstack.PGBOUNCER_INSTALL_HINT)
     worker_counts = [int(n) for n in args.workers.split(",") if n.strip()]
     only = frozenset(key.strip() for key in args.only.split(",") if key.strip())
-    chosen = variants(args.variant, args.baseline, observability_off=args.observability_off)
+    chosen = variants(
+        args.variant,
+        args.baseline,
+        observability_off=args.observability_off,
+        pooled=not args.no_pooled,
+        tutorial_pgbouncer_pool=args.tutorial_pgbouncer_pool,
+    )
     load = Load(
         args.connections, args.threads, args.pgbench_threads, args.warmup, args.duration,
         args.timeout, args.wrk_cpus,
@@ -301,6 +363,9 @@ def run(args: argparse.Namespace) -> int:
             **cache,
             **extra,
         }
+        for variant in chosen:
+            if variant.name == POOLED:
+                variant.env[TUTORIAL_DIRECT] = postgres.url(DATABASE)
         load_seconds = prepare_database(postgres, env)
         say(
             f"dataset loaded in {load_seconds:.1f} s: {PRODUCTS:,} products in {CATEGORIES}"
@@ -330,6 +395,19 @@ def run(args: argparse.Namespace) -> int:
                     keys=REPLICA_SHAPES,
                 )
             )
+        if args.pgbouncer_118:
+            old = stack.enter_context(old_pgbouncer(data_dir, postgres, args))
+            assert old.process is not None
+            groups[OLD_PGBOUNCER_GROUP] = old.process.pid
+            chosen.insert(
+                1,
+                Variant(
+                    OLD_PGBOUNCER,
+                    {"DATABASE_URL": old.url(DATABASE), "DB_STATEMENT_CACHE": "false"},
+                    keys=OLD_PGBOUNCER_SHAPES,
+                    workers=1,
+                ),
+            )
         stage = Stage(
             args, wrk, load, postgres, env, password, data_dir, chosen, only, groups=groups
         )  # fmt: skip
@@ -353,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
     fill_ratios(rows)
     api_settings = app_settings(env)
     pool_mode = api_settings.db_pool
-    found = targets(rows, pool_mode)
+    found = targets(rows, Variant().label(1), Variant(POOLED).label(1))
+    found += same_statements(stage)
     config = {
         "pool_mode": pool_mode,
         "tls_to_pgbouncer": tls_mode(args.url_query, extra),
@@ -381,6 +460,7 @@ def run(args: argparse.Namespace) -> int:
         "rounds": args.rounds,
         "deep_page": args.deep_page,
         "replica": not args.no_replica,
+        "pooled": not args.no_pooled,
         "label": args.label,
     }
     references = {
@@ -413,32 +493,52 @@ class Stage:
 
 
 def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
-    """Every request shape on servers of `workers` workers, one server per variant (and one
-    for the bare handler beside each, when asked for), the variants' rows interleaved: in
-    round r, shape i starts with the variant (r + i) mod n, so that none always runs first."""
+    """Every request shape on servers of `workers` workers: for each variant served at that
+    count, the API's server and, beside it, each yardstick's (bare.py's, tutorial.py's) that
+    serves one of its shapes. The variants' rows are interleaved: in round r, shape i starts
+    with the variant (r + i) mod n, so that none always runs first."""
     args = stage.args
+    active = [v for v in stage.variants if v.workers in (None, workers)]
+    everything = all_shapes(stage)
     with contextlib.ExitStack() as servers:
         by_server: dict[tuple[str, str], Server] = {}
         lineup: list[tuple[Shape, list[Variant]]] = []
-        for variant in stage.variants:
+        for variant in active:
             slug = re.sub(r"\W+", "-", variant.name).strip("-")
             log = stage.data_dir / f"uvicorn-{workers}{'-' if slug else ''}{slug}.log"
-            by_server[variant.name, API] = servers.enter_context(
-                serving(stage.env, workers, log, stage.password, first=first and not variant.name,
-                        factory=variant.factory, cpus=args.app_cpus, variant=variant)
-            )  # fmt: skip
+            apps = {s.app for s in everything if serves(variant, s, stage.only)}
+            # The default server always runs: it signs the user up and gives the deep cursor.
+            if API in apps or not variant.name:
+                by_server[variant.name, API] = servers.enter_context(
+                    serving(stage.env, workers, log, stage.password,
+                            first=first and not variant.name, factory=variant.factory,
+                            cpus=args.app_cpus, variant=variant)
+                )  # fmt: skip
             if not stage.cursor:
                 stage.cursor, _ = deep_cursor(by_server["", API].url, args.deep_page)
-            if any(s.app == BARE and serves(variant, s, stage.only) for s in all_shapes(stage)):
-                by_server[variant.name, BARE] = servers.enter_context(
-                    serving(stage.env, workers, log.with_name(f"{log.stem}-bare.log"),
-                            stage.password, first=False, factory=BARE, cpus=args.app_cpus,
-                            variant=variant)
-                )  # fmt: skip
-        for shape in all_shapes(stage):
-            served_by = [v for v in stage.variants if serves(v, shape, stage.only)]
+                everything = all_shapes(stage)
+            for app in YARDSTICKS:
+                if app in apps:
+                    name = app.split(":")[0].rsplit(".", 1)[-1]
+                    by_server[variant.name, app] = servers.enter_context(
+                        serving(stage.env, workers, log.with_name(f"{log.stem}-{name}.log"),
+                                stage.password, first=False, factory=app, cpus=args.app_cpus,
+                                variant=variant)
+                    )  # fmt: skip
+        for shape in everything:
+            served_by = [v for v in active if serves(v, shape, stage.only)]
             if served_by:
                 lineup.append((shape, served_by))
+        by_key = {shape.key: shape for shape in everything}
+        for shape, served_by in lineup:
+            if shape.mirrors:
+                for variant in served_by:
+                    check_same_answers(
+                        by_server["", API],
+                        by_server[variant.name, shape.app],
+                        shape,
+                        by_key[shape.mirrors],
+                    )
         uncounted = [(s, v) for s, vs in lineup for v in vs if (v.name, s.key) not in stage.counts]
         if uncounted:
             say("counting SQL statements per request (pg_stat_statements)")
@@ -462,15 +562,70 @@ def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
                         measure(stage.wrk, server, shape, load, stage.groups)
                     )
     rows = []
-    for variant in stage.variants:
+    for variant in active:
         for shape, served_by in lineup:
             if variant in served_by:
                 row = median_row(runs[variant.name, shape.key])
+                if row.cpu_ms is not None and OLD_PGBOUNCER_GROUP in row.cpu_ms:
+                    old = row.cpu_ms.pop(OLD_PGBOUNCER_GROUP)
+                    if variant.name == OLD_PGBOUNCER:  # the PgBouncer its servers go through
+                        row.cpu_ms["pgbouncer"] = old
+                if shape.app == TUTORIAL:
+                    row.label += f", {tutorial_arrangement(variant, stage.env)}"
                 counted = stage.counts[variant.name, shape.key]
                 row.statements, row.statement_kinds = counted.total, counted.kinds
                 row.statement_queries = counted.queries
                 rows.append(row)
     return rows
+
+
+@contextlib.contextmanager
+def old_pgbouncer(
+    data_dir: Path, postgres: devstack.EmbeddedPostgres, args: argparse.Namespace
+) -> Iterator[devstack.PgBouncer]:
+    """The installed PgBouncer, when it is one that tracks no prepared statements (1.18)."""
+    binary = devstack.pgbouncer_binary()
+    if binary is None or devstack.tracked_statements(binary):
+        raise BenchError(f"--pgbouncer-1.18: the installed PgBouncer ({binary}) is not 1.18")
+    with running_pgbouncer(
+        data_dir, postgres, args.userlist, "\n".join(args.pgbouncer), "pgbouncer-1.18", binary
+    ) as bouncer:
+        say(f"PgBouncer 1.18 on 127.0.0.1:{bouncer.port}")
+        yield bouncer
+
+
+def tutorial_arrangement(variant: Variant, env: dict[str, str]) -> str:
+    """How the tutorial-style app reaches the database on a variant's servers (tutorial.py)."""
+    settings = variant.environment(env)
+    if settings.get(TUTORIAL_DIRECT):
+        return "pooled, direct"
+    pool = "NullPool" if app_settings(settings).db_pool == "null" else "pooled"
+    return f"{pool} via PgBouncer"
+
+
+def same_statements(stage: Stage) -> list[Target]:
+    """Whether each bare handler sent the statements of the API's route it mirrors, as
+    pg_stat_statements counted them on the same variant's servers (or the default's)."""
+    mirrors = {s.key: s.mirrors for s in all_shapes(stage) if s.app == BARE and s.mirrors}
+    checked, differ = 0, []
+    for (variant, key), counted in stage.counts.items():
+        api = stage.counts.get((variant, mirrors.get(key, ""))) or stage.counts.get(
+            ("", mirrors.get(key, ""))
+        )
+        if key not in mirrors or api is None:
+            continue
+        checked += 1
+        if counted.app_statements != api.app_statements:
+            differ.append(f"{variant or 'default'} {key}")
+    if not checked:
+        return []
+    return [
+        Target(
+            "the bare handlers send the API's statements (pg_stat_statements)",
+            ", ".join(differ) or f"{checked} rows alike",
+            not differ,
+        )
+    ]
 
 
 def all_shapes(stage: Stage) -> list[Shape]:
@@ -483,21 +638,41 @@ def serves(variant: Variant, shape: Shape, only: frozenset[str]) -> bool:
 
 
 # Request ids, the access log and the metrics, all off: what they cost is issue 22's target.
+# The API's rows only: the yardsticks have none of them.
 OBSERVABILITY_OFF = Variant(
-    "observability off", {"REQUEST_IDS": "false", "ACCESS_LOG": "false", "METRICS_ENABLED": "false"}
+    "observability off",
+    {"REQUEST_IDS": "false", "ACCESS_LOG": "false", "METRICS_ENABLED": "false"},
+    keys=shape_keys(API),
 )
 
 
 def variants(
-    specs: list[str], baseline: Path | None, *, observability_off: bool = False
+    specs: list[str],
+    baseline: Path | None,
+    *,
+    observability_off: bool = False,
+    pooled: bool = True,
+    tutorial_pgbouncer_pool: bool = False,
 ) -> list[Variant]:
-    """The servers measured side by side: the default, each --variant's (its settings gathered
-    from every --variant of its name), the API without its observability when asked and, with
-    --baseline, a twin of each serving the API's code from that checkout, for /health and
-    GET /products/{id}."""
+    """The servers measured side by side: the default, the pooled arrangement (one worker;
+    its tutorial's URL is set once PostgreSQL runs), the tutorial pooled through PgBouncer when
+    asked, each --variant's (its settings gathered from every --variant of its name), the API
+    without its observability when asked and, with --baseline, a twin of each serving the API's
+    code from that checkout, for /health and GET /products/{id}."""
     found = {"": Variant()}
+    if pooled:
+        found[POOLED] = Variant(POOLED, {"DB_POOL": "queue"}, keys=POOLED_SHAPES, workers=1)
+    if tutorial_pgbouncer_pool:
+        found[TUTORIAL_THROUGH_PGBOUNCER] = Variant(
+            TUTORIAL_THROUGH_PGBOUNCER,
+            {"DB_POOL": "queue"},
+            keys=shape_keys(TUTORIAL),
+            workers=1,
+        )
     if observability_off:
-        found[OBSERVABILITY_OFF.name] = Variant(OBSERVABILITY_OFF.name, dict(OBSERVABILITY_OFF.env))
+        found[OBSERVABILITY_OFF.name] = Variant(
+            OBSERVABILITY_OFF.name, dict(OBSERVABILITY_OFF.env), keys=OBSERVABILITY_OFF.keys
+        )
     for spec in specs:
         name, _, setting = (part.strip() for part in spec.partition(":"))
         key, equals, value = setting.removeprefix("-").partition("=")
@@ -523,8 +698,9 @@ def variants(
         for variant in list(found.values()):
             name = f"{variant.name}, {at}" if variant.name else at
             factory = variant.factory if launched else APP
+            keys = BASELINE_SHAPES & (variant.keys or BASELINE_SHAPES)
             found[name] = Variant(
-                name, dict(variant.env), factory, root, variant.name, BASELINE_SHAPES
+                name, dict(variant.env), factory, root, variant.name, keys, variant.workers
             )
     return list(found.values())
 

@@ -28,7 +28,9 @@ import devstack
 
 API = "api.launch:create_app"  # the API as its servers launch it (deploy/Dockerfile)
 APP = "api.main:create_app"  # the app alone, without the launch's tuning
-BARE = "bench.bare:create_app"  # the bare asyncpg handler, the driver's yardstick
+BARE = "bench.bare:create_app"  # the bare asyncpg handlers, the driver's yardstick
+TUTORIAL = "bench.tutorial:create_app"  # the tutorial-style app, what users would write instead
+YARDSTICKS = (BARE, TUTORIAL)  # the apps beside the API, served alike
 BENCH_USER = {"username": "bench_user", "email": "bench_user@example.com"}
 ADMIN = {"username": "bench_admin", "email": "bench_admin@example.com"}
 Auth = Literal["", "user", "superuser"]
@@ -87,13 +89,15 @@ def running_pgbouncer(
     userlist: str = "scram",
     extra: str = "",
     name: str = "pgbouncer",
+    binary: str | None = None,
 ) -> Iterator[devstack.PgBouncer]:
     """PgBouncer as `make run` starts it: its auth file holds the server's SCRAM secret, and
     one that can (1.21 and later) tracks prepared statements (the app's statement cache then
     stays on: `PgBouncer.statement_cache_env`). `userlist="plain"` writes the password instead
     (the old way, to measure it: PgBouncer 1.18 then derives a secret from the password at every
-    login); `extra` is configuration appended to the template's (a later setting wins)."""
-    binary = devstack.make_run_pgbouncer()
+    login); `extra` is configuration appended to the template's (a later setting wins);
+    `binary` another PgBouncer than make run's (the installed 1.18, say)."""
+    binary = binary or devstack.make_run_pgbouncer()
     # A max_prepared_statements among the extra settings replaces make run's (the app's cache
     # follows it: PgBouncer.statement_cache_env).
     given = re.search(r"^\s*max_prepared_statements\s*=\s*(\d+)\s*$", extra, re.MULTILINE)
@@ -199,6 +203,7 @@ class Variant:
     api_root: Path | None = None  # serve.py imports `api` from there (BENCH_API_ROOT)
     reference: str = ""  # the variant its rows are compared with
     keys: frozenset[str] | None = None  # the request shapes it serves; None: all
+    workers: int | None = None  # the one worker count it is served at; None: every one
 
     def label(self, workers: int) -> str:
         count = f"{workers} worker{'s' if workers > 1 else ''}"
@@ -261,8 +266,8 @@ def serving(
     command = [*pinned(cpus), sys.executable, "-m", "bench.serve", "--factory", factory]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--timeout-graceful-shutdown", "10"]
-    if factory == BARE:
-        command += ["--no-access-log"]  # a yardstick: nothing but the framework and the driver
+    if factory in YARDSTICKS:
+        command += ["--no-access-log"]  # a yardstick: nothing but the framework and its database
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
@@ -275,7 +280,7 @@ def serving(
     server = Server(variant.label(workers), f"http://127.0.0.1:{port}", process, workers, lag_dir)
     try:
         wait_until_ready(server, log)
-        if factory != BARE:
+        if factory not in YARDSTICKS:
             server.tokens = log_in(server.url, password, sign_up=first)
         yield server
     finally:
