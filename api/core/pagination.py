@@ -50,6 +50,8 @@ from sqlalchemy import (
     String,
     literal_column,
 )
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -203,7 +205,7 @@ def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
     return True
 
 
-def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:
+def _capped_count(query: Select[Any]) -> SelectOfScalar[int]:
     """count(*) of the query's first COUNT_CAP + 1 rows, in whatever order is cheapest. The rows
     are counted without their columns (`SELECT 1`, same FROM and WHERE; loader options go with
     the columns): PostgreSQL otherwise forms every column of the 10,001 rows it counts. A
@@ -216,16 +218,21 @@ def _capped_count(query: SelectOfScalar[Any]) -> SelectOfScalar[int]:
 
 
 def _next_cursor(columns: list[OC], last: Any) -> str:
-    """The cursor of the page after `last` (an ORM row of the query's entity)."""
+    """The cursor of the page after `last` (an ORM object of the query's entity, or a Core
+    row)."""
     values = tuple(getattr(last, column.comparable_value.key) for column in columns)
     return _encode(columns, serialize_bookmark((values, False)))
 
 
-async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: PageParams) -> Page[T]:
-    """One page of `query` by page or by cursor (see the module's docstring)."""
+async def apaginate(
+    db: AsyncSession | AsyncConnection, query: Select[Any], params: PageParams
+) -> Page[Any]:
+    """One page of `query` by page or by cursor (see the module's docstring). On a session
+    `query` selects an entity and the items are its objects; on a connection (a Core read,
+    docs/design.md) it selects columns and the items are its rows."""
     if params.marker is not None:
-        return await _by_cursor(session, query, params.size, *params.marker)
-    items, total = await _page_and_total(session, query, params)
+        return await _by_cursor(db, query, params.size, *params.marker)
+    items, total = await _page_and_total(db, query, params)
     capped = total > COUNT_CAP
     pages = None if capped else ceil(total / params.size)
     # Past the count, a full page is taken to have one after it.
@@ -242,39 +249,58 @@ async def apaginate(session: AsyncSession, query: SelectOfScalar[T], params: Pag
 
 
 async def _page_and_total(
-    session: AsyncSession, query: SelectOfScalar[T], params: PageParams
-) -> tuple[list[T], int]:
+    db: AsyncSession | AsyncConnection, query: Select[Any], params: PageParams
+) -> tuple[list[Any], int]:
     """The page's rows and the list's capped count, in one statement: the count rides on every
     row as an uncorrelated subquery, which PostgreSQL runs once. One statement instead of two
     (two fewer round trips through PgBouncer), and the count and the rows share one snapshot.
-    Only a page with no rows (past the end, or an empty list) counts on its own."""
+    Only a page with no rows (past the end, or an empty list) counts on its own. A Core row
+    keeps the count as its last column, which the response model, reading fields by name,
+    leaves out."""
     count = _capped_count(query)
     statement = (
         query.add_columns(count.scalar_subquery())
         .limit(params.size)
         .offset(params.size * (params.page - 1))
     )
+    if isinstance(db, AsyncConnection):
+        rows = (await db.execute(statement)).all()
+        if rows:
+            return list(rows), rows[0][-1]
+        return [], (await db.execute(count)).scalar_one()
     # SQLAlchemy's execute, not sqlmodel's exec: exec would answer a select whose first column
     # is an entity with that column alone, dropping the count.
-    rows = (await SQLAlchemyAsyncSession.execute(session, statement)).unique().all()
-    if rows:
-        return [item for item, _ in rows], rows[0][1]
-    return [], (await session.exec(count)).one()
+    entities = (await SQLAlchemyAsyncSession.execute(db, statement)).unique().all()
+    if entities:
+        return [item for item, _ in entities], entities[0][1]
+    return [], (await db.exec(count)).one()
+
+
+def _after(rows: Any) -> str | None:
+    """sqlakeyset's bookmark of the page after `rows`, or None on the last page."""
+    after: str | None = rows.paging.bookmark_next if rows.paging.has_next else None
+    return after
 
 
 async def _by_cursor(
-    session: AsyncSession, query: SelectOfScalar[T], size: int, scope: str, bookmark: str
-) -> Page[T]:
+    db: AsyncSession | AsyncConnection, query: Select[Any], size: int, scope: str, bookmark: str
+) -> Page[Any]:
     columns = parse_ob_clause(query)
     _check_cursor_fits(columns, scope, bookmark)  # sqlakeyset would raise InvalidPage, or worse
-    selectable: Any = query  # sqlakeyset types it as a Select of tuples; ours is of entities
 
-    def keyset_page(sync_session: Session) -> tuple[list[T], str | None]:
-        rows = select_page(sync_session, selectable, per_page=size, page=bookmark, unique=True)
-        after = rows.paging.bookmark_next if rows.paging.has_next else None
-        return [row[0] for row in rows], after
+    def keyset_page(sync_db: Session | Connection) -> tuple[list[Any], str | None]:
+        if isinstance(sync_db, Connection):
+            # sqlakeyset runs a Core query through a session it would otherwise make itself,
+            # and never close: one that joins the connection's transaction as it is (no
+            # SAVEPOINT inside a test's transaction) and leaves it to the connection's owner.
+            with Session(bind=sync_db, join_transaction_mode="rollback_only") as session:
+                rows = select_page(session, query, per_page=size, page=bookmark)
+                return list(rows), _after(rows)
+        # unique: an entity's query may join rows that repeat it.
+        rows = select_page(sync_db, query, per_page=size, page=bookmark, unique=True)
+        return [row[0] for row in rows], _after(rows)
 
-    items, after = await session.run_sync(keyset_page)
+    items, after = await db.run_sync(keyset_page)
     return Page.model_construct(
         items=items,
         total=None,

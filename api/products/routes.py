@@ -58,7 +58,7 @@ async def create_product(product_in: ProductCreate, session: SessionDep) -> Prod
 
 @router.get("/", response_model=Page[ProductRead])
 async def list_products(
-    session: ReadSessionDep,
+    connection: ReadConnectionDep,
     params: PageParamsDep,
     category_id: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
     min_price: Price = None,
@@ -66,7 +66,7 @@ async def list_products(
     is_active: bool | None = None,
     q: Annotated[str | None, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")] = None,
     sort: Annotated[ProductSort, Query(json_schema_extra=SORT_NAMES)] = "id",
-) -> Page[Product]:
+) -> Page[Any]:
     """List products: filter by category, price range, activity and text; sort by a known key."""
     if min_price is not None and max_price is not None and min_price > max_price:
         raise InvalidQuery(
@@ -81,7 +81,7 @@ async def list_products(
         q=q,
         sort=sort,
     )
-    return await service.list_products(session=session, params=params, query=query)
+    return await service.read_products(connection=connection, params=params, query=query)
 
 
 @router.get("/with-categories", response_model=Page[ProductReadWithCategory])

@@ -116,6 +116,13 @@ async def list_products(
     return page
 
 
+async def read_products(
+    *, connection: AsyncConnection, params: PageParams, query: SelectOfScalar[Product]
+) -> Page[Any]:
+    """A page of `query`'s products as Core rows of their columns, for an answer."""
+    return await apaginate(connection, query.with_only_columns(*PRODUCTS.c), params)
+
+
 async def list_with_categories(*, session: AsyncSession, params: PageParams) -> Page[Product]:
     """Active products with their category, joined in the same statement."""
     query = (

@@ -260,6 +260,55 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     await null_engine.dispose()
 
 
+async def test_core_pages_by_number_and_by_cursor_send_no_begin_and_hold_no_connection(
+    app_on_committed: tuple[FastAPI, AsyncEngine],
+    committed: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GET /products/ reads its pages with Core on ReadConnectionDep's autocommit connection,
+    the page by cursor through sqlakeyset too: no BEGIN or COMMIT either way, and every
+    connection given back. On NullPool, the production default (a queue pool's pre-ping
+    adds a BEGIN/ROLLBACK)."""
+    app, _ = app_on_committed
+    engine = build_engine(app.state.settings.model_copy(update={"db_pool": "null"}))
+    use_engine(app, engine)
+    pool: list[str] = []
+    event.listen(engine.sync_engine, "checkout", lambda *_: pool.append("checkout"))
+    event.listen(engine.sync_engine, "checkin", lambda *_: pool.append("checkin"))
+    for n in (1, 2, 3):
+        await scalar(
+            committed.url,
+            "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"
+            f" VALUES ('Lamp {n}', 'lamp-{n}', 12.50, 'LAMP-{n}', 3, true) RETURNING id",
+        )
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.split()[0].rstrip(";").upper())
+        return await execute(self, query, *args, **kwargs)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        assert (await client.get("/products/?size=1")).status_code == 200  # the dialect's start
+        monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+        first = await client.get("/products/?size=2")
+        assert first.status_code == 200, first.text
+        second = await client.get(
+            "/products/", params={"size": 2, "cursor": first.json()["next_cursor"]}
+        )
+        assert second.status_code == 200, second.text
+
+    assert [item["sku"] for item in first.json()["items"]] == ["LAMP-1", "LAMP-2"]
+    assert first.json()["total"] == 3
+    assert [item["sku"] for item in second.json()["items"]] == ["LAMP-3"]
+    assert second.json()["next_cursor"] is None
+    assert sent == []
+    assert pool == ["checkout", "checkin"] * 3
+    await engine.dispose()
+
+
 SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 
 
