@@ -50,6 +50,7 @@ from sqlalchemy import (
     String,
     literal_column,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
@@ -225,11 +226,13 @@ def _next_cursor(columns: list[OC], last: Any) -> str:
 
 
 async def apaginate(
-    db: AsyncSession | AsyncConnection, query: Select[Any], params: PageParams
+    db: AsyncSession | AsyncConnection, query: SelectOfScalar[T], params: PageParams
 ) -> Page[Any]:
-    """One page of `query` by page or by cursor (see the module's docstring). On a session
-    `query` selects an entity and the items are its objects; on a connection (a Core read,
-    docs/design.md) it selects columns and the items are its rows."""
+    """One page of `query`, a select of one entity, by page or by cursor (see the module's
+    docstring). On a session the items are the entity's objects. On a connection (a Core read,
+    docs/design.md) a page by number is read as the rows of the entity's columns; a page by
+    cursor still loads the entity's objects, on a session bound to that connection, which
+    costs less than sqlakeyset's Core path."""
     if params.marker is not None:
         return await _by_cursor(db, query, params.size, *params.marker)
     items, total = await _page_and_total(db, query, params)
@@ -249,7 +252,7 @@ async def apaginate(
 
 
 async def _page_and_total(
-    db: AsyncSession | AsyncConnection, query: Select[Any], params: PageParams
+    db: AsyncSession | AsyncConnection, query: SelectOfScalar[T], params: PageParams
 ) -> tuple[list[Any], int]:
     """The page's rows and the list's capped count, in one statement: the count rides on every
     row as an uncorrelated subquery, which PostgreSQL runs once. One statement instead of two
@@ -258,49 +261,57 @@ async def _page_and_total(
     keeps the count as its last column, which the response model, reading fields by name,
     leaves out."""
     count = _capped_count(query)
-    statement = (
-        query.add_columns(count.scalar_subquery())
-        .limit(params.size)
-        .offset(params.size * (params.page - 1))
-    )
     if isinstance(db, AsyncConnection):
-        rows = (await db.execute(statement)).all()
+        (entity,) = query.column_descriptions
+        columns = query.with_only_columns(*sa_inspect(entity["entity"]).local_table.c)
+        rows = (await db.execute(_page(columns, count, params))).all()
         if rows:
             return list(rows), rows[0][-1]
         return [], (await db.execute(count)).scalar_one()
     # SQLAlchemy's execute, not sqlmodel's exec: exec would answer a select whose first column
     # is an entity with that column alone, dropping the count.
-    entities = (await SQLAlchemyAsyncSession.execute(db, statement)).unique().all()
-    if entities:
-        return [item for item, _ in entities], entities[0][1]
+    entities = (await SQLAlchemyAsyncSession.execute(db, _page(query, count, params))).unique()
+    pairs = entities.all()
+    if pairs:
+        return [item for item, _ in pairs], pairs[0][1]
     return [], (await db.exec(count)).one()
 
 
-def _after(rows: Any) -> str | None:
-    """sqlakeyset's bookmark of the page after `rows`, or None on the last page."""
-    after: str | None = rows.paging.bookmark_next if rows.paging.has_next else None
-    return after
+def _page(query: Select[Any], count: Select[Any], params: PageParams) -> Select[Any]:
+    return (
+        query.add_columns(count.scalar_subquery())
+        .limit(params.size)
+        .offset(params.size * (params.page - 1))
+    )
 
 
 async def _by_cursor(
-    db: AsyncSession | AsyncConnection, query: Select[Any], size: int, scope: str, bookmark: str
+    db: AsyncSession | AsyncConnection,
+    query: SelectOfScalar[T],
+    size: int,
+    scope: str,
+    bookmark: str,
 ) -> Page[Any]:
     columns = parse_ob_clause(query)
     _check_cursor_fits(columns, scope, bookmark)  # sqlakeyset would raise InvalidPage, or worse
+    selectable: Any = query  # sqlakeyset types it as a Select of tuples; ours is of entities
 
-    def keyset_page(sync_db: Session | Connection) -> tuple[list[Any], str | None]:
-        if isinstance(sync_db, Connection):
-            # sqlakeyset runs a Core query through a session it would otherwise make itself,
-            # and never close: one that joins the connection's transaction as it is (no
-            # SAVEPOINT inside a test's transaction) and leaves it to the connection's owner.
-            with Session(bind=sync_db, join_transaction_mode="rollback_only") as session:
-                rows = select_page(session, query, per_page=size, page=bookmark)
-                return list(rows), _after(rows)
+    def keyset_page(session: Session) -> tuple[list[T], str | None]:
         # unique: an entity's query may join rows that repeat it.
-        rows = select_page(sync_db, query, per_page=size, page=bookmark, unique=True)
-        return [row[0] for row in rows], _after(rows)
+        rows = select_page(session, selectable, per_page=size, page=bookmark, unique=True)
+        after = rows.paging.bookmark_next if rows.paging.has_next else None
+        return [row[0] for row in rows], after
 
-    items, after = await db.run_sync(keyset_page)
+    def on_connection(connection: Connection) -> tuple[list[T], str | None]:
+        # A session that joins the connection's transaction as it is (no SAVEPOINT in a test's
+        # transaction) and leaves it to the connection's owner.
+        with Session(bind=connection, join_transaction_mode="rollback_only") as session:
+            return keyset_page(session)
+
+    if isinstance(db, AsyncConnection):
+        items, after = await db.run_sync(on_connection)
+    else:
+        items, after = await db.run_sync(keyset_page)
     return Page.model_construct(
         items=items,
         total=None,

@@ -119,8 +119,8 @@ async def list_products(
 async def read_products(
     *, connection: AsyncConnection, params: PageParams, query: SelectOfScalar[Product]
 ) -> Page[Any]:
-    """A page of `query`'s products as Core rows of their columns, for an answer."""
-    return await apaginate(connection, query.with_only_columns(*PRODUCTS.c), params)
+    """A page of `query`'s products, for an answer: by number, Core rows of their columns."""
+    return await apaginate(connection, query, params)
 
 
 async def list_with_categories(*, session: AsyncSession, params: PageParams) -> Page[Product]:
