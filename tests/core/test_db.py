@@ -221,6 +221,20 @@ async def test_lifespan_builds_the_engine_and_disposes_it(database: Database) ->
 
 
 @pytest.mark.concurrent
+def utility_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first word of each statement asyncpg's `Connection.execute` sends from now on:
+    BEGIN, COMMIT, ROLLBACK and the like (queries with parameters go another way)."""
+    sent: list[str] = []
+    execute = asyncpg.Connection.execute
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.split()[0].rstrip(";").upper())
+        return await execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+    return sent
+
+
 async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     app_on_committed: tuple[FastAPI, AsyncEngine],
     committed: Database,
@@ -237,19 +251,12 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
         "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"
         " VALUES ('Lamp', 'lamp', 12.50, 'LAMP-1', 3, true) RETURNING id",
     )
-    sent: list[str] = []
-    execute = asyncpg.Connection.execute
-
-    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query.split()[0].rstrip(";").upper())
-        return await execute(self, query, *args, **kwargs)
-
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:
         # The engine's first connection runs the dialect's own queries in a transaction.
         assert (await client.get(f"/products/{product_id}")).status_code == 200
-        monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+        sent = utility_statements(monkeypatch)
         one = await client.get(f"/products/{product_id}")
         assert one.status_code == 200, one.text
         assert one.json()["sku"] == "LAMP-1"
@@ -265,8 +272,8 @@ async def test_core_pages_by_number_and_by_cursor_send_no_begin_and_hold_no_conn
     committed: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """GET /products/ reads its pages with Core on ReadConnectionDep's autocommit connection,
-    the page by cursor through sqlakeyset too: no BEGIN or COMMIT either way, and every
+    """GET /products/ reads its pages on ReadConnectionDep's autocommit connection (by cursor
+    through a session bound to it): no BEGIN or COMMIT either way, and every
     connection given back. On NullPool, the production default (a queue pool's pre-ping
     adds a BEGIN/ROLLBACK)."""
     app, _ = app_on_committed
@@ -281,18 +288,11 @@ async def test_core_pages_by_number_and_by_cursor_send_no_begin_and_hold_no_conn
             "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"
             f" VALUES ('Lamp {n}', 'lamp-{n}', 12.50, 'LAMP-{n}', 3, true) RETURNING id",
         )
-    sent: list[str] = []
-    execute = asyncpg.Connection.execute
-
-    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query.split()[0].rstrip(";").upper())
-        return await execute(self, query, *args, **kwargs)
-
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
     ) as client:
         assert (await client.get("/products/?size=1")).status_code == 200  # the dialect's start
-        monkeypatch.setattr(asyncpg.Connection, "execute", spy)
+        sent = utility_statements(monkeypatch)
         first = await client.get("/products/?size=2")
         assert first.status_code == 200, first.text
         second = await client.get(
