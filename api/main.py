@@ -46,10 +46,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Most requested first: FastAPI tries the routes in order, each included router's one by one,
-# so a router's place costs or saves its requests time (docs/design.md). Correctness does not
-# depend on it: overlapping paths are told apart by their types (api.core.routing), and a test
-# includes the routers in reverse order.
+# Most requested first: FastAPI tries the routes in order (add_routes keeps each router's
+# routes together), so a router's place costs or saves its requests time (docs/design.md).
+# Correctness does not depend on it: overlapping paths are told apart by their types
+# (api.core.routing), and a test takes the routers in reverse order.
 ROUTERS = (
     root_router,
     health_router,
