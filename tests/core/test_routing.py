@@ -1,4 +1,5 @@
-"""Which route answers a request does not depend on the order the routers are included in."""
+"""Which route answers a request does not depend on the order the routers are taken in, and the
+app holds the routes themselves."""
 
 import itertools
 import re
@@ -123,3 +124,12 @@ async def test_a_create_needs_no_redirect(
     assert response.json()["slug"] == "no-slash"
     stored = await session.exec(select(Tag.name).where(Tag.slug == "no-slash"))
     assert stored.all() == ["No Slash"]
+
+
+def test_the_app_holds_routes_not_router_nodes() -> None:
+    """The app takes its routers' routes (api.core.routing.add_routes): a request is matched
+    against routes, never walked through an included router's node."""
+    app = create_app(settings_for_tests())
+    kinds = {type(route).__name__ for route in app.router.routes}
+    assert kinds <= {"APIRoute", "IdempotentRoute", "Route"}, kinds
+    assert {"APIRoute", "IdempotentRoute"} <= kinds
