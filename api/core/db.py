@@ -181,6 +181,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+def _replica_for(request: Request) -> Replica | None:
+    """The replica a read request goes to: one that is usable, for a request without an
+    Authorization header (ReadSessionDep's docstring says why); else None, the primary."""
+    replica: Replica | None = getattr(request.app.state, "replica", None)
+    if replica is not None and replica.usable and "authorization" not in request.headers:
+        return replica
+    return None
+
+
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The session of a route that only reads, in autocommit: the driver sends no BEGIN before
     its statements and no COMMIT after them, two round trips of the four a single-row read made
@@ -195,10 +204,8 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     header's presence decides, not its validity: these routes do not read who calls, so a bad
     token is ignored here as it always was (a route that reads the caller, OptionalUser,
     answers it with a 401). A replica that cannot be reached sends the read to the primary."""
-    replica: Replica | None = getattr(request.app.state, "replica", None)
-    session = None
-    if replica is not None and replica.usable and "authorization" not in request.headers:
-        session = await replica.open_session()
+    replica = _replica_for(request)
+    session = None if replica is None else await replica.open_session()
     if session is None:
         sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.read_sessionmaker
         session = sessionmaker()
@@ -217,10 +224,8 @@ async def get_read_connection(request: Request) -> AsyncIterator[AsyncConnection
     """The connection of a route that reads flat rows with SQLAlchemy Core (no ORM session:
     docs/design.md, "Two styles of query"): autocommit as ReadSessionDep's session, and from
     the replica on the same terms."""
-    replica: Replica | None = getattr(request.app.state, "replica", None)
-    connection = None
-    if replica is not None and replica.usable and "authorization" not in request.headers:
-        connection = await replica.connect()
+    replica = _replica_for(request)
+    connection = None if replica is None else await replica.connect()
     if connection is None:
         async with request.app.state.read_connection() as connection:
             yield connection
