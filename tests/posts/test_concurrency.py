@@ -14,18 +14,23 @@ from tests.support.live_server import live_admin
 pytestmark = [pytest.mark.concurrent, pytest.mark.pgbouncer]
 
 
+async def insert_post(database_url: str, status: str) -> int:
+    """A post by the live server's superuser (`boss`), committed with `status`; its id."""
+    post: int = await scalar(
+        database_url,
+        "INSERT INTO posts (title, slug, content, author_id, status, view_count)"
+        " SELECT 'P', 'p', 'x', id, $1, 0 FROM users WHERE username = 'boss' RETURNING id",
+        status,
+    )
+    return post
+
+
 async def test_tagging_a_post_deleted_meanwhile_is_404_naming_the_post(
     live_server: str, committed: Database
 ) -> None:
     async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
         admin = await live_admin(client, committed.url)
-        author = await scalar(committed.url, "SELECT id FROM users WHERE username = 'boss'")
-        post = await scalar(
-            committed.url,
-            "INSERT INTO posts (title, slug, content, author_id, status, view_count)"
-            " VALUES ('P', 'p', 'x', $1, 'draft', 0) RETURNING id",
-            author,
-        )
+        post = await insert_post(committed.url, "draft")
         tag = await scalar(
             committed.url, "INSERT INTO tags (name, slug) VALUES ('t', 't') RETURNING id"
         )
@@ -57,13 +62,7 @@ async def test_two_writers_with_one_weak_tag_one_wins_and_one_is_412(
     in between does not change the tag."""
     async with httpx.AsyncClient(base_url=live_server, timeout=60) as client:
         admin = await live_admin(client, committed.url)
-        author = await scalar(committed.url, "SELECT id FROM users WHERE username = 'boss'")
-        post = await scalar(
-            committed.url,
-            "INSERT INTO posts (title, slug, content, author_id, status, view_count)"
-            " VALUES ('P', 'p', 'x', $1, 'published', 0) RETURNING id",
-            author,
-        )
+        post = await insert_post(committed.url, "published")
         tag = (await client.get(f"/posts/{post}")).headers["ETag"]
         assert tag.startswith("W/")
         assert (await client.get(f"/posts/{post}")).headers["ETag"] == tag  # a view
