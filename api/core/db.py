@@ -16,7 +16,8 @@ PgBouncer:
 
 A small app-side pool in front of PgBouncer (`DB_POOL=queue`) follows the same rule. It is safe in
 transaction mode because nothing crosses a transaction: the app sets no session state, and named
-statements only exist where PgBouncer tracks them.
+statements only exist where PgBouncer tracks them. It hands its connections out in order of
+arrival (api/core/pool.py).
 """
 
 import ssl
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -57,6 +58,7 @@ from api.core.errors import (
     is_connection_error,
     violated_constraint,
 )
+from api.core.pool import FifoQueuePool
 from api.core.replica import Replica
 
 
@@ -96,6 +98,7 @@ def build_engine(
         pool = {"poolclass": NullPool}
     else:
         pool = {
+            "poolclass": FifoQueuePool,
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout,
@@ -103,9 +106,7 @@ def build_engine(
             "pool_recycle": 1800,
         }
     if settings.metrics_enabled:
-        pool["poolclass"] = metrics.timed_pool(
-            pool.get("poolclass", AsyncAdaptedQueuePool), database
-        )
+        pool["poolclass"] = metrics.timed_pool(pool["poolclass"], database)
     engine = create_async_engine(
         url or settings.database_url,
         echo=settings.db_echo,
