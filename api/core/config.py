@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)
-    # Test each pooled connection before lending it (queue mode): through PgBouncer in
-    # transaction mode that is BEGIN, an empty query and ROLLBACK, 3 round trips per request.
+    # Replace a pooled connection its server has closed before lending it (queue mode): no
+    # round trip (api/core/pool.py).
     db_pool_pre_ping: bool = True
     db_connect_timeout: float = Field(default=5.0, gt=0)
     db_command_timeout: float = Field(default=15.0, gt=0)

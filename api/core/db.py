@@ -58,7 +58,7 @@ from api.core.errors import (
     is_connection_error,
     violated_constraint,
 )
-from api.core.pool import FifoQueuePool
+from api.core.pool import FifoQueuePool, replace_closed_connections
 from api.core.replica import Replica
 
 
@@ -102,7 +102,6 @@ def build_engine(
             "pool_size": settings.db_pool_size,
             "max_overflow": settings.db_max_overflow,
             "pool_timeout": settings.db_pool_timeout,
-            "pool_pre_ping": settings.db_pool_pre_ping,
             "pool_recycle": 1800,
         }
     if settings.metrics_enabled:
@@ -117,6 +116,8 @@ def build_engine(
     )
     if settings.metrics_enabled:
         metrics.time_connects(engine, database)
+    if settings.db_pool == "queue" and settings.db_pool_pre_ping:
+        replace_closed_connections(engine)
     return engine
 
 

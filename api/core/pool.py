@@ -8,6 +8,15 @@ newest requests are served and the oldest wait on, one lost race after another, 
 (python/cpython#83055 and MagicStack/asyncpg#1247 describe the same barging). Here a connection
 given back goes straight to the longest waiter, and a checkout that finds others waiting
 waits behind them, so a request's wait for a connection is the queue ahead of it and no more.
+
+A pooled connection the server has closed (PgBouncer or PostgreSQL restarted, an idle timeout)
+is replaced before it is lent (`DB_POOL_PRE_PING`, on by default). asyncpg marks a connection
+closed as soon as the close reaches it, so the check costs no round trip. SQLAlchemy's own
+`pool_pre_ping` asks the server instead, and through PgBouncer in transaction mode its asyncpg
+dialect pings inside a transaction: BEGIN, an empty query and ROLLBACK, three round trips before
+every request's one statement. Neither notices a peer that vanished without closing (a network
+partition): the statement that finds it times out (`DB_COMMAND_TIMEOUT`), the request answers
+503, and SQLAlchemy then replaces every connection the pool holds.
 """
 
 import asyncio
@@ -15,7 +24,10 @@ from collections import deque
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.util import await_
 from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
@@ -97,3 +109,16 @@ class FifoQueuePool(AsyncAdaptedQueuePool):
     """`AsyncAdaptedQueuePool` with its connections handed out in order of arrival."""
 
     _queue_class: Any = FifoQueue
+
+
+def replace_closed_connections(engine: AsyncEngine) -> None:
+    """Before the pool lends a connection, replace it if its server has closed it: the pool's
+    `checkout` event, where a DisconnectionError makes the pool discard the connection and
+    check out another."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def closed_is_replaced(
+        _dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        if record.driver_connection is None or record.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")

@@ -235,17 +235,21 @@ def utility_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
+@pytest.mark.parametrize("pool", ["null", "queue"])
 async def test_a_one_statement_read_sends_no_begin_and_no_commit(
     app_on_committed: tuple[FastAPI, AsyncEngine],
     committed: Database,
     monkeypatch: pytest.MonkeyPatch,
+    pool: str,
 ) -> None:
     """GET /products/{id} reads through ReadConnectionDep, in autocommit; GET /posts/ (which looks
     the caller up through SessionDep) still runs in a transaction, which shows that the spy sees
-    them. On NullPool, the production default: a queue pool's pre-ping adds a BEGIN/ROLLBACK."""
+    them. On NullPool, the production default, and on the queue pool with its pre-ping on,
+    which asks the server nothing (SQLAlchemy's would send BEGIN, `;` and ROLLBACK)."""
     app, _ = app_on_committed
-    null_engine = build_engine(app.state.settings.model_copy(update={"db_pool": "null"}))
-    use_engine(app, null_engine)
+    settings = app.state.settings.model_copy(update={"db_pool": pool, "db_pool_pre_ping": True})
+    engine = build_engine(settings)
+    use_engine(app, engine)
     product_id = await scalar(
         committed.url,
         "INSERT INTO products (name, slug, price, sku, stock_quantity, is_active)"
@@ -264,7 +268,7 @@ async def test_a_one_statement_read_sends_no_begin_and_no_commit(
         page = await client.get("/posts/")
         assert page.status_code == 200, page.text
         assert sent == ["BEGIN", "COMMIT"]
-    await null_engine.dispose()
+    await engine.dispose()
 
 
 async def test_core_pages_by_number_and_by_cursor_send_no_begin_and_hold_no_connection(

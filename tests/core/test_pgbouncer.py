@@ -140,9 +140,10 @@ async def test_the_check_sees_statements_that_asyncpg_defaults_leave_behind(
 async def test_a_pgbouncer_restart_under_an_app_side_pool(
     committed: Database, pre_ping: bool, failed: int
 ) -> None:
-    """DB_POOL_PRE_PING=true replaces the pooled connection PgBouncer's restart killed before
-    lending it; false (3 round trips fewer per request) fails the one request that finds it
-    dead, and the pool then reconnects."""
+    """DB_POOL_PRE_PING=true replaces the pooled connection PgBouncer's restart closed before
+    lending it; false fails the one request that finds it closed, and the pool then reconnects.
+    The app's event loop runs through the restart, as a server's does, so the close reaches
+    asyncpg."""
     with running_pgbouncer(committed.server_url) as bouncer:
         settings = settings_for_tests(
             database_url=bouncer.url(committed.name),
@@ -155,7 +156,7 @@ async def test_a_pgbouncer_restart_under_an_app_side_pool(
         app = create_app(settings)
         async with LifespanManager(app), client_for(app) as client:
             assert (await client.get("/products/999999")).status_code == 404
-            bouncer.stop()
-            bouncer.start()  # on the same port
+            await asyncio.to_thread(bouncer.stop)
+            await asyncio.to_thread(bouncer.start)  # on the same port
             answers = [(await client.get("/products/999999")).status_code for _ in range(4)]
     assert answers == [503] * failed + [404] * (4 - failed)
