@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from prometheus_client import REGISTRY
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import devstack
+from api.core import logging as app_logging
 from api.main import create_app
 from api.users.models import User
 from tests.support.app import settings_for_tests
@@ -215,6 +217,17 @@ async def test_access_log_off_writes_no_line() -> None:
     lines = await logged(app, ("GET", "/", {}), ("GET", "/no/such", {}))
 
     assert access_lines(lines) == []
+
+
+def test_a_json_line_keeps_text_readable_and_writes_what_json_cannot_encode_as_its_repr() -> None:
+    with json_log(settings_for_tests()) as lines:
+        assert app_logging.ACCESS is not None
+        app_logging.ACCESS.info("request", price=Decimal("1.50"), name="Café")
+
+    (line,) = lines()
+    assert line["price"] == "Decimal('1.50')"
+    assert line["name"] == "Café"
+    assert line["event"] == "request"
 
 
 def test_uvicorn_writes_no_access_line_of_its_own() -> None:
