@@ -122,10 +122,18 @@ BUILD_INFO = Gauge(
 )
 
 
+@cache
+def _request_series(method: str, route: str, status_class: str) -> tuple[Counter, Histogram]:
+    """A request's count and latency series, looked up once per set of labels (`labels()`
+    locks and checks its values on every call). The sets are bounded as the labels are."""
+    return REQUESTS.labels(method, route, status_class), LATENCY.labels(method, route)
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     method = method if method in METHODS else "other"
-    REQUESTS.labels(method, route, f"{status // 100}xx").inc()
-    LATENCY.labels(method, route).observe(seconds)
+    count, latency = _request_series(method, route, f"{status // 100}xx")
+    count.inc()
+    latency.observe(seconds)
 
 
 def count_on_commit(session: AsyncSession, counter: Counter) -> None:
@@ -153,18 +161,20 @@ def count_on_commit(session: AsyncSession, counter: Counter) -> None:
 
 
 class _Timed:
-    """A pool whose checkouts are timed, as `database`'s (timed_pool makes the classes)."""
+    """A pool whose checkouts are timed, as one database's (timed_pool makes the classes, with
+    that database's series)."""
 
-    database = "primary"
+    acquired: Histogram
+    failed: Counter
 
     def connect(self) -> PoolProxiedConnection:
         started = perf_counter()
         try:
             connection: PoolProxiedConnection = super().connect()  # type: ignore[misc]
         except Exception:
-            DB_ACQUIRE_ERRORS.labels(self.database).inc()
+            self.failed.inc()
             raise
-        DB_ACQUIRE.labels(self.database).observe(perf_counter() - started)
+        self.acquired.observe(perf_counter() - started)
         return connection
 
 
@@ -173,7 +183,8 @@ def timed_pool(base: type[Pool], database: str) -> type[Pool]:
     """`base` (NullPool, or the async engine's queue pool) with its checkouts timed, as
     `database`'s; its log lines under SQLAlchemy's name for `base`, so at SQLAlchemy's level."""
     namespace = {
-        "database": database,
+        "acquired": DB_ACQUIRE.labels(database),
+        "failed": DB_ACQUIRE_ERRORS.labels(database),
         "_sqla_logger_namespace": f"{base.__module__}.{base.__name__}",
     }
     return type(f"Timed{base.__name__}", (_Timed, base), namespace)
