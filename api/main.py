@@ -179,7 +179,13 @@ def create_app(
     if provider is not None:
         app.add_middleware(tracing.RequestIdOnSpan)
     if settings.request_ids:
+        # The id reaches the code through its context variable (api.core.request_id), so the
+        # request's own headers are left as they came, and kept ids as they are.
         app.add_middleware(
-            CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, validator=well_formed
+            CorrelationIdMiddleware,
+            header_name=REQUEST_ID_HEADER,
+            validator=well_formed,
+            update_request_header=False,
+            transformer=None,
         )
     return app
