@@ -268,15 +268,23 @@ def serving(
     command += ["--timeout-graceful-shutdown", "10"]
     if factory in YARDSTICKS:
         command += ["--no-access-log"]  # a yardstick: nothing but the framework and its database
+    # The server writes its log into a pipe that another process reads and stores, as a
+    # container's output reaches its runtime (Docker's and Kubernetes' log files), not straight
+    # into a file: each write to a pipe wakes its reader, and the writer pays for that.
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=devstack.ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=devstack.child_setup(None, signal.SIGTERM),
+        reader = subprocess.Popen(
+            [tool("cat", "coreutils provide it")], stdin=subprocess.PIPE, stdout=out
         )
+    assert reader.stdin is not None
+    process = subprocess.Popen(
+        command,
+        cwd=devstack.ROOT,
+        env=env,
+        stdout=reader.stdin,
+        stderr=subprocess.STDOUT,
+        preexec_fn=devstack.child_setup(None, signal.SIGTERM),
+    )
+    reader.stdin.close()
     server = Server(variant.label(workers), f"http://127.0.0.1:{port}", process, workers, lag_dir)
     try:
         wait_until_ready(server, log)
@@ -285,6 +293,7 @@ def serving(
         yield server
     finally:
         devstack.terminate(process, signal.SIGTERM)
+        reader.wait(timeout=30)  # the pipe's last lines stored
 
 
 def pinned(cpus: str) -> list[str]:
