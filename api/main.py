@@ -20,7 +20,7 @@ from api.core.config import Settings, get_settings
 from api.core.db import build_engine, build_replica, use_engine
 from api.core.errors import install_error_handlers, problem_openapi
 from api.core.idempotency import REPLAYED as REPLAYED_HEADER
-from api.core.logging import configure_logging
+from api.core.logging import configure_logging, flush_access_lines
 from api.core.middleware import BodySizeLimit, SlashOptional
 from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
@@ -78,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     provider: TracerProvider | None = app.state.tracer_provider
     # Whatever fails on the way up or down, what was set up is taken down, in reverse order.
     async with AsyncExitStack() as stack:
+        stack.callback(flush_access_lines)
         if provider is not None:
             stack.callback(provider.force_flush)
         stack.callback(metrics.forget_process)

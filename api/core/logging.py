@@ -4,10 +4,13 @@ Two paths into one stream (stderr): the standard library's loggers (the app's, u
 SQLAlchemy's) through a handler whose formatter is structlog's, and the access line, one per
 request, through structlog's own logger. That one skips the standard library's record, its
 caller lookup and the formatter's copy of the record: a third of the cost of a line on the
-request path (docs/benchmarks.md).
+request path (docs/benchmarks.md). Its lines are written once per turn of the event loop, all
+the lines of the turn at once (`TurnLines`).
 """
 
+import asyncio
 import logging
+import select
 import sys
 from typing import Any, TextIO
 
@@ -21,6 +24,60 @@ from api.core.config import Settings
 # The access lines' logger: set by configure_logging, which the running server's lifespan calls;
 # None before (an app built by a test and never started writes none).
 ACCESS: FilteringBoundLogger | None = None
+_ACCESS_LINES: "TurnLines | None" = None
+
+
+class TurnLines:
+    """structlog's logger for the access lines: the lines written during one turn of the event
+    loop go out together, in writes of at most `select.PIPE_BUF` bytes of whole lines, when the
+    turn ends. A container's output is a pipe whose reader (the container runtime) each write
+    wakes, and a busy server finishes several requests per turn: a write per line cost more
+    than the rest of the line (docs/benchmarks.md). No line waits longer than the turn, and no
+    write splits a line: a pipe takes up to PIPE_BUF bytes in one piece, so the lines of
+    several workers sharing it never interleave. The lines are ASCII (a route template, a
+    request id of safe characters, an address), so their length is their size. Outside a
+    running loop a line is written at once."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lines: list[str] = []
+        self._flushing_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
+
+    def info(self, message: str) -> None:
+        self._lines.append(message)
+        if self._flushing_on is None or self._flushing_on.is_closed():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            loop.call_soon(self.flush)
+            self._flushing_on = loop
+
+    def flush(self) -> None:
+        """Write the lines waiting for the end of the turn."""
+        lines, self._lines, self._flushing_on = self._lines, [], None
+        chunk: list[str] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) + 1 > select.PIPE_BUF:
+                self._write("\n".join(chunk) + "\n")
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line) + 1
+        if chunk:
+            self._write("\n".join(chunk) + "\n")
+
+    def _write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
+
+
+def flush_access_lines() -> None:
+    """Write the access lines still waiting for their turn to end (at shutdown, or before a
+    test reads the log)."""
+    if _ACCESS_LINES is not None:
+        _ACCESS_LINES.flush()
 
 
 def json_text(event: Any, **options: Any) -> str:
@@ -31,7 +88,7 @@ def json_text(event: Any, **options: Any) -> str:
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    global ACCESS
+    global ACCESS, _ACCESS_LINES
     stream = stream or sys.stderr
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=json_text)
@@ -64,8 +121,10 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers[:] = []
     uvicorn_access.propagate = False
+    flush_access_lines()  # a previous configuration's, into its own stream
+    _ACCESS_LINES = TurnLines(stream)
     access: FilteringBoundLogger = structlog.wrap_logger(
-        structlog.WriteLogger(stream),
+        _ACCESS_LINES,
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(root.level),
     )

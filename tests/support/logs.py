@@ -27,9 +27,15 @@ def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
     saved_access = app_logging.ACCESS
     buffer = io.StringIO()
     configure_logging(settings, stream=buffer)
+
+    def written() -> str:
+        app_logging.flush_access_lines()  # the lines of the loop's current turn too
+        return buffer.getvalue()
+
     try:
-        yield buffer.getvalue
+        yield written
     finally:
+        app_logging.flush_access_lines()
         app_logging.ACCESS = saved_access
         root.handlers[:], level = saved_root
         root.setLevel(level)
