@@ -104,7 +104,9 @@ def build_engine(
             "pool_timeout": settings.db_pool_timeout,
             "pool_recycle": 1800,
         }
-    if settings.metrics_enabled:
+    if settings.metrics_enabled and settings.db_pool == "queue":
+        # A wait for the app's pool is timed; on NullPool every checkout is a connect, which
+        # time_connects times.
         pool["poolclass"] = metrics.timed_pool(pool["poolclass"], database)
     engine = create_async_engine(
         url or settings.database_url,

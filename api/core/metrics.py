@@ -93,16 +93,17 @@ DB_CONNECT = Histogram(
 DB_CONNECT_ERRORS = Counter(
     "storefront_db_connect_errors", "Database connections that could not be opened.", ["database"]
 )
+# The app's pool only (DB_POOL=queue): on NullPool a request's connection is a new one, which
+# DB_CONNECT times.
 DB_ACQUIRE = Histogram(
     "storefront_db_acquire_seconds",
-    "Time to get a connection for a request: from the app's pool (its wait and pre-ping "
-    "included) or, on NullPool, a new one.",
+    "Time to get a connection from the app's pool (DB_POOL=queue), its wait included.",
     ["database"],
     buckets=LATENCY_BUCKETS,
 )
 DB_ACQUIRE_ERRORS = Counter(
     "storefront_db_acquire_errors",
-    "Requests for a connection that failed: the pool's timeout, or a connection refused.",
+    "Requests for a pooled connection that failed: the pool's timeout, or a connection refused.",
     ["database"],
 )
 ORDERS_PLACED = Counter("storefront_orders_placed", "Orders placed (committed).")
@@ -180,8 +181,8 @@ class _Timed:
 
 @cache
 def timed_pool(base: type[Pool], database: str) -> type[Pool]:
-    """`base` (NullPool, or the async engine's queue pool) with its checkouts timed, as
-    `database`'s; its log lines under SQLAlchemy's name for `base`, so at SQLAlchemy's level."""
+    """`base`, the app's queue pool, with its checkouts timed, as `database`'s; its log lines
+    under SQLAlchemy's name for `base`, so at SQLAlchemy's level."""
     namespace = {
         "acquired": DB_ACQUIRE.labels(database),
         "failed": DB_ACQUIRE_ERRORS.labels(database),

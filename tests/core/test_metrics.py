@@ -325,11 +325,13 @@ class TestCountsAndSavepoints:
 
 class TestDatabase:
     @pytest.mark.parametrize(
-        ("pool", "connects"),
-        [("null", 3), ("queue", 1)],  # NullPool: a connection per request; a pool keeps one
+        ("pool", "connects", "checkouts"),
+        # NullPool: a new connection per request, timed as such; a pool keeps one, and a
+        # request's wait for it is timed.
+        [("null", 3, 0), ("queue", 1, 3)],
     )
-    async def test_each_checkout_is_timed_and_each_new_connection(
-        self, database: Database, pool: str, connects: int
+    async def test_each_pooled_checkout_is_timed_and_each_new_connection(
+        self, database: Database, pool: str, connects: int, checkouts: int
     ) -> None:
         settings = settings_for_tests(database_url=database.url, db_pool=pool, db_pool_size=1)
         app = create_app(settings)
@@ -342,10 +344,13 @@ class TestDatabase:
                 for _ in range(3):
                     assert (await client.get("/health/ready")).status_code == 200
 
-        assert (connected, checked_out) == ([connects], [3])
+        assert (connected, checked_out) == ([connects], [checkouts])
 
-    async def test_a_refused_connection_is_an_error_of_both(self) -> None:
-        app = app_without_database("postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
+    @pytest.mark.parametrize(("pool", "failed_checkouts"), [("queue", 1), ("null", 0)])
+    async def test_a_refused_connection_is_a_connect_error_and_a_pooled_checkouts(
+        self, pool: str, failed_checkouts: int
+    ) -> None:
+        app = app_without_database("postgresql+asyncpg://nobody:x@127.0.0.1:1/none", db_pool=pool)
         with (
             counting("storefront_db_connect_errors_total", database="primary") as connects,
             counting("storefront_db_acquire_errors_total", database="primary") as checkouts,
@@ -353,12 +358,12 @@ class TestDatabase:
             async with client_for(app) as client:
                 assert_problem(await client.get("/health/ready"), 503, "database_unavailable")
 
-        assert (connects, checkouts) == ([1], [1])
+        assert (connects, checkouts) == ([1], [failed_checkouts])
 
     async def test_a_replicas_connections_are_its_own(self, database: Database) -> None:
         """The read replica's engine (and its background check) counts as `replica`: its
         outage never reads as the primary's."""
-        settings = settings_for_tests(database_url=database.url, db_pool="null")
+        settings = settings_for_tests(database_url=database.url, db_pool="queue")
         replica = build_engine(settings, url=database.url, database="replica")
         refused = build_engine(
             settings, url="postgresql+asyncpg://nobody:x@127.0.0.1:1/none", database="replica"

@@ -36,10 +36,13 @@ def settings_for_tests(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **(values | overrides))
 
 
-def app_without_database(database_url: str) -> FastAPI:
-    """The app with its real engine on a database that is not there, and short timeouts."""
+def app_without_database(database_url: str, **settings: Any) -> FastAPI:
+    """The app with its real engine on a database that is not there, short timeouts and
+    `settings`."""
     app = create_app(
-        settings_for_tests(database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1)
+        settings_for_tests(
+            database_url=database_url, db_connect_timeout=0.5, db_pool_timeout=1, **settings
+        )
     )
     use_engine(app, build_engine(app.state.settings))
     return app
