@@ -24,6 +24,7 @@ from api.core.logging import configure_logging, flush_access_lines
 from api.core.middleware import BodySizeLimit, SlashOptional
 from api.core.observability import ObserveRequests
 from api.core.request_id import HEADER as REQUEST_ID_HEADER
+from api.core.request_id import new as new_request_id
 from api.core.request_id import well_formed
 from api.core.routing import add_routes, operation_id
 from api.core.version import VERSION
@@ -186,6 +187,7 @@ def create_app(
             CorrelationIdMiddleware,
             header_name=REQUEST_ID_HEADER,
             validator=well_formed,
+            generator=new_request_id,
             update_request_header=False,
             transformer=None,
         )

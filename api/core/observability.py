@@ -62,12 +62,13 @@ class ObserveRequests:
             await self.app(scope, receive, send_and_note_status)
         finally:
             seconds = perf_counter() - started
+            route = route_template(scope)
             if self.metrics:
                 metrics.IN_FLIGHT.dec()
-                metrics.observe_request(scope["method"], route_template(scope), status, seconds)
-            self.log(scope, status, seconds)
+                metrics.observe_request(scope["method"], route, status, seconds)
+            self.log(scope, route, status, seconds)
 
-    def log(self, scope: Scope, status: int, seconds: float) -> None:
+    def log(self, scope: Scope, route: str, status: int, seconds: float) -> None:
         access = logging.ACCESS
         if not self.access_log or access is None:
             return
@@ -77,7 +78,7 @@ class ObserveRequests:
         access.info(
             "request",
             method=scope["method"],
-            route=route_template(scope),
+            route=route,
             status=status,
             duration_ms=round(seconds * 1000, 2),
             user_id=scope.get("state", {}).get(USER_ID),

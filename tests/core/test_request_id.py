@@ -15,7 +15,7 @@ from tests.support.app import settings_for_tests
 from tests.support.client import assert_problem
 from tests.support.logs import json_log
 
-NEW_ID = re.compile(r"[0-9a-f]{32}")  # what the server makes: a UUID4's hex
+NEW_ID = re.compile(r"[0-9a-f]{32}")  # what the server makes: 128 random bits in hex
 
 KEPT = [
     str(uuid.uuid4()),
