@@ -15,8 +15,8 @@ closed as soon as the close reaches it, so the check costs no round trip. SQLAlc
 `pool_pre_ping` asks the server instead, and through PgBouncer in transaction mode its asyncpg
 dialect pings inside a transaction: BEGIN, an empty query and ROLLBACK, three round trips before
 every request's one statement. Neither notices a peer that vanished without closing (a network
-partition): the statement that finds it times out (`DB_COMMAND_TIMEOUT`), the request answers
-503, and SQLAlchemy then replaces every connection the pool holds.
+partition): a statement on such a connection waits for `DB_COMMAND_TIMEOUT`, and the request
+answers 503.
 """
 
 import asyncio
