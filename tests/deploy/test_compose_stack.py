@@ -224,6 +224,53 @@ def test_the_api_logs_in_as_the_app_role_and_pgbouncer_holds_only_its_secret(
     assert set(roles.split()) == {"storefront_app"}  # PgBouncer's server connections
 
 
+ACCESS_BURST = 300
+
+
+async def test_each_request_leaves_one_whole_json_access_line_in_the_containers_log(
+    stack: Stack,
+) -> None:
+    """The API's two workers write their access lines into the container's output, a pipe, a
+    turn of their event loops at a time: every request of a burst has exactly one line, and
+    every line of the log is whole JSON (no worker's write split another's)."""
+    ids = [f"compose-log-{secrets.token_hex(8)}" for _ in range(ACCESS_BURST)]
+    limit = asyncio.Semaphore(25)
+
+    async def ask(http: httpx.AsyncClient, request_id: str) -> None:
+        async with limit:
+            response = await http.get("/products/999999999", headers={"X-Request-ID": request_id})
+        assert response.status_code == 404, response.text
+
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+        await asyncio.gather(*(ask(http, request_id) for request_id in ids))
+
+    deadline = time.monotonic() + 30
+    while True:
+        output = run([*stack.compose, "logs", "--no-color", "--no-log-prefix", "api"], stack.env)
+        # Compose starts each line with an erase-line escape. Every write starts a line, so a
+        # write split by another would leave a line starting with "{" that is not JSON. (What
+        # uvicorn prints before the app configures logging is plain text.)
+        lines, broken = [], []
+        for line in output.replace("\x1b[2K", "").splitlines():
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:
+                    broken.append(line)
+        assert broken == []
+        found = Counter(
+            line["request_id"]
+            for line in lines
+            if line.get("logger") == "api.access" and line.get("request_id") in ids
+        )
+        if len(found) == len(ids) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert found == Counter(ids)
+    burst = [line for line in lines if line.get("request_id") in ids]
+    assert {(line["route"], line["status"]) for line in burst} == {("/products/{product_id}", 404)}
+
+
 async def test_an_order_storm_through_pgbouncer_sells_the_stock_once(stack: Stack) -> None:
     """Forty orders of one unit at once for ten in stock, through PgBouncer in transaction mode
     with asyncpg's statement cache on: ten placed, thirty refused with a 409 problem, nothing in
