@@ -186,7 +186,9 @@ def timed_pool(base: type[Pool], database: str) -> type[Pool]:
     namespace = {
         "acquired": DB_ACQUIRE.labels(database),
         "failed": DB_ACQUIRE_ERRORS.labels(database),
-        "_sqla_logger_namespace": f"{base.__module__}.{base.__name__}",
+        "_sqla_logger_namespace": getattr(
+            base, "_sqla_logger_namespace", f"{base.__module__}.{base.__name__}"
+        ),
     }
     return type(f"Timed{base.__name__}", (_Timed, base), namespace)
 

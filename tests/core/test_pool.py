@@ -4,8 +4,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.log import InstanceLogger
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 from sqlalchemy.util.queue import Empty
@@ -13,7 +16,7 @@ from sqlalchemy.util.queue import Empty
 from api.core.db import build_engine
 from api.core.pool import FifoQueue, FifoQueuePool
 from tests.support.app import settings_for_tests
-from tests.support.database import Database
+from tests.support.database import Database, admin_execute
 
 
 @pytest.fixture
@@ -47,9 +50,13 @@ def queue_of(engine: AsyncEngine) -> FifoQueue[object]:
     return pool._pool
 
 
-async def test_the_queue_pool_is_first_come_first_served(engine: AsyncEngine) -> None:
+async def test_the_queue_pool_is_the_fifo_one_and_logs_as_sqlalchemys(engine: AsyncEngine) -> None:
     assert isinstance(engine.sync_engine.pool, FifoQueuePool)
     assert isinstance(queue_of(engine), FifoQueue)
+    # At SQLAlchemy's level (WARNING), not the app's: no line per checkout at DEBUG.
+    logger = engine.sync_engine.pool.logger
+    name = logger.logger.name if isinstance(logger, InstanceLogger) else logger.name
+    assert name == "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
 
 
 async def test_a_connection_given_back_goes_to_the_longest_waiter_not_to_a_newcomer(
@@ -73,6 +80,8 @@ async def test_a_connection_given_back_goes_to_the_longest_waiter_not_to_a_newco
 
 
 async def test_waiters_are_served_in_the_order_they_came(engine: AsyncEngine) -> None:
+    """(SQLAlchemy's pool wakes them in order too: the test above is what sets this one
+    apart.)"""
     held = await checkout(engine)
     served: list[int] = []
 
@@ -134,3 +143,46 @@ async def test_a_wait_that_times_out_is_empty_and_leaves_nothing_behind() -> Non
     assert not queue._waiters
     queue.put_nowait("connection")
     assert queue.get_nowait() == "connection"
+
+
+async def test_a_connection_handed_over_as_its_waiter_gives_up_is_kept_past_a_full_queue() -> None:
+    """The one idle place taken meanwhile: the connection stays, and the waiter's own
+    cancellation is what it raises (not the queue's Full)."""
+    queue: FifoQueue[str] = FifoQueue(maxsize=1)
+    waiter = asyncio.create_task(greenlet_spawn(queue.get, True, 5))
+    await waiting(queue, 1)  # type: ignore[arg-type]
+
+    queue.put_nowait("handed")  # to the waiter...
+    waiter.cancel()  # ...which gives up before it could take it
+    queue.put_nowait("idle")  # nobody waits: the one idle place
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert sorted([queue.get_nowait(), queue.get_nowait()]) == ["handed", "idle"]
+
+
+@pytest.mark.parametrize(("pre_ping", "fails"), [(True, False), (False, True)])
+async def test_a_connection_its_server_closed_is_replaced_before_it_is_lent(
+    database: Database, pre_ping: bool, fails: bool
+) -> None:
+    """DB_POOL_PRE_PING on: the next checkout gets a new connection; off: the dead one."""
+    settings = settings_for_tests(
+        database_url=database.url, db_pool_size=1, db_max_overflow=0, db_pool_pre_ping=pre_ping
+    )
+    engine = build_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await admin_execute(database.url, f"SELECT pg_terminate_backend({pid})")
+        await asyncio.sleep(0.2)  # the event loop reads the server's close, as a server's does
+
+        async with engine.connect() as connection:
+            if fails:
+                with pytest.raises(DBAPIError):
+                    await connection.execute(text("SELECT 1"))
+            else:
+                assert (
+                    await connection.execute(text("SELECT pg_backend_pid()"))
+                ).scalar_one() != pid
+    finally:
+        await engine.dispose()
