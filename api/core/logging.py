@@ -29,14 +29,14 @@ _ACCESS_LINES: "TurnLines | None" = None
 
 class TurnLines:
     """structlog's logger for the access lines: the lines written during one turn of the event
-    loop go out together, in writes of at most `select.PIPE_BUF` bytes of whole lines, when the
+    loop go out together, in writes of whole lines of at most `select.PIPE_BUF` bytes, when the
     turn ends. A container's output is a pipe whose reader (the container runtime) each write
     wakes, and a busy server finishes several requests per turn: a write per line cost more
     than the rest of the line (docs/benchmarks.md). No line waits longer than the turn, and no
     write splits a line: a pipe takes up to PIPE_BUF bytes in one piece, so the lines of
-    several workers sharing it never interleave. The lines are ASCII (a route template, a
-    request id of safe characters, an address), so their length is their size. Outside a
-    running loop a line is written at once."""
+    several workers sharing it never interleave (a single line longer than that, which an
+    access line is not, is written alone, and may be). Outside a running loop a line is
+    written at once."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -45,12 +45,12 @@ class TurnLines:
 
     def info(self, message: str) -> None:
         self._lines.append(message)
-        if self._flushing_on is None or self._flushing_on.is_closed():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flushing_on is not loop:
             loop.call_soon(self.flush)
             self._flushing_on = loop
 
@@ -60,17 +60,23 @@ class TurnLines:
         chunk: list[str] = []
         size = 0
         for line in lines:
-            if chunk and size + len(line) + 1 > select.PIPE_BUF:
+            length = (len(line) if line.isascii() else len(line.encode())) + 1
+            if chunk and size + length > select.PIPE_BUF:
                 self._write("\n".join(chunk) + "\n")
                 chunk, size = [], 0
             chunk.append(line)
-            size += len(line) + 1
+            size += length
         if chunk:
             self._write("\n".join(chunk) + "\n")
 
     def _write(self, text: str) -> None:
-        self._stream.write(text)
-        self._stream.flush()
+        """One write; a stream that refuses it (closed, a broken pipe) loses its lines, not
+        the turn's others, as the standard library's handlers do."""
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def flush_access_lines() -> None:

@@ -68,3 +68,39 @@ def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
     TurnLines(stream).info("alone")
 
     assert stream.writes == ["alone\n"]
+
+
+async def test_a_write_is_measured_in_bytes_not_characters() -> None:
+    stream = Writes()
+    lines = TurnLines(stream)
+    sent = ["é" * 1500, "é" * 1500]  # 1,501 characters, 3,001 bytes each with the newline
+
+    for line in sent:
+        lines.info(line)
+    await asyncio.sleep(0)
+
+    assert [len(write.encode()) for write in stream.writes] == [3001, 3001]
+    assert stream.getvalue().splitlines() == sent
+
+
+class RefusesFirst(Writes):
+    """A stream whose first write fails, as a closed pipe's would."""
+
+    def write(self, text: str) -> int:
+        if not self.writes:
+            self.writes.append("(refused)")
+            raise BrokenPipeError
+        return super().write(text)
+
+
+async def test_a_refused_write_loses_its_own_lines_not_the_turns_others() -> None:
+    stream = RefusesFirst()
+    lines = TurnLines(stream)
+    sent = [f"{number:04d}" + "x" * 295 for number in range(20)]  # two writes' worth
+
+    for line in sent:
+        lines.info(line)
+    await asyncio.sleep(0)
+
+    per_write = select.PIPE_BUF // 300
+    assert stream.getvalue().splitlines() == sent[per_write:]

@@ -24,7 +24,7 @@ def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
         name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
         for name in SERVER_LOGGERS
     }
-    saved_access = app_logging.ACCESS
+    saved_access = app_logging.ACCESS, app_logging._ACCESS_LINES
     buffer = io.StringIO()
     configure_logging(settings, stream=buffer)
 
@@ -36,7 +36,7 @@ def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
         yield written
     finally:
         app_logging.flush_access_lines()
-        app_logging.ACCESS = saved_access
+        app_logging.ACCESS, app_logging._ACCESS_LINES = saved_access
         root.handlers[:], level = saved_root
         root.setLevel(level)
         for name, (handlers, propagate) in saved.items():
