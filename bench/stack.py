@@ -276,24 +276,32 @@ def serving(
             [tool("cat", "coreutils provide it")], stdin=subprocess.PIPE, stdout=out
         )
     assert reader.stdin is not None
-    process = subprocess.Popen(
-        command,
-        cwd=devstack.ROOT,
-        env=env,
-        stdout=reader.stdin,
-        stderr=subprocess.STDOUT,
-        preexec_fn=devstack.child_setup(None, signal.SIGTERM),
-    )
-    reader.stdin.close()
-    server = Server(variant.label(workers), f"http://127.0.0.1:{port}", process, workers, lag_dir)
     try:
-        wait_until_ready(server, log)
-        if factory not in YARDSTICKS:
-            server.tokens = log_in(server.url, password, sign_up=first)
-        yield server
+        with reader.stdin:  # the server's end only: the reader stops when the server's closes
+            process = subprocess.Popen(
+                command,
+                cwd=devstack.ROOT,
+                env=env,
+                stdout=reader.stdin,
+                stderr=subprocess.STDOUT,
+                preexec_fn=devstack.child_setup(None, signal.SIGTERM),
+            )
+        server = Server(
+            variant.label(workers), f"http://127.0.0.1:{port}", process, workers, lag_dir
+        )
+        try:
+            wait_until_ready(server, log)
+            if factory not in YARDSTICKS:
+                server.tokens = log_in(server.url, password, sign_up=first)
+            yield server
+        finally:
+            devstack.terminate(process, signal.SIGTERM)
     finally:
-        devstack.terminate(process, signal.SIGTERM)
-        reader.wait(timeout=30)  # the pipe's last lines stored
+        try:
+            reader.wait(timeout=30)  # the pipe's last lines stored
+        except subprocess.TimeoutExpired:  # a worker left behind holds the pipe open
+            reader.kill()
+            reader.wait()
 
 
 def pinned(cpus: str) -> list[str]:
