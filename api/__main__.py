@@ -1,7 +1,8 @@
 """The image's commands: `python -m api <command>` (development commands: `python -m devstack`).
 
 serve             the server: uvicorn with the arguments that follow, once the metrics directory
-                  (PROMETHEUS_MULTIPROC_DIR, when set) is empty; uvicorn replaces this process.
+                  (PROMETHEUS_MULTIPROC_DIR, when set) is empty, its own lines in the app's log
+                  format (api/core/uvicorn_logging.json); uvicorn replaces this process.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
 db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from api import dbroles, pgbouncer
+
+UVICORN_LOG_CONFIG = Path(__file__).parent / "core" / "uvicorn_logging.json"
 
 
 def create_superuser(email: str, username: str) -> int:
@@ -108,6 +111,10 @@ def serve(arguments: Sequence[str]) -> int:
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
+    if not any(argument.split("=")[0] == "--log-config" for argument in arguments):
+        # uvicorn's own lines (before the app starts, and all of the supervisor's when there
+        # are several workers) in the app's format: JSON in production.
+        arguments = [*arguments, "--log-config", str(UVICORN_LOG_CONFIG)]
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *arguments])
 
 

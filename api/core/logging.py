@@ -93,9 +93,9 @@ def json_text(event: Any, **options: Any) -> str:
     return orjson.dumps(event, default=options.get("default")).decode()
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    global ACCESS, _ACCESS_LINES
-    stream = stream or sys.stderr
+def _renderer_and_chain(settings: Settings) -> tuple[Processor, list[Processor]]:
+    """The line's renderer (JSON, or readable in development) and the processors every line
+    goes through before it."""
     renderer: Processor = (
         structlog.processors.JSONRenderer(serializer=json_text)
         if settings.log_json
@@ -106,7 +106,13 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return renderer, shared
+
+
+def formatter(settings: Settings) -> logging.Formatter:
+    """The standard library's lines (the app's, uvicorn's, SQLAlchemy's) in the app's format."""
+    renderer, shared = _renderer_and_chain(settings)
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -114,8 +120,23 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             renderer,
         ],
     )
+
+
+def server_formatter() -> logging.Formatter:
+    """`formatter` from the environment's settings, for uvicorn's own log configuration
+    (api/core/uvicorn_logging.json, which `python -m api serve` passes it): the lines uvicorn
+    writes before the app starts, and those of the process that supervises several workers,
+    which never starts the app, in the app's format too. Settings that do not validate stop
+    uvicorn there, before it starts a worker, with the reason."""
+    return formatter(Settings())
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    global ACCESS, _ACCESS_LINES
+    stream = stream or sys.stderr
+    renderer, shared = _renderer_and_chain(settings)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(formatter(settings))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

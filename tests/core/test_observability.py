@@ -4,8 +4,13 @@ password; health probes left out unless asked for."""
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +25,7 @@ import devstack
 from api.core import logging as app_logging
 from api.main import create_app
 from api.users.models import User
-from tests.support.app import settings_for_tests
+from tests.support.app import SECRET_KEY, settings_for_tests
 from tests.support.client import SECRET_PATTERNS, assert_problem, client_for
 from tests.support.database import Database, scalar
 from tests.support.factories import DEFAULT_PASSWORD, make_product, make_user
@@ -296,3 +301,41 @@ async def test_a_live_server_writes_one_json_line_per_request_behind_a_trusted_p
     assert "bad id" not in log
     assert "999999" not in log
     assert "HTTP/1.1" not in log  # uvicorn's own access line: '"GET /orders/1 HTTP/1.1" 404'
+
+
+def test_the_images_launcher_writes_uvicorns_own_lines_in_json_too(tmp_path: Path) -> None:
+    """`python -m api serve` as the image runs it, with two workers: the supervisor's lines
+    ("Started parent process", its shutdown) and each worker's before the app starts are JSON
+    like the app's. /health needs no database."""
+    port = devstack.free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": "postgresql+asyncpg://nobody:x@127.0.0.1:1/none",
+        "LOG_JSON": "true",
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    command = [sys.executable, "-m", "api", "serve", "--factory", "api.main:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, log.read_text()
+            with suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        devstack.terminate(server, signal.SIGTERM)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    events = [line["event"] for line in lines]
+    assert any(event.startswith("Started parent process") for event in events)
+    assert sum(event.startswith("Started server process") for event in events) == 2
+    assert any(event.startswith("Stopping parent process") for event in events)

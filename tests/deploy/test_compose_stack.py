@@ -232,7 +232,8 @@ async def test_each_request_leaves_one_whole_json_access_line_in_the_containers_
 ) -> None:
     """The API's two workers write their access lines into the container's output, a pipe, a
     turn of their event loops at a time: every request of a burst has exactly one line, and
-    every line of the log is whole JSON (no worker's write split another's)."""
+    every line of the log, uvicorn's supervisor's too, is whole JSON (no worker's write split
+    another's)."""
     ids = [f"compose-log-{secrets.token_hex(8)}" for _ in range(ACCESS_BURST)]
     limit = asyncio.Semaphore(25)
 
@@ -247,16 +248,15 @@ async def test_each_request_leaves_one_whole_json_access_line_in_the_containers_
     deadline = time.monotonic() + 30
     while True:
         output = run([*stack.compose, "logs", "--no-color", "--no-log-prefix", "api"], stack.env)
-        # Compose starts each line with an erase-line escape. Every write starts a line, so a
-        # write split by another would leave a line starting with "{" that is not JSON. (What
-        # uvicorn prints before the app configures logging is plain text.)
+        # Compose starts each line with an erase-line escape. Every line is JSON, uvicorn's own
+        # too (`python -m api serve` gives it the app's format), and a write split by another
+        # would leave a line that is not.
         lines, broken = [], []
-        for line in output.replace("\x1b[2K", "").splitlines():
-            if line.startswith("{"):
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:
-                    broken.append(line)
+        for line in filter(None, output.replace("\x1b[2K", "").splitlines()):
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                broken.append(line)
         assert broken == []
         found = Counter(
             line["request_id"]
