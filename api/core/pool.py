@@ -111,8 +111,9 @@ class FifoQueue(QueueCommon[T]):
                 waiter.cancel()
                 with suppress(ValueError):  # put_nowait may have dropped it already
                     self._waiters.remove(waiter)
-                while self._items and self._waiters:  # those behind it take what it left
-                    self._hand_over(self._items.popleft())
+                # Those behind it take what it left; what no one waits for stays idle.
+                while self._items and self._hand_over(self._items[0]):
+                    self._items.popleft()
             if isinstance(exc, TimeoutError):
                 raise Empty() from None
             raise
