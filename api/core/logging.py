@@ -109,9 +109,8 @@ def _renderer_and_chain(settings: Settings) -> tuple[Processor, list[Processor]]
     return renderer, shared
 
 
-def formatter(settings: Settings) -> logging.Formatter:
+def _formatter(renderer: Processor, shared: list[Processor]) -> logging.Formatter:
     """The standard library's lines (the app's, uvicorn's, SQLAlchemy's) in the app's format."""
-    renderer, shared = _renderer_and_chain(settings)
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
@@ -123,12 +122,12 @@ def formatter(settings: Settings) -> logging.Formatter:
 
 
 def server_formatter() -> logging.Formatter:
-    """`formatter` from the environment's settings, for uvicorn's own log configuration
+    """The app's format from the environment's settings, for uvicorn's own log configuration
     (api/core/uvicorn_logging.json, which `python -m api serve` passes it): the lines uvicorn
     writes before the app starts, and those of the process that supervises several workers,
     which never starts the app, in the app's format too. Settings that do not validate stop
     uvicorn there, before it starts a worker, with the reason."""
-    return formatter(Settings())
+    return _formatter(*_renderer_and_chain(Settings()))
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
@@ -136,7 +135,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     renderer, shared = _renderer_and_chain(settings)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter(settings))
+    handler.setFormatter(_formatter(renderer, shared))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
