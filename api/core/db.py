@@ -355,17 +355,23 @@ async def get_by_key(session: AsyncSession, model: type[M], key: Any) -> M | Non
 
 
 @cache
-def _columns_by_key(model: type[SQLModel]) -> Select[Any]:
+def columns_where(model: type[SQLModel], field: str | None = None) -> Select[Any]:
+    """A Core select of `model`'s table's columns, of the row whose `field` (the primary key
+    by default) is the bind parameter `value`: built once, so SQLAlchemy computes its cache
+    key once."""
     table = model.__table__  # type: ignore[attr-defined]
-    (primary_key,) = table.primary_key
-    return sql_select(*table.c).where(primary_key == bindparam("key"))
+    if field is None:
+        (column,) = table.primary_key
+    else:
+        column = table.c[field]
+    return sql_select(*table.c).where(column == bindparam("value"))
 
 
 async def read_or_404(connection: AsyncConnection, model: type[SQLModel], key: int) -> Row[Any]:
     """The row of `model`'s table with primary key `key`, as a Core row of its columns, or a
     404 naming the resource and the id."""
     row: Row[Any] | None = (
-        await connection.execute(_columns_by_key(model), {"key": key})
+        await connection.execute(columns_where(model), {"value": key})
     ).one_or_none()
     if row is None:
         raise NotFound(model.__name__, key)

@@ -3,7 +3,7 @@
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, and_, bindparam, cast, func, or_, update
+from sqlalchemy import BigInteger, Row, and_, cast, func, or_, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import joinedload
@@ -15,7 +15,13 @@ from api.categories import service as category_service
 from api.categories.models import Category
 from api.core import conditional
 from api.core.conditional import Condition
-from api.core.db import constraint_errors, get_or_404, read_or_404, update_or_404
+from api.core.db import (
+    columns_where,
+    constraint_errors,
+    get_or_404,
+    read_or_404,
+    update_or_404,
+)
 from api.core.errors import AlreadyExists, FieldError, InsufficientStock, NotFound, StockLimit
 from api.core.pagination import Page, PageParams, apaginate
 from api.products.models import (
@@ -59,18 +65,11 @@ async def read_product(*, connection: AsyncConnection, product_id: int) -> Row[A
     return await read_or_404(connection, Product, product_id)
 
 
-PRODUCTS = Product.__table__  # type: ignore[attr-defined]
-_BY_FIELD = {
-    field: sql_select(*PRODUCTS.c).where(PRODUCTS.c[field] == bindparam("value"))
-    for field in ("sku", "slug")
-}
-
-
 async def read_product_by(*, connection: AsyncConnection, field: str, value: str) -> Row[Any]:
     """The columns of the product whose `field` (sku, any case, or slug) is `value`."""
     lookup = value.upper() if field == "sku" else value
     row: Row[Any] | None = (
-        await connection.execute(_BY_FIELD[field], {"value": lookup})
+        await connection.execute(columns_where(Product, field), {"value": lookup})
     ).one_or_none()
     if row is None:
         raise NotFound("Product", value, by=field)
