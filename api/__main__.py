@@ -2,7 +2,8 @@
 
 serve             the server: uvicorn with the arguments that follow, once the metrics directory
                   (PROMETHEUS_MULTIPROC_DIR, when set) is empty, its own lines in the app's log
-                  format (api/core/uvicorn_logging.json); uvicorn replaces this process.
+                  format (api/core/uvicorn_logging.json) and at LOG_LEVEL; uvicorn replaces
+                  this process.
 create-superuser  create (or promote) a superuser in the configured database, for deployments;
                   the password comes from FIRST_SUPERUSER_PASSWORD or is asked for.
 db-setup          compose.yaml's one-shot job before PgBouncer and the migrations: as the superuser
@@ -111,10 +112,16 @@ def serve(arguments: Sequence[str]) -> int:
         path.mkdir(parents=True, exist_ok=True)
         for stale in path.glob("*.db"):
             stale.unlink()
-    if not any(argument.split("=")[0] == "--log-config" for argument in arguments):
+    given = {argument.split("=")[0] for argument in arguments}
+    if "--log-config" not in given:
         # uvicorn's own lines (before the app starts, and all of the supervisor's when there
         # are several workers) in the app's format: JSON in production.
         arguments = [*arguments, "--log-config", str(UVICORN_LOG_CONFIG)]
+    level = os.environ.get("LOG_LEVEL", "").strip()
+    if level and "--log-level" not in given:
+        # At the app's level: its log configuration leaves uvicorn's loggers at INFO, which
+        # LOG_LEVEL=WARNING would not otherwise quiet, in the supervisor or in the workers.
+        arguments = [*arguments, "--log-level", level.lower()]
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *arguments])
 
 

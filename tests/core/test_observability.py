@@ -303,10 +303,11 @@ async def test_a_live_server_writes_one_json_line_per_request_behind_a_trusted_p
     assert "HTTP/1.1" not in log  # uvicorn's own access line: '"GET /orders/1 HTTP/1.1" 404'
 
 
-def test_the_images_launcher_writes_uvicorns_own_lines_in_json_too(tmp_path: Path) -> None:
-    """`python -m api serve` as the image runs it, with two workers: the supervisor's lines
-    ("Started parent process", its shutdown) and each worker's before the app starts are JSON
-    like the app's. /health needs no database."""
+def serve_as_the_image(
+    tmp_path: Path, extra: dict[str, str], headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The JSON lines of `python -m api serve` as the image runs it, with two workers, asked for
+    /health (which needs no database) with `headers` and stopped."""
     port = devstack.free_port()
     env = {
         **os.environ,
@@ -316,6 +317,7 @@ def test_the_images_launcher_writes_uvicorns_own_lines_in_json_too(tmp_path: Pat
         "LOG_JSON": "true",
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        **extra,
     }
     command = [sys.executable, "-m", "api", "serve", "--factory", "api.main:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
@@ -327,15 +329,31 @@ def test_the_images_launcher_writes_uvicorns_own_lines_in_json_too(tmp_path: Pat
         while True:
             assert server.poll() is None, log.read_text()
             with suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                answer = httpx.get(f"http://127.0.0.1:{port}/health", headers=headers)
+                if answer.status_code == 200:
                     break
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
     finally:
         devstack.terminate(server, signal.SIGTERM)
+    return [json.loads(line) for line in log.read_text().splitlines()]
 
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
+
+def test_the_images_launcher_writes_uvicorns_own_lines_in_json_too(tmp_path: Path) -> None:
+    """The supervisor's lines ("Started parent process", its shutdown) and each worker's before
+    the app starts are JSON like the app's."""
+    lines = serve_as_the_image(tmp_path, {"LOG_LEVEL": "INFO"})
     events = [line["event"] for line in lines]
     assert any(event.startswith("Started parent process") for event in events)
     assert sum(event.startswith("Started server process") for event in events) == 2
     assert any(event.startswith("Stopping parent process") for event in events)
+
+
+def test_the_images_launcher_holds_uvicorns_own_lines_to_log_level(tmp_path: Path) -> None:
+    """LOG_LEVEL=WARNING quiets uvicorn's INFO lines (its start and stop, in the supervisor and
+    in each worker) as it does the app's; a warning still gets through: a malformed request
+    id, replaced."""
+    lines = serve_as_the_image(tmp_path, {"LOG_LEVEL": "WARNING"}, {"X-Request-ID": "bad id!"})
+
+    assert [line["level"] for line in lines] == ["warning"], lines
+    assert "failed validation" in lines[0]["event"]
