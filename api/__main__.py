@@ -22,8 +22,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from api import dbroles, pgbouncer
+from api.core.config import Settings
 
 UVICORN_LOG_CONFIG = Path(__file__).parent / "core" / "uvicorn_logging.json"
 
@@ -117,10 +119,13 @@ def serve(arguments: Sequence[str]) -> int:
         # uvicorn's own lines (before the app starts, and all of the supervisor's when there
         # are several workers) in the app's format: JSON in production.
         arguments = [*arguments, "--log-config", str(UVICORN_LOG_CONFIG)]
-    level = os.environ.get("LOG_LEVEL", "").strip()
-    if level and "--log-level" not in given:
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    if level in get_args(Settings.model_fields["log_level"].annotation) and (
+        "--log-level" not in given
+    ):
         # At the app's level: its log configuration leaves uvicorn's loggers at INFO, which
-        # LOG_LEVEL=WARNING would not otherwise quiet, in the supervisor or in the workers.
+        # LOG_LEVEL=WARNING would not otherwise quiet, in the supervisor or in the workers. A
+        # level the settings refuse is left to them: they stop uvicorn with the reason.
         arguments = [*arguments, "--log-level", level.lower()]
     os.execv(sys.executable, [sys.executable, "-m", "uvicorn", *arguments])
 

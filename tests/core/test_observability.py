@@ -306,8 +306,8 @@ async def test_a_live_server_writes_one_json_line_per_request_behind_a_trusted_p
 def serve_as_the_image(
     tmp_path: Path, extra: dict[str, str], headers: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
-    """The JSON lines of `python -m api serve` as the image runs it, with two workers, asked for
-    /health (which needs no database) with `headers` and stopped."""
+    """The JSON lines of `python -m api serve` as the image runs it, with two workers: asked for
+    /health (which needs no database) until it answers, then once with `headers`, and stopped."""
     port = devstack.free_port()
     env = {
         **os.environ,
@@ -329,11 +329,12 @@ def serve_as_the_image(
         while True:
             assert server.poll() is None, log.read_text()
             with suppress(httpx.TransportError):
-                answer = httpx.get(f"http://127.0.0.1:{port}/health", headers=headers)
-                if answer.status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
                     break
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
+        if headers:
+            httpx.get(f"http://127.0.0.1:{port}/health", headers=headers).raise_for_status()
     finally:
         devstack.terminate(server, signal.SIGTERM)
     return [json.loads(line) for line in log.read_text().splitlines()]
