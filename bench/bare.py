@@ -72,9 +72,9 @@ ORDER = parse_ob_clause(LIST)  # the list's sort columns, which a cursor carries
 
 @cache
 def page_sql(page: int, size: int) -> tuple[str, list[Any]]:
-    """`GET /products/?page=&size=`'s statement as `pagination._page_and_total` builds it: the
+    """`GET /products/?page=&size=`'s statement as the API's pagination builds it: the
     page's rows, the list's capped count riding on each, in one statement."""
-    count = pagination._capped_count(LIST)
+    count = pagination.capped_count(LIST)
     statement = LIST.add_columns(count.scalar_subquery()).limit(size).offset(size * (page - 1))
     return compiled(statement)
 
@@ -95,18 +95,16 @@ def cursor_sql(size: int) -> str:
 def next_cursor(row: asyncpg.Record) -> str:
     """The `next_cursor` of the page that ends with `row`, as the API encodes it."""
     place = tuple(row[column.comparable_value.key] for column in ORDER)
-    return pagination._encode(ORDER, serialize_bookmark((place, False)))
+    return pagination.encode_cursor(ORDER, serialize_bookmark((place, False)))
 
 
 def cursor_place(cursor: str) -> tuple[Any, ...]:
     """The place after which a `next_cursor` of this list continues (a 422 for another's)."""
     try:
-        scope, bookmark = pagination._decode(cursor)
+        place, _ = unserialize_bookmark(pagination.cursor_bookmark(ORDER, cursor))
     except InvalidQuery as exc:
         raise HTTPException(422, "not a cursor of this list") from exc
-    place, _ = unserialize_bookmark(bookmark)
-    if scope != pagination._scope(ORDER) or place is None or len(place) != len(ORDER):
-        raise HTTPException(422, "not a cursor of this list")
+    assert place is not None  # cursor_bookmark refuses a bookmark without one
     return tuple(place)
 
 
@@ -193,7 +191,7 @@ def create_app() -> FastAPI:
         if rows:
             total = rows[0][-1]  # the capped count, the last column of every row
         else:  # past the end: the count alone, as the API counts it
-            sql, parameters = compiled(pagination._capped_count(LIST))
+            sql, parameters = compiled(pagination.capped_count(LIST))
             count = await fetchrow(sql, *parameters)
             total = count[0] if count else 0
         capped = total > COUNT_CAP

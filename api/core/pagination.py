@@ -132,7 +132,9 @@ def _scope(columns: list[OC]) -> str:
     return f"{zlib.crc32(order.encode()):0{SCOPE}x}"
 
 
-def _encode(columns: list[OC], bookmark: str) -> str:
+def encode_cursor(columns: list[OC], bookmark: str) -> str:
+    """The opaque cursor of a sqlakeyset `bookmark` in a list ordered by `columns` (also used
+    by bench/bare.py, whose yardstick hands out the same cursors)."""
     cursor = _scope(columns) + bookmark
     return base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
 
@@ -154,6 +156,15 @@ def _bad_cursor() -> InvalidQuery:
         "cursor is not a next_cursor of this list.",
         errors=[FieldError(field="query.cursor", message="not a cursor of this list")],
     )
+
+
+def cursor_bookmark(columns: list[OC], cursor: str) -> str:
+    """The sqlakeyset bookmark of a `next_cursor` of a list ordered by `columns`, or the 400
+    that a cursor of another list, or made by hand, gets (also used by bench/bare.py, whose
+    yardstick takes the API's cursors)."""
+    scope, bookmark = _decode(cursor)
+    _check_cursor_fits(columns, scope, bookmark)
+    return bookmark
 
 
 def _check_cursor_fits(columns: list[OC], scope: str, bookmark: str) -> None:
@@ -206,12 +217,12 @@ def _fits(sql_type: TypeEngine[Any], value: Any) -> bool:
     return True
 
 
-def _capped_count(query: Select[Any]) -> SelectOfScalar[int]:
+def capped_count(query: Select[Any]) -> SelectOfScalar[int]:
     """count(*) of the query's first COUNT_CAP + 1 rows, in whatever order is cheapest. The rows
     are counted without their columns (`SELECT 1`, same FROM and WHERE; loader options go with
     the columns): PostgreSQL otherwise forms every column of the 10,001 rows it counts. A
-    DISTINCT or GROUP BY depends on its columns,
-    so such a query keeps them."""
+    DISTINCT or GROUP BY depends on its columns, so such a query keeps them. (bench/bare.py's
+    yardstick counts with the same statement.)"""
     rows: Select[Any] = query
     if not (query._distinct or query._group_by_clauses):
         rows = query.with_only_columns(literal_column("1"), maintain_column_froms=True)
@@ -222,7 +233,7 @@ def _next_cursor(columns: list[OC], last: Any) -> str:
     """The cursor of the page after `last` (an ORM object of the query's entity, or a Core
     row)."""
     values = tuple(getattr(last, column.comparable_value.key) for column in columns)
-    return _encode(columns, serialize_bookmark((values, False)))
+    return encode_cursor(columns, serialize_bookmark((values, False)))
 
 
 async def apaginate(
@@ -260,7 +271,7 @@ async def _page_and_total(
     Only a page with no rows (past the end, or an empty list) counts on its own. A Core row
     keeps the count as its last column, which the response model, reading fields by name,
     leaves out."""
-    count = _capped_count(query)
+    count = capped_count(query)
     if isinstance(db, AsyncConnection):
         (entity,) = query.column_descriptions
         columns = query.with_only_columns(*sa_inspect(entity["entity"]).local_table.c)
@@ -318,7 +329,7 @@ async def _by_cursor(
         page=None,
         size=size,
         pages=None,
-        next_cursor=_encode(columns, after) if after else None,
+        next_cursor=encode_cursor(columns, after) if after else None,
     )
 
 
