@@ -1,7 +1,8 @@
-"""`python -m bench.instructions [--requests N] [--variant NAME:VAR=VALUE+VAR=VALUE]...`: what
+"""`python -m bench.instructions [--requests N] [--variant NAME:KEY=VALUE|NAME:-KEY]...`: what
 `GET /products/{id}` costs the app in machine instructions per request, the API as shipped
 against variants of its settings (by default: observability off, and each of its parts off
-alone). Needs valgrind (`apt-get install valgrind`).
+alone; `--variant` as make bench's, its environment only). Needs valgrind (`apt-get install
+valgrind`).
 
 The app runs as its servers launch it (`api.launch`, uvloop, NullPool through PgBouncer, the
 metrics in a multiprocess directory, the log to a file) on make bench's stack and dataset, and
@@ -34,7 +35,10 @@ from api import launch
 from bench.dataset import DATABASE, prepare_database
 from bench.run import OBSERVABILITY_OFF
 from bench.stack import (
+    API,
     BenchError,
+    Variant,
+    add_variant,
     at_least_one,
     entry,
     running_pgbouncer,
@@ -43,15 +47,13 @@ from bench.stack import (
     tool,
 )
 
-ROWS = 1_000  # ids asked for, all present in make bench's dataset
 WARM_UP = 50  # requests before the counted ones, in both runs of a variant
-SHIPPED = "as shipped"
-OFF = "+".join(f"{name}={value}" for name, value in OBSERVABILITY_OFF.env.items())
+SHIPPED = Variant("as shipped")
 VARIANTS = (
-    f"{OBSERVABILITY_OFF.name}:{OFF}",
-    "no request ids:REQUEST_IDS=false",
-    "no access log:ACCESS_LOG=false",
-    "no metrics:METRICS_ENABLED=false",
+    Variant(OBSERVABILITY_OFF.name, dict(OBSERVABILITY_OFF.env)),
+    Variant("no request ids", {"REQUEST_IDS": "false"}),
+    Variant("no access log", {"ACCESS_LOG": "false"}),
+    Variant("no metrics", {"METRICS_ENABLED": "false"}),
 )
 COUNTED = re.compile(r"I\s+refs:\s+([\d,]+)")
 
@@ -61,7 +63,7 @@ async def serve_requests(requests: int) -> None:
     from asgi_lifespan import LifespanManager
 
     from api.launch import create_app
-    from bench.layers import get
+    from bench.layers import ROWS, get
 
     app = create_app()
     # Valgrind runs the app tens of times slower: no limit on its start and stop.
@@ -71,18 +73,18 @@ async def serve_requests(requests: int) -> None:
 
 
 def count(valgrind: str, env: dict[str, str], requests: int, log: Path) -> int:
-    """The instructions of one child run (valgrind's `I refs`), its output in `log`. The
-    metrics go to a directory of the run's own, unless `env` sets PROMETHEUS_MULTIPROC_DIR to
-    nothing (in-memory values); a variable set to nothing is unset."""
+    """The instructions of one child run (valgrind's `I refs`), its output in `log`; the
+    metrics in a directory of the run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a
+    variant's `-PROMETHEUS_MULTIPROC_DIR`: in-memory values)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         report = Path(scratch) / "valgrind.txt"
-        child_env = {"PROMETHEUS_MULTIPROC_DIR": scratch, **env}
+        if "PROMETHEUS_MULTIPROC_DIR" in env:
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
         result = subprocess.run(
             [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
              f"--log-file={report}", sys.executable, "-m", "bench.instructions", "--child",
              str(requests)],
-            cwd=devstack.ROOT, env={name: value for name, value in child_env.items() if value},
-            stdout=out, stderr=subprocess.STDOUT, check=False,
+            cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
             preexec_fn=devstack.child_setup(None, signal.SIGKILL),
         )  # fmt: skip
         found = COUNTED.search(report.read_text() if report.exists() else "")
@@ -97,15 +99,15 @@ def per_request(valgrind: str, env: dict[str, str], requests: int, log: Path) ->
     return (more - count(valgrind, env, 0, log.with_suffix(".0.log"))) / requests
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """`NAME:VAR=VALUE+VAR=VALUE`; `VAR=` unsets VAR."""
-    name, _, settings = text.partition(":")
-    pairs = [item.split("=", 1) for item in settings.split("+") if item]
-    if not name or name == SHIPPED or any(len(pair) != 2 for pair in pairs):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not NAME:VAR=VALUE+VAR=VALUE (a name other than {SHIPPED!r})"
-        )
-    return name, dict(pairs)
+def chosen(specs: list[str]) -> list[Variant]:
+    """The shipped server, then the --variant specs' servers (make bench's form, environment
+    only) or, without any, the default VARIANTS."""
+    found = {SHIPPED.name: SHIPPED}
+    for spec in specs:
+        variant = add_variant(found, spec)
+        if variant is SHIPPED or variant.factory != API:
+            raise BenchError(f"--variant {spec!r}: another name, and no factory")
+    return [SHIPPED, *(list(found.values())[1:] if specs else VARIANTS)]
 
 
 def run() -> None:
@@ -118,9 +120,12 @@ def run() -> None:
     )
     parser.add_argument(
         "--variant",
-        type=parse_variant,
         action="append",
-        help=f"replaces the default variants ({'; '.join(VARIANTS)})",
+        default=[],
+        metavar="NAME[:KEY=VALUE|:-KEY]",
+        help="a server whose environment gets KEY=VALUE or loses KEY (repeatable; every"
+        " --variant of one NAME adds to it); replaces the default variants: "
+        + "; ".join(v.name for v in VARIANTS),
     )
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -134,7 +139,7 @@ def run() -> None:
     raise SystemExit(
         entry(
             lambda: measure(args),
-            report=lambda line: say(line),
+            report=say,
             interrupted="interrupted",
             failures=(BenchError,),
         )
@@ -143,16 +148,13 @@ def run() -> None:
 
 def measure(args: argparse.Namespace) -> int:
     valgrind = tool("valgrind", "apt-get install valgrind")
-    variants = [(SHIPPED, {}), *(args.variant or [parse_variant(v) for v in VARIANTS])]
-    names = [name for name, _ in variants]
-    if len(set(names)) != len(names):
-        raise BenchError(f"two variants share a name: {', '.join(names)}")
+    variants = chosen(args.variant)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "instructions"
     logs.mkdir(exist_ok=True)
     with running_postgres(data_dir) as postgres, running_pgbouncer(data_dir, postgres) as bouncer:
-        env = {
+        env: dict[str, str] = {
             **os.environ,
             "ENVIRONMENT": "production",
             "SECRET_KEY": secrets.token_urlsafe(48),
@@ -164,12 +166,13 @@ def measure(args: argparse.Namespace) -> int:
             "PYTHONHASHSEED": "0",  # the same string hashes, so the same set orders, every run
             **launch.MALLOC_ENV,  # as deploy/Dockerfile launches the API
             **bouncer.statement_cache_env(),
+            "PROMETHEUS_MULTIPROC_DIR": "",  # each run's own (count)
         }
         prepare_database(postgres, env)
         jobs = [
-            (name, {**env, **extra}, logs / f"{name.replace(' ', '-')}-{round_}")
+            (v.name, v.environment(env), logs / f"{v.name.replace(' ', '-')}-{round_}")
             for round_ in range(args.rounds)
-            for name, extra in variants
+            for v in variants
         ]
         say(f"{len(jobs)} runs of 2 under valgrind, two at a time (about a minute each)")
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -179,7 +182,7 @@ def measure(args: argparse.Namespace) -> int:
     by_name: dict[str, list[float]] = {}
     for (name, _, _), figure in zip(jobs, figures, strict=True):
         by_name.setdefault(name, []).append(figure)
-    shipped = round(statistics.median(by_name[SHIPPED]))
+    shipped = round(statistics.median(by_name[SHIPPED.name]))
     print(f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run")
     print(f"{'server':<24} {'instructions/req':>16} {'x as shipped':>12} {'less':>10}")
     for name, runs in by_name.items():

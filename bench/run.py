@@ -106,6 +106,7 @@ from bench.stack import (
     BenchError,
     Server,
     Variant,
+    add_variant,
     at_least_one,
     entry,
     run_quiet,
@@ -674,18 +675,7 @@ def variants(
             OBSERVABILITY_OFF.name, dict(OBSERVABILITY_OFF.env), keys=OBSERVABILITY_OFF.keys
         )
     for spec in specs:
-        name, _, setting = (part.strip() for part in spec.partition(":"))
-        key, equals, value = setting.removeprefix("-").partition("=")
-        unset = setting.startswith("-")
-        if not name or (setting and (not key or unset == bool(equals))):
-            raise BenchError(
-                f"--variant {spec!r}: NAME, NAME:KEY=VALUE, NAME:-KEY or NAME:factory=MODULE:ATTR"
-            )
-        variant = found.setdefault(name, Variant(name))
-        if key == "factory" and equals:
-            variant.factory = value
-        elif setting:
-            variant.env[key] = None if unset else value
+        add_variant(found, spec)
     if baseline is not None:
         root = baseline.resolve()
         if not (root / "api" / "main.py").is_file():

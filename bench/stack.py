@@ -216,6 +216,24 @@ class Variant:
         return {k: v for k, v in changed.items() if self.env.get(k, "") is not None}
 
 
+def add_variant(found: dict[str, Variant], spec: str) -> Variant:
+    """One `--variant` spec (NAME, NAME:KEY=VALUE, NAME:-KEY or NAME:factory=MODULE:ATTR)
+    added to the variant of its name in `found`, made if new; that variant."""
+    name, _, setting = (part.strip() for part in spec.partition(":"))
+    key, equals, value = setting.removeprefix("-").partition("=")
+    unset = setting.startswith("-")
+    if not name or (setting and (not key or unset == bool(equals))):
+        raise BenchError(
+            f"--variant {spec!r}: NAME, NAME:KEY=VALUE, NAME:-KEY or NAME:factory=MODULE:ATTR"
+        )
+    variant = found.setdefault(name, Variant(name))
+    if key == "factory" and equals:
+        variant.factory = value
+    elif setting:
+        variant.env[key] = None if unset else value
+    return variant
+
+
 @dataclass
 class Server:
     """A uvicorn with `workers` worker processes, serving the app on a loopback port."""
