@@ -168,7 +168,12 @@ def measure(args: argparse.Namespace) -> int:
             **bouncer.statement_cache_env(),
             "PROMETHEUS_MULTIPROC_DIR": "",  # each run's own (count)
         }
-        prepare_database(postgres, env)
+        # Not to the migrations: prometheus-client takes a set but empty variable for a
+        # multiprocess directory, the working directory, and would leave its files there.
+        prepare_database(
+            postgres,
+            {key: value for key, value in env.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
+        )
         jobs = [
             (v.name, v.environment(env), logs / f"{v.name.replace(' ', '-')}-{round_}")
             for round_ in range(args.rounds)
