@@ -12,11 +12,12 @@ import asyncio
 import logging
 import select
 import sys
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
 import structlog
-from structlog.typing import FilteringBoundLogger, Processor
+from structlog.typing import EventDict, FilteringBoundLogger, Processor
 
 from api.core import request_id
 from api.core.config import Settings
@@ -88,24 +89,32 @@ def flush_access_lines() -> None:
 
 def json_text(event: Any, **options: Any) -> str:
     """A line's JSON, by orjson (structlog's documented fast serializer): a fifth of the
-    standard library's time for an access line. Values orjson cannot encode go to structlog's
-    fallback (`default`), which writes their repr."""
-    return orjson.dumps(event, default=options.get("default")).decode()
+    standard library's time for an access line. A datetime is written in ISO 8601, a UTC one
+    with `Z`. Values orjson cannot encode go to structlog's fallback (`default`), which writes
+    their repr."""
+    return orjson.dumps(event, default=options.get("default"), option=orjson.OPT_UTC_Z).decode()
+
+
+def utc_timestamp(_logger: Any, _method: str, event: EventDict) -> EventDict:
+    """structlog processor for JSON lines: the line's time as a UTC datetime, which orjson
+    writes as structlog's `TimeStamper(fmt="iso", utc=True)` would (`2026-12-04T15:00:00.123456Z`),
+    in a fifth of its time: TimeStamper formats the text in Python, orjson in Rust."""
+    event["timestamp"] = datetime.now(UTC)
+    return event
 
 
 def _renderer_and_chain(settings: Settings) -> tuple[Processor, list[Processor]]:
     """The line's renderer (JSON, or readable in development) and the processors every line
     goes through before it."""
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(serializer=json_text)
-        if settings.log_json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    shared: list[Processor] = [
-        request_id.add_to_log,
-        structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    renderer: Processor
+    timestamp: Processor
+    if settings.log_json:
+        renderer = structlog.processors.JSONRenderer(serializer=json_text)
+        timestamp = utc_timestamp
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    shared: list[Processor] = [request_id.add_to_log, structlog.stdlib.add_log_level, timestamp]
     return renderer, shared
 
 

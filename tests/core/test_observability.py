@@ -5,12 +5,14 @@ password; health probes left out unless asked for."""
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -233,6 +235,22 @@ def test_a_json_line_keeps_text_readable_and_writes_what_json_cannot_encode_as_i
     assert line["price"] == "Decimal('1.50')"
     assert line["name"] == "Café"
     assert line["event"] == "request"
+
+
+def test_a_json_lines_timestamp_is_the_utc_time_it_was_written_in_iso_8601() -> None:
+    """The access line's and the standard library's lines' (one processor chain)."""
+    with json_log(settings_for_tests()) as lines:
+        before = datetime.now(UTC)
+        assert app_logging.ACCESS is not None
+        app_logging.ACCESS.info("request")
+        logging.getLogger("api.test").warning("a standard library line")
+        after = datetime.now(UTC)
+
+    stamps = [line["timestamp"] for line in lines()]
+    assert len(stamps) == 2
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", stamp)
+        assert before <= datetime.fromisoformat(stamp) <= after
 
 
 def test_uvicorn_writes_no_access_line_of_its_own() -> None:
