@@ -1,6 +1,6 @@
 """What each request leaves behind: one access log line (`api.access`), in place of uvicorn's,
-and its metrics (api.core.metrics): the count and latency by route template, the requests in
-flight.
+and its metrics (api.core.metrics): its latency by method, route template and status class,
+whose count is the request count, and the requests in flight.
 
 The line names the route's template (`/products/{product_id}`), never the raw path or its query
 string, so no token, password or id typed into a URL reaches the log; `unmatched` stands for a

@@ -38,6 +38,7 @@ from tests.support.live_server import serving
 from tests.support.logs import captured_log
 
 TOKEN = "a-scraper-token-of-32-characters"
+COUNT = "http_request_duration_seconds_count"  # the requests answered
 
 
 def sample(name: str, **labels: str) -> float:
@@ -77,23 +78,23 @@ class TestRequests:
     ) -> None:
         labels = {"method": "GET", "route": "/products/{product_id}"}
         with (
-            counting("http_requests_total", **labels, status="4xx") as client_errors,
-            counting("http_requests_total", **labels, status="2xx") as successes,
-            counting("http_request_duration_seconds_count", **labels) as timed,
+            counting(COUNT, **labels, status="4xx") as client_errors,
+            counting(COUNT, **labels, status="2xx") as successes,
             counting(
-                "http_request_duration_seconds_bucket", **labels, le="10.0"
+                "http_request_duration_seconds_bucket", **labels, status="4xx", le="10.0"
             ) as within_ten_seconds,
+            counting("http_request_duration_seconds_sum", **labels, status="4xx") as seconds,
         ):
             await client.get("/products/999999")
             await client.get("/products/abc")
 
-        assert (client_errors, successes, timed) == ([2], [0], [2])
-        assert within_ten_seconds == [2]
+        assert (client_errors, successes, within_ten_seconds) == ([2], [0], [2])
+        assert 0 < seconds[0] < 10
 
     async def test_an_unknown_path_is_one_label_never_the_path(
         self, client: httpx.AsyncClient
     ) -> None:
-        with counting("http_requests_total", method="GET", route="unmatched", status="4xx") as n:
+        with counting(COUNT, method="GET", route="unmatched", status="4xx") as n:
             for path in ("/a", "/b/c", "/.env", "/wp-login.php"):
                 await client.get(path)
 
@@ -101,7 +102,7 @@ class TestRequests:
         assert "wp-login" not in (await client.get("/metrics")).text
 
     async def test_an_unusual_method_is_other(self, client: httpx.AsyncClient) -> None:
-        with counting("http_requests_total", method="other", route="/health", status="4xx") as n:
+        with counting(COUNT, method="other", route="/health", status="4xx") as n:
             await client.request("PROPFIND", "/health")
 
         assert n == [1]
@@ -121,7 +122,7 @@ class TestRequests:
             float(dict(labels)["le"])
             for name, labels in samples
             if name == "http_request_duration_seconds_bucket"
-            and {("method", "GET"), ("route", "/health")} <= labels
+            and {("method", "GET"), ("route", "/health"), ("status", "2xx")} <= labels
         )
         assert bounds[0] == 0.001
         assert bounds[-2:] == [10.0, float("inf")]
@@ -136,7 +137,7 @@ class TestTheEndpoint:
         assert response.status_code == 200
         assert response.headers["content-type"] == CONTENT_TYPE_LATEST  # the text format
         names = {name for name, _ in scraped(response.text)}
-        assert {"http_requests_total", "storefront_orders_placed_total"} <= names
+        assert {COUNT, "storefront_orders_placed_total"} <= names
         assert not any(name.endswith("_created") for name in names)
 
     async def test_refuses_another_host_without_a_token(
@@ -145,7 +146,7 @@ class TestTheEndpoint:
         response = await remote_client.get("/metrics")
 
         assert_problem(response, 403, "forbidden")
-        assert "http_requests_total" not in response.text
+        assert "http_request_duration_seconds" not in response.text
 
     @pytest.mark.parametrize(
         "relayed",
@@ -188,13 +189,13 @@ class TestWithAToken:
         response = await remote_client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
 
         assert response.status_code == 200
-        assert "http_requests_total" in response.text
+        assert COUNT in response.text
 
 
 async def test_metrics_off_serve_no_endpoint_and_count_nothing() -> None:
     app = create_app(settings_for_tests(metrics_enabled=False))
 
-    with counting("http_requests_total", method="GET", route="/health", status="2xx") as n:
+    with counting(COUNT, method="GET", route="/health", status="2xx") as n:
         async with client_for(app) as client:
             await client.get("/health")
             assert_problem(await client.get("/metrics"), 404, "not_found")
@@ -413,16 +414,15 @@ def gone_process_counted(directory: Path, code: str) -> None:
 
 
 def counted_by_each_process(directory: Path, route: str) -> dict[str, float]:
-    """The requests to `route` each process's counter file holds, by pid."""
+    """The requests to `route` each process's histogram file holds, by pid."""
     counts = {}
-    for path in directory.glob("counter_*.db"):
+    for path in directory.glob("histogram_*.db"):
         merged = MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
         counts[path.stem.split("_")[1]] = sum(
             s.value
             for m in merged
-            if m.name == "http_requests"
             for s in m.samples
-            if s.labels.get("route") == route
+            if s.name == COUNT and s.labels.get("route") == route
         )
     return counts
 
@@ -468,8 +468,8 @@ async def test_two_workers_are_scraped_as_one(
     build = frozenset({("version", VERSION), ("git_sha", "live-sha")})
     for text in scrapes:
         samples = scraped(text)
-        assert samples[("http_requests_total", ready)] == sent
-        assert samples[("http_request_duration_seconds_count", ready - {("status", "2xx")})] == sent
+        assert samples[(COUNT, ready)] == sent
+        assert samples[("http_request_duration_seconds_bucket", ready | {("le", "+Inf")})] == sent
         assert samples[("storefront_sign_ups_total", frozenset())] == 3
         assert samples[("storefront_orders_placed_total", frozenset())] == 0
         assert samples[("http_requests_in_flight", frozenset())] == 1  # the scrape itself

@@ -51,10 +51,12 @@ async def logged(
 def counting_requests(method: str, route: str) -> Iterator[list[float]]:
     """The change of the 2xx count of one route over the block (this process's registry)."""
     labels = {"method": method, "route": route, "status": "2xx"}
-    before = REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+    before = REGISTRY.get_sample_value("http_request_duration_seconds_count", labels) or 0.0
     change: list[float] = []
     yield change
-    change.append((REGISTRY.get_sample_value("http_requests_total", labels) or 0.0) - before)
+    change.append(
+        (REGISTRY.get_sample_value("http_request_duration_seconds_count", labels) or 0.0) - before
+    )
 
 
 class TestTheLine:
