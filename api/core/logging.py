@@ -58,6 +58,9 @@ class TurnLines:
     def flush(self) -> None:
         """Write the lines waiting for the end of the turn."""
         lines, self._lines, self._flushing_on = self._lines, [], None
+        if len(lines) == 1:  # a turn that finished one request: its line alone
+            self._write(lines[0] + "\n")
+            return
         chunk: list[str] = []
         size = 0
         for line in lines:
@@ -158,9 +161,10 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     uvicorn_access.propagate = False
     flush_access_lines()  # a previous configuration's, into its own stream
     _ACCESS_LINES = TurnLines(stream)
+    # It writes info lines only: their level is bound once, not added to each.
     access: FilteringBoundLogger = structlog.wrap_logger(
         _ACCESS_LINES,
-        processors=[*shared, renderer],
+        processors=[*(p for p in shared if p is not structlog.stdlib.add_log_level), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(root.level),
     )
-    ACCESS = access.bind(logger="api.access")
+    ACCESS = access.bind(logger="api.access", level="info")
