@@ -58,7 +58,7 @@ class TurnLines:
     def flush(self) -> None:
         """Write the lines waiting for the end of the turn."""
         lines, self._lines, self._flushing_on = self._lines, [], None
-        if len(lines) == 1:  # a turn that finished one request: its line alone
+        if len(lines) == 1:  # one line waiting (one request's turn, or a line outside a loop)
             self._write(lines[0] + "\n")
             return
         chunk: list[str] = []
@@ -108,7 +108,8 @@ def utc_timestamp(_logger: Any, _method: str, event: EventDict) -> EventDict:
 
 def _renderer_and_chain(settings: Settings) -> tuple[Processor, list[Processor]]:
     """The line's renderer (JSON, or readable in development) and the processors every line
-    goes through before it."""
+    goes through before it. Each kind of line adds its level itself: the access lines' is
+    bound once (they are all info), the standard library's lines add theirs."""
     renderer: Processor
     timestamp: Processor
     if settings.log_json:
@@ -117,14 +118,18 @@ def _renderer_and_chain(settings: Settings) -> tuple[Processor, list[Processor]]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
         timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
-    shared: list[Processor] = [request_id.add_to_log, structlog.stdlib.add_log_level, timestamp]
+    shared: list[Processor] = [request_id.add_to_log, timestamp]
     return renderer, shared
 
 
 def _formatter(renderer: Processor, shared: list[Processor]) -> logging.Formatter:
     """The standard library's lines (the app's, uvicorn's, SQLAlchemy's) in the app's format."""
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            *shared,
+            structlog.stdlib.add_logger_name,
+        ],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -164,7 +169,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     # It writes info lines only: their level is bound once, not added to each.
     access: FilteringBoundLogger = structlog.wrap_logger(
         _ACCESS_LINES,
-        processors=[*(p for p in shared if p is not structlog.stdlib.add_log_level), renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(root.level),
     )
     ACCESS = access.bind(logger="api.access", level="info")
