@@ -1,8 +1,8 @@
-"""`python -m bench.instructions [--requests N] [--variant NAME:KEY=VALUE|NAME:-KEY]...`: what
-`GET /products/{id}` costs the app in machine instructions per request, the API as shipped
+"""`python -m bench.instructions [--requests N] [--rounds N] [--variant NAME:KEY=VALUE|...]`:
+what `GET /products/{id}` costs the app in machine instructions per request, the API as shipped
 against variants of its settings (by default: observability off, and each of its parts off
-alone; `--variant` as make bench's, its environment only). Needs valgrind (`apt-get install
-valgrind`).
+alone; `--variant` as make bench's, `NAME:KEY=VALUE` or `NAME:-KEY`, its environment only).
+Needs valgrind (`apt-get install valgrind`).
 
 The app runs as its servers launch it (`api.launch`, uvloop, NullPool through PgBouncer, the
 metrics in a multiprocess directory, the log to a file) on make bench's stack and dataset, and
@@ -12,10 +12,9 @@ warm-up, the second time with `--requests` more requests: the difference divided
 is the cost of one. Each round runs in another memory layout (`laid_out`), and a variant's
 figure is the median of its rounds. The count hardly moves with the machine's other load, which
 make bench's rates do (docs/benchmarks.md, "What observability costs a request"), so a change's
-effect of a few percent shows in one run on a busy machine. It
-is not the time a request takes: the kernel's work (system calls, the network) is not counted,
-and an instruction that misses the caches counts as one. Not to be run beside make bench: both
-use `.data/bench`.
+effect of a few percent shows in one run on a busy machine. It is not the time a request
+takes: the kernel's work (system calls, the network) is not counted, and an instruction that
+misses the caches counts as one. Not to be run beside make bench: both use `.data/bench`.
 """
 
 import argparse
@@ -77,7 +76,7 @@ async def serve_requests(requests: int) -> None:
 def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
     """`env` for one round: the same for every variant, and longer by LAYOUT_STEP characters
     each round. The size of a process's environment moves where its memory lies, and with it
-    a count (the same server moved by up to 0.4 % between environments of 0 to 2,000 more
+    a count (the same server moved by up to 0.4 % between environments of 37 to 1,999 more
     characters, and by less than 0.01 % in one): rounds of several layouts, and their median,
     keep one layout from favouring one server."""
     return {**env, "BENCH_LAYOUT": "-" * (LAYOUT_STEP * round_)}
