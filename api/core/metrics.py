@@ -18,6 +18,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    # Empty is unset, as for the launcher and .env.example: prometheus-client, which decides
+    # when it is first imported, would take it for multiprocess mode in the working directory
+    # (a read-only one in the image).
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+# Imported here, after the environment is settled.
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,

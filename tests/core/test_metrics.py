@@ -492,3 +492,24 @@ def test_a_dead_workers_gauge_removed_by_a_scrape_at_once_is_no_error(
     monkeypatch.setattr("prometheus_client.multiprocess.os.remove", gone)
 
     assert metrics.exposition() == b""
+
+
+def test_an_empty_multiprocess_dir_counts_in_memory_and_writes_no_files(tmp_path: Path) -> None:
+    """`PROMETHEUS_MULTIPROC_DIR=` is unset, as the launcher and .env.example take it:
+    prometheus-client alone would count in files in the working directory (in the image, a
+    read-only one)."""
+    code = (
+        "import api.main; from api.core import metrics; metrics.ORDERS_PLACED.inc(3); "
+        "print(metrics.exposition().decode())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert scraped(result.stdout)[("storefront_orders_placed_total", frozenset())] == 3
+    assert list(tmp_path.iterdir()) == []
