@@ -1,4 +1,4 @@
-"""`python -m bench.instructions [--requests N] [--rounds N] [--variant NAME:KEY=VALUE|...]`:
+"""`python -m bench.instructions [--served] [--requests N] [--rounds N] [--variant NAME:...]`:
 what `GET /products/{id}` costs the app in machine instructions per request, the API as shipped
 against variants of its settings (by default: observability off, and each of its parts off
 alone; `--variant` as make bench's, `NAME:KEY=VALUE` or `NAME:-KEY`, its environment only).
@@ -7,14 +7,18 @@ Needs valgrind (`apt-get install valgrind`).
 The app runs as its servers launch it (`api.launch`, uvloop, NullPool through PgBouncer, the
 metrics in a multiprocess directory, the log to a file) on make bench's stack and dataset, and
 is called in-process as an ASGI app, one request at a time, under valgrind's cachegrind, which
-counts the instructions the process executes. Each variant runs twice, with the same start and
-warm-up, the second time with `--requests` more requests: the difference divided by that number
-is the cost of one. Each round runs in another memory layout (`laid_out`), and a variant's
-figure is the median of its rounds. The count hardly moves with the machine's other load, which
-make bench's rates do (docs/benchmarks.md, "What observability costs a request"), so a change's
-effect of a few percent shows in one run on a busy machine. It is not the time a request
-takes: the kernel's work (system calls, the network) is not counted, and an instruction that
-misses the caches counts as one. Not to be run beside make bench: both use `.data/bench`.
+counts the instructions the process executes. With `--served` the image's command serves it
+(`python -m api serve`, one uvicorn worker) and the requests come over HTTP, one at a time on
+one connection: uvicorn's HTTP protocol is counted too.
+
+Each variant runs twice, with the same start and warm-up, the second time with `--requests`
+more requests: the difference divided by that number is the cost of one. Each round runs in
+another memory layout (`laid_out`), and a variant's figure is the median of its rounds. The
+count hardly moves with the machine's other load, which make bench's rates do
+(docs/benchmarks.md, "What observability costs a request"), so a change's effect of a few
+percent shows in one run on a busy machine. It is not the time a request takes: the kernel's
+work (system calls, the network) is not counted, and an instruction that misses the caches
+counts as one. Not to be run beside make bench: both use `.data/bench`.
 """
 
 import argparse
@@ -27,8 +31,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 import devstack
 from api import launch
@@ -82,31 +89,78 @@ def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
     return {**env, "BENCH_LAYOUT": "-" * (LAYOUT_STEP * round_)}
 
 
-def count(valgrind: str, env: dict[str, str], requests: int, log: Path) -> int:
+def count(valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool) -> int:
     """The instructions of one child run (valgrind's `I refs`), its output in `log`; the
     metrics in a directory of the run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a
-    variant's `-PROMETHEUS_MULTIPROC_DIR`: in-memory values)."""
+    variant's `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command
+    (`python -m api serve`, one worker) under valgrind, its requests sent over HTTP from here;
+    otherwise the app called in-process (`serve_requests`)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         report = Path(scratch) / "valgrind.txt"
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
-        result = subprocess.run(
-            [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-             f"--log-file={report}", sys.executable, "-m", "bench.instructions", "--child",
-             str(requests)],
-            cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
-            preexec_fn=devstack.child_setup(None, signal.SIGKILL),
-        )  # fmt: skip
+        valgrind_args = [valgrind, "--tool=cachegrind", "--cache-sim=no",
+                         "--cachegrind-out-file=/dev/null", f"--log-file={report}"]  # fmt: skip
+        if served:
+            port = devstack.free_port()
+            command = [*valgrind_args, "--trace-children=yes", sys.executable, "-m", "api",
+                       "serve", "--factory", "api.launch:create_app", "--host", "127.0.0.1",
+                       "--port", str(port), "--proxy-headers"]  # fmt: skip
+            server = subprocess.Popen(
+                command, cwd=devstack.ROOT, env={**env, "WEB_CONCURRENCY": "1"}, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=devstack.child_setup(None, signal.SIGKILL),
+            )  # fmt: skip
+            try:
+                send_requests(f"http://127.0.0.1:{port}", server, requests)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                returncode = server.wait(timeout=600)
+            if returncode == -signal.SIGTERM:
+                returncode = 0  # uvicorn, once it has shut down, raises the signal again
+        else:
+            result = subprocess.run(
+                [*valgrind_args, sys.executable, "-m", "bench.instructions", "--child",
+                 str(requests)],
+                cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
+                preexec_fn=devstack.child_setup(None, signal.SIGKILL),
+            )  # fmt: skip
+            returncode = result.returncode
         found = COUNTED.search(report.read_text() if report.exists() else "")
-    if result.returncode != 0 or found is None:
+    if returncode != 0 or found is None:
         tail = log.read_text(errors="replace")[-2000:]
-        raise BenchError(f"the app under valgrind exited with {result.returncode} ({log}):\n{tail}")
+        raise BenchError(f"the app under valgrind exited with {returncode} ({log}):\n{tail}")
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(valgrind: str, env: dict[str, str], requests: int, log: Path) -> float:
-    more = count(valgrind, env, requests, log.with_suffix(f".{requests}.log"))
-    return (more - count(valgrind, env, 0, log.with_suffix(".0.log"))) / requests
+def send_requests(url: str, server: subprocess.Popen[bytes], requests: int) -> None:
+    """Once the served app answers `/health/ready`, `WARM_UP + requests` GETs of a product,
+    one at a time on one connection, as serve_requests sends them in-process."""
+    from bench.layers import ROWS
+
+    with httpx.Client(base_url=url, timeout=600) as client:
+        deadline = time.monotonic() + 900  # valgrind starts it tens of times slower
+        while True:
+            if server.poll() is not None:
+                raise BenchError(f"the served app exited with {server.returncode}")
+            try:
+                if client.get("/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError("the served app did not answer /health/ready")
+            time.sleep(0.5)
+        for n in range(WARM_UP + requests):
+            answer = client.get(f"/products/{n % ROWS + 1}")
+            if answer.status_code != 200:
+                raise BenchError(f"GET /products/{n % ROWS + 1} answered {answer.status_code}")
+
+
+def per_request(
+    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool
+) -> float:
+    more = count(valgrind, env, requests, log.with_suffix(f".{requests}.log"), served)
+    return (more - count(valgrind, env, 0, log.with_suffix(".0.log"), served)) / requests
 
 
 def chosen(specs: list[str]) -> list[Variant]:
@@ -139,6 +193,12 @@ def run() -> None:
         help="a server whose environment gets KEY=VALUE or loses KEY (repeatable; every"
         " --variant of one NAME adds to it); replaces the default variants: "
         + "; ".join(v.name for v in VARIANTS),
+    )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="serve the app as the image does (one uvicorn worker) and send it HTTP requests:"
+        " uvicorn's HTTP protocol counted too",
     )
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -199,13 +259,19 @@ def measure(args: argparse.Namespace) -> int:
         say(f"{len(jobs)} runs of 2 under valgrind, two at a time (about a minute each)")
         with ThreadPoolExecutor(max_workers=2) as pool:
             figures = list(
-                pool.map(lambda job: per_request(valgrind, job[1], args.requests, job[2]), jobs)
+                pool.map(
+                    lambda job: per_request(valgrind, job[1], args.requests, job[2], args.served),
+                    jobs,
+                )
             )
     by_name: dict[str, list[float]] = {}
     for (name, _, _), figure in zip(jobs, figures, strict=True):
         by_name.setdefault(name, []).append(figure)
     shipped = round(statistics.median(by_name[SHIPPED.name]))
-    print(f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run")
+    how = "over HTTP to the image's command, one worker" if args.served else "in-process"
+    print(
+        f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run, {how}"
+    )
     print(f"{'server':<24} {'instructions/req':>16} {'x as shipped':>12} {'less':>10}")
     for name, runs in by_name.items():
         median = round(statistics.median(runs))
