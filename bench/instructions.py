@@ -34,6 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -93,43 +94,80 @@ def count(valgrind: str, env: dict[str, str], requests: int, log: Path, served: 
     """The instructions of one child run (valgrind's `I refs`), its output in `log`; the
     metrics in a directory of the run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a
     variant's `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command
-    (`python -m api serve`, one worker) under valgrind, its requests sent over HTTP from here;
-    otherwise the app called in-process (`serve_requests`)."""
+    under valgrind, its requests sent over HTTP from here (`served_count`); otherwise the app
+    called in-process (`serve_requests`)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
-        report = Path(scratch) / "valgrind.txt"
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
         valgrind_args = [valgrind, "--tool=cachegrind", "--cache-sim=no",
-                         "--cachegrind-out-file=/dev/null", f"--log-file={report}"]  # fmt: skip
+                         "--cachegrind-out-file=/dev/null"]  # fmt: skip
         if served:
-            port = devstack.free_port()
-            command = [*valgrind_args, "--trace-children=yes", sys.executable, "-m", "api",
-                       "serve", "--factory", "api.launch:create_app", "--host", "127.0.0.1",
-                       "--port", str(port), "--proxy-headers"]  # fmt: skip
-            server = subprocess.Popen(
-                command, cwd=devstack.ROOT, env={**env, "WEB_CONCURRENCY": "1"}, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=devstack.child_setup(None, signal.SIGKILL),
-            )  # fmt: skip
-            try:
-                send_requests(f"http://127.0.0.1:{port}", server, requests)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                returncode = server.wait(timeout=600)
-            if returncode == -signal.SIGTERM:
-                returncode = 0  # uvicorn, once it has shut down, raises the signal again
+            report, returncode = served_count(valgrind_args, env, requests, Path(scratch), out, log)
         else:
-            result = subprocess.run(
-                [*valgrind_args, sys.executable, "-m", "bench.instructions", "--child",
-                 str(requests)],
+            report = Path(scratch) / "valgrind.txt"
+            child = subprocess.run(
+                [*valgrind_args, f"--log-file={report}", sys.executable, "-m",
+                 "bench.instructions", "--child", str(requests)],
                 cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
                 preexec_fn=devstack.child_setup(None, signal.SIGKILL),
             )  # fmt: skip
-            returncode = result.returncode
+            returncode = child.returncode
         found = COUNTED.search(report.read_text() if report.exists() else "")
     if returncode != 0 or found is None:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"the app under valgrind exited with {returncode} ({log}):\n{tail}")
     return int(found.group(1).replace(",", ""))
+
+
+# As deploy/Dockerfile sets them for the image's command, with one worker: its request path.
+IMAGE_ENV = {
+    "WEB_CONCURRENCY": "1",
+    "FORWARDED_ALLOW_IPS": "127.0.0.1",
+    "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
+    "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "20",
+}
+
+
+def served_count(
+    valgrind_args: list[str],
+    env: dict[str, str],
+    requests: int,
+    scratch: Path,
+    out: IO[bytes],
+    log: Path,
+) -> tuple[Path, int]:
+    """The image's command (`python -m api serve`, which execs uvicorn in the same process)
+    under valgrind, sent `requests` after the warm-up, then SIGTERM; valgrind's report of that
+    process, and its exit status. The run lasts as long as valgrind takes, and uvicorn's loop
+    wakes ten times a second while it does: those wake-ups count with the requests, a little
+    more for the slower server."""
+    port = devstack.free_port()
+    # --trace-children: valgrind follows the exec; %p: a report per process, should one start
+    # another.
+    server = subprocess.Popen(
+        [*valgrind_args, "--trace-children=yes", f"--log-file={scratch}/valgrind.%p",
+         sys.executable, "-m", "api", "serve",
+         "--factory", "api.launch:create_app", "--host", "127.0.0.1", "--port", str(port),
+         "--proxy-headers"],
+        cwd=devstack.ROOT, env={**env, **IMAGE_ENV}, stdout=out, stderr=subprocess.STDOUT,
+        preexec_fn=devstack.child_setup(None, signal.SIGKILL),
+    )  # fmt: skip
+    try:
+        send_requests(f"http://127.0.0.1:{port}", server, requests)
+    except BenchError as error:
+        raise BenchError(f"{error} ({log})") from None
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            returncode = server.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+            raise BenchError(
+                f"the served app did not stop within 600 s of SIGTERM ({log})"
+            ) from None
+    # uvicorn, once it has shut down, raises the signal again, so that its status says why.
+    return scratch / f"valgrind.{server.pid}", 0 if returncode == -signal.SIGTERM else returncode
 
 
 def send_requests(url: str, server: subprocess.Popen[bytes], requests: int) -> None:
@@ -256,7 +294,7 @@ def measure(args: argparse.Namespace) -> int:
             for round_ in range(args.rounds)
             for v in variants
         ]
-        say(f"{len(jobs)} runs of 2 under valgrind, two at a time (about a minute each)")
+        say(f"{len(jobs)} runs of 2 under valgrind, two at a time (a minute or more each)")
         with ThreadPoolExecutor(max_workers=2) as pool:
             figures = list(
                 pool.map(
