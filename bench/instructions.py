@@ -279,12 +279,7 @@ def measure(args: argparse.Namespace) -> int:
             **bouncer.statement_cache_env(),
             "PROMETHEUS_MULTIPROC_DIR": "",  # each run's own (count)
         }
-        # Not to the migrations: prometheus-client takes a set but empty variable for a
-        # multiprocess directory, the working directory, and would leave its files there.
-        prepare_database(
-            postgres,
-            {key: value for key, value in env.items() if key != "PROMETHEUS_MULTIPROC_DIR"},
-        )
+        prepare_database(postgres, env)  # the app takes the empty directory as none
         jobs = [
             (
                 v.name,
