@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -53,6 +53,7 @@ from bench.stack import (
     running_postgres,
     say,
     tool,
+    wait_for_ready,
 )
 
 WARM_UP = 50  # requests before the counted ones, in both runs of a variant
@@ -68,17 +69,26 @@ COUNTED = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 async def serve_requests(requests: int) -> None:
-    """The child: the app as launched, `WARM_UP + requests` GETs of a product, one at a time."""
+    """The child: the app as launched, sent `product_paths`, one at a time."""
     from asgi_lifespan import LifespanManager
 
     from api.launch import create_app
-    from bench.layers import ROWS, get
+    from bench.layers import get
 
     app = create_app()
     # Valgrind runs the app tens of times slower: no limit on its start and stop.
     async with LifespanManager(app, startup_timeout=None, shutdown_timeout=None) as manager:
-        for n in range(WARM_UP + requests):
-            await get(manager.app, f"/products/{n % ROWS + 1}")  # type: ignore[arg-type]
+        for path in product_paths(requests):
+            await get(manager.app, path)  # type: ignore[arg-type]
+
+
+def product_paths(requests: int) -> Iterator[str]:
+    """What a run sends, in-process or served: the warm-up's and `requests` more GETs, of
+    the dataset's products in turn."""
+    from bench.layers import ROWS
+
+    for n in range(WARM_UP + requests):
+        yield f"/products/{n % ROWS + 1}"
 
 
 def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
@@ -152,10 +162,10 @@ def served_count(
         cwd=devstack.ROOT, env={**env, **IMAGE_ENV}, stdout=out, stderr=subprocess.STDOUT,
         preexec_fn=devstack.child_setup(None, signal.SIGKILL),
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
-        send_requests(f"http://127.0.0.1:{port}", server, requests)
-    except BenchError as error:
-        raise BenchError(f"{error} ({log})") from None
+        wait_for_ready(url, server, log, 900)  # valgrind starts it tens of times slower
+        send_requests(url, requests, log)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -170,28 +180,14 @@ def served_count(
     return scratch / f"valgrind.{server.pid}", 0 if returncode == -signal.SIGTERM else returncode
 
 
-def send_requests(url: str, server: subprocess.Popen[bytes], requests: int) -> None:
-    """Once the served app answers `/health/ready`, `WARM_UP + requests` GETs of a product,
-    one at a time on one connection, as serve_requests sends them in-process."""
-    from bench.layers import ROWS
-
+def send_requests(url: str, requests: int, log: Path) -> None:
+    """`product_paths` to the served app, one at a time on one connection, as serve_requests
+    sends them in-process."""
     with httpx.Client(base_url=url, timeout=600) as client:
-        deadline = time.monotonic() + 900  # valgrind starts it tens of times slower
-        while True:
-            if server.poll() is not None:
-                raise BenchError(f"the served app exited with {server.returncode}")
-            try:
-                if client.get("/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError("the served app did not answer /health/ready")
-            time.sleep(0.5)
-        for n in range(WARM_UP + requests):
-            answer = client.get(f"/products/{n % ROWS + 1}")
+        for path in product_paths(requests):
+            answer = client.get(path)
             if answer.status_code != 200:
-                raise BenchError(f"GET /products/{n % ROWS + 1} answered {answer.status_code}")
+                raise BenchError(f"GET {path} answered {answer.status_code} ({log})")
 
 
 def per_request(

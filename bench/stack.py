@@ -328,16 +328,36 @@ def pinned(cpus: str) -> list[str]:
 
 
 def wait_until_ready(server: Server, log: Path) -> None:
-    deadline = time.monotonic() + 60
+    wait_for_ready(
+        server.url,
+        server.process,
+        log,
+        60,
+        workers_up=lambda: len(server.worker_pids()) == server.workers,
+    )
+
+
+def wait_for_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    seconds: float,
+    workers_up: Callable[[], bool] = lambda: True,
+) -> None:
+    """Until the uvicorn `process` serving `url` answers `/health/ready` (and `workers_up`);
+    a BenchError with its log's tail if it exits or is not ready within `seconds`."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
+        if process.poll() is not None:
             raise BenchError(f"uvicorn exited:\n{log.read_text(errors='replace')[-3000:]}")
         with contextlib.suppress(httpx.TransportError):
-            answer = httpx.get(f"{server.url}/health/ready", timeout=2)
-            if answer.status_code == 200 and len(server.worker_pids()) == server.workers:
+            answer = httpx.get(f"{url}/health/ready", timeout=2)
+            if answer.status_code == 200 and workers_up():
                 return
         time.sleep(0.2)
-    raise BenchError(f"uvicorn was not ready in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+    raise BenchError(
+        f"uvicorn was not ready in {seconds:.0f} s:\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def log_in(
