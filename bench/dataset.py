@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 import devstack
+from api import launch
 from bench.stack import API, BARE, TUTORIAL, Auth, BenchError, Server, run_quiet
 
 HERE = Path(__file__).resolve().parent
@@ -152,6 +153,26 @@ def psql_file(postgres: devstack.EmbeddedPostgres, script: Path, **variables: st
     result = run_quiet(args, env={**os.environ, "PGPASSWORD": postgres.password})
     if result.returncode != 0:
         raise BenchError(f"{script.name} failed: {result.stderr.strip()}")
+
+
+def app_env(
+    postgres: devstack.EmbeddedPostgres, bouncer: devstack.PgBouncer, database_url: str
+) -> dict[str, str]:
+    """The API's environment on the bench's stack, as the image runs it: production, NullPool
+    to `database_url` (through PgBouncer, with its statement cache setting), the migrations
+    straight to PostgreSQL, JSON lines at INFO, glibc's MALLOC_ENV."""
+    return {
+        **os.environ,
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": database_url,
+        "DB_POOL": "null",
+        "MIGRATIONS_DATABASE_URL": postgres.url(DATABASE),
+        "LOG_JSON": "true",
+        "LOG_LEVEL": "INFO",
+        **launch.MALLOC_ENV,  # as deploy/Dockerfile launches the API
+        **bouncer.statement_cache_env(),
+    }
 
 
 def prepare_database(postgres: devstack.EmbeddedPostgres, env: dict[str, str]) -> float:

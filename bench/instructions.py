@@ -23,9 +23,7 @@ counts as one. Not to be run beside make bench: both use `.data/bench`.
 
 import argparse
 import asyncio
-import os
 import re
-import secrets
 import signal
 import statistics
 import subprocess
@@ -39,8 +37,7 @@ from typing import IO
 import httpx
 
 import devstack
-from api import launch
-from bench.dataset import DATABASE, prepare_database
+from bench.dataset import DATABASE, app_env, prepare_database
 from bench.run import OBSERVABILITY_OFF
 from bench.stack import (
     API,
@@ -261,18 +258,9 @@ def measure(args: argparse.Namespace) -> int:
     logs = data_dir / "instructions"
     logs.mkdir(exist_ok=True)
     with running_postgres(data_dir) as postgres, running_pgbouncer(data_dir, postgres) as bouncer:
-        env: dict[str, str] = {
-            **os.environ,
-            "ENVIRONMENT": "production",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "DATABASE_URL": bouncer.url(DATABASE),
-            "DB_POOL": "null",
-            "MIGRATIONS_DATABASE_URL": postgres.url(DATABASE),
-            "LOG_JSON": "true",
-            "LOG_LEVEL": "INFO",
+        env = {
+            **app_env(postgres, bouncer, bouncer.url(DATABASE)),
             "PYTHONHASHSEED": "0",  # the same string hashes, so the same set orders, every run
-            **launch.MALLOC_ENV,  # as deploy/Dockerfile launches the API
-            **bouncer.statement_cache_env(),
             "PROMETHEUS_MULTIPROC_DIR": "",  # each run's own (count)
         }
         prepare_database(postgres, env)  # the app takes the empty directory as none

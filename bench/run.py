@@ -68,7 +68,6 @@ from unittest import mock
 from sqlalchemy.engine import make_url
 
 import devstack
-from api import launch
 from api.core.config import Settings
 from bench.dataset import (
     CATEGORIES,
@@ -78,6 +77,7 @@ from bench.dataset import (
     USERS,
     Counted,
     Shape,
+    app_env,
     check_same_answers,
     count_statements,
     deep_cursor,
@@ -341,27 +341,17 @@ def run(args: argparse.Namespace) -> int:
         bouncer = stack.enter_context(
             running_pgbouncer(data_dir, postgres, args.userlist, "\n".join(args.pgbouncer))
         )
-        cache = bouncer.statement_cache_env()
         say(
             f"PostgreSQL on 127.0.0.1:{postgres.port}, PgBouncer on 127.0.0.1:{bouncer.port}"
             f" (max_prepared_statements = {bouncer.max_prepared_statements})"
         )
         url = bouncer.url(DATABASE) + (f"?{args.url_query}" if args.url_query else "")
         env = {
-            **os.environ,
-            "ENVIRONMENT": "production",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "DATABASE_URL": url,
-            "DB_POOL": "null",
-            "MIGRATIONS_DATABASE_URL": postgres.url(DATABASE),
-            "LOG_JSON": "true",
-            "LOG_LEVEL": "INFO",
+            **app_env(postgres, bouncer, url),
             "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
             "FIRST_SUPERUSER_EMAIL": ADMIN["email"],
             "FIRST_SUPERUSER_USERNAME": ADMIN["username"],
             "FIRST_SUPERUSER_PASSWORD": password,
-            **launch.MALLOC_ENV,  # as deploy/Dockerfile launches the API
-            **cache,
             **extra,
         }
         for variant in chosen:
