@@ -83,6 +83,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if provider is not None:
             stack.callback(provider.force_flush)
         stack.callback(metrics.forget_process)
+        if settings.metrics_enabled and metrics.MULTIPROCESS_DIR:
+            # The other workers' scrapes read this one's requests in flight from its file.
+            await stack.enter_async_context(metrics.REQUESTS_IN_FLIGHT.published_every(1.0))
         engine = build_engine(settings)
         stack.push_async_callback(engine.dispose)
         replica = build_replica(settings)

@@ -56,7 +56,7 @@ class ObserveRequests:
             await send(message)
 
         if self.metrics:
-            metrics.IN_FLIGHT.inc()
+            metrics.REQUESTS_IN_FLIGHT.started()
         started = perf_counter()
         try:
             await self.app(scope, receive, send_and_note_status)
@@ -64,7 +64,7 @@ class ObserveRequests:
             seconds = perf_counter() - started
             route = route_template(scope)
             if self.metrics:
-                metrics.IN_FLIGHT.dec()
+                metrics.REQUESTS_IN_FLIGHT.finished()
                 metrics.observe_request(scope["method"], route, status, seconds)
             self.log(scope, route, status, seconds)
 

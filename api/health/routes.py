@@ -170,6 +170,6 @@ def scraper(
 
 
 @metrics_router.get("/metrics", include_in_schema=False, dependencies=[Depends(scraper)])
-def prometheus_metrics() -> Response:
-    """Every worker's metrics in Prometheus' text format (read from files: off the event loop)."""
-    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+async def prometheus_metrics() -> Response:
+    """Every worker's metrics in Prometheus' text format."""
+    return Response(await metrics.scrape(), media_type=metrics.CONTENT_TYPE)

@@ -112,6 +112,32 @@ class TestRequests:
 
         assert samples[("http_requests_in_flight", frozenset())] == 1
 
+    async def test_in_flight_is_published_when_it_falls_and_every_interval_when_it_rose(
+        self,
+    ) -> None:
+        in_flight = metrics.InFlight()
+        assert sample("http_requests_in_flight") == 0
+
+        in_flight.started()
+        in_flight.started()
+        unpublished = sample("http_requests_in_flight")
+        async with in_flight.published_every(0.01):
+            await asyncio.sleep(0.1)
+        busy = sample("http_requests_in_flight")
+        in_flight.finished()
+        one_left = sample("http_requests_in_flight")
+        in_flight.finished()
+
+        assert (unpublished, busy, one_left) == (0, 2, 1)
+        assert sample("http_requests_in_flight") == 0
+
+    async def test_requests_leave_no_request_in_flight(self, client: httpx.AsyncClient) -> None:
+        await asyncio.gather(*(client.get("/health") for _ in range(5)))
+        await client.get("/products/0")  # a 404
+
+        assert metrics.REQUESTS_IN_FLIGHT.now == 0
+        assert sample("http_requests_in_flight") == 0
+
     async def test_latency_buckets_run_from_a_millisecond_to_ten_seconds(
         self, client: httpx.AsyncClient
     ) -> None:
@@ -474,6 +500,45 @@ async def test_two_workers_are_scraped_as_one(
         assert samples[("storefront_orders_placed_total", frozenset())] == 0
         assert samples[("http_requests_in_flight", frozenset())] == 1  # the scrape itself
         assert samples[("storefront_build_info", build)] == 1
+
+
+@pytest.mark.concurrent
+@pytest.mark.pgbouncer
+async def test_a_busy_workers_request_in_flight_reaches_every_scrape(
+    committed: Database, app_pgbouncer: devstack.PgBouncer, tmp_path: Path
+) -> None:
+    """A request whose body is still arriving is in flight in one worker; within a second every
+    scrape counts it, whichever worker answers, and none once it is answered."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    env = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    rest_of_body = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"username": "slowbody", "email": "slowbody@example.com", '
+        await rest_of_body.wait()
+        yield b'"password": "pppppppppppp"}'
+
+    fresh_connections = httpx.Limits(max_keepalive_connections=0)  # spread over both workers
+    with serving(committed, app_pgbouncer, tmp_path, True, **env) as url:
+        async with (
+            httpx.AsyncClient(base_url=url) as slow,
+            httpx.AsyncClient(base_url=url, limits=fresh_connections) as http,
+        ):
+            headers = {"Content-Type": "application/json"}
+            sign_up = asyncio.create_task(
+                slow.post("/users/", content=slow_body(), headers=headers)
+            )
+            await asyncio.sleep(1.5)
+            while_busy = [(await http.get("/metrics")).text for _ in range(6)]
+            rest_of_body.set()
+            answer = await sign_up
+            after = [(await http.get("/metrics")).text for _ in range(6)]
+
+    assert answer.status_code == 201
+    in_flight: tuple[str, frozenset[tuple[str, str]]] = ("http_requests_in_flight", frozenset())
+    assert [scraped(text)[in_flight] for text in while_busy] == [2] * 6  # with the scrape
+    assert [scraped(text)[in_flight] for text in after] == [1] * 6
 
 
 def test_a_dead_workers_gauge_removed_by_a_scrape_at_once_is_no_error(
