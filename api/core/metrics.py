@@ -12,6 +12,7 @@ Label values are bounded: a method outside HTTP's usual ones is `other`, a path 
 """
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -46,6 +47,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool
 from sqlalchemy.pool.base import PoolProxiedConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.concurrency import run_in_threadpool
+
+logger = logging.getLogger(__name__)
 
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if MULTIPROCESS_DIR:
@@ -150,10 +153,11 @@ class InFlight:
     `http_requests_in_flight` gauge (the worker's file, in multiprocess mode) at once when the
     count falls below what was published, every second (`published_every`) when it has risen,
     and by the worker that answers a scrape, before it reads the files. A scrape thus counts
-    its own worker exactly, an idle worker as 0, and another busy worker's new requests within
-    a second. Writing the gauge at each request's start and end would be two writes to the
-    worker's file per request, a quarter of the metrics' cost on the request path
-    (docs/benchmarks.md); this way a steady load writes it a few times a second."""
+    its own worker exactly, an idle worker as 0, and another busy worker's new requests about
+    a second late (later if that worker's event loop is blocked). Writing the gauge at each
+    request's start and end would be two writes to the worker's file per request, nearly a
+    third of the metrics' cost on the request path (docs/benchmarks.md); this way a steady
+    load writes it a few times a second."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -176,12 +180,15 @@ class InFlight:
     async def published_every(self, seconds: float) -> AsyncIterator[None]:
         """Publishes the count every `seconds` while the block runs."""
 
-        async def publish() -> None:
+        async def keep_publishing() -> None:
             while True:
                 await asyncio.sleep(seconds)
-                self.publish()
+                try:
+                    self.publish()
+                except Exception:  # a full or lost metrics directory must not end it
+                    logger.exception("publishing the requests in flight failed")
 
-        task = asyncio.create_task(publish())
+        task = asyncio.create_task(keep_publishing(), name="requests-in-flight-publisher")
         try:
             yield
         finally:
