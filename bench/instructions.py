@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,19 +98,26 @@ def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
     return {**env, "BENCH_LAYOUT": "-" * (LAYOUT_STEP * round_)}
 
 
-def count(valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool) -> int:
-    """The instructions of one child run (valgrind's `I refs`), its output in `log`; the
-    metrics in a directory of the run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a
-    variant's `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command
-    under valgrind, its requests sent over HTTP from here (`served_count`); otherwise the app
-    called in-process (`serve_requests`)."""
+def count(
+    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool, idle: float = 0.0
+) -> tuple[int, float]:
+    """The instructions of one child run (valgrind's `I refs`), its output in `log`, and (served
+    only) the seconds from its readiness to its last answer; the metrics in a directory of the
+    run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a variant's
+    `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command under
+    valgrind, its requests sent over HTTP from here, then left idle until `idle` seconds have
+    passed since it was ready (`served_count`); otherwise the app called in-process
+    (`serve_requests`)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
         valgrind_args = [valgrind, "--tool=cachegrind", "--cache-sim=no",
                          "--cachegrind-out-file=/dev/null"]  # fmt: skip
+        seconds = 0.0
         if served:
-            report, returncode = served_count(valgrind_args, env, requests, Path(scratch), out, log)
+            report, returncode, seconds = served_count(
+                valgrind_args, env, requests, idle, Path(scratch), out, log
+            )
         else:
             report = Path(scratch) / "valgrind.txt"
             child = subprocess.run(
@@ -123,7 +131,7 @@ def count(valgrind: str, env: dict[str, str], requests: int, log: Path, served: 
     if returncode != 0 or found is None:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"the app under valgrind exited with {returncode} ({log}):\n{tail}")
-    return int(found.group(1).replace(",", ""))
+    return int(found.group(1).replace(",", "")), seconds
 
 
 # As deploy/Dockerfile sets them for the image's command, with one worker: its request path.
@@ -139,15 +147,15 @@ def served_count(
     valgrind_args: list[str],
     env: dict[str, str],
     requests: int,
+    idle: float,
     scratch: Path,
     out: IO[bytes],
     log: Path,
-) -> tuple[Path, int]:
+) -> tuple[Path, int, float]:
     """The image's command (`python -m api serve`, which execs uvicorn in the same process)
-    under valgrind, sent `requests` after the warm-up, then SIGTERM; valgrind's report of that
-    process, and its exit status. The run lasts as long as valgrind takes, and uvicorn's loop
-    wakes ten times a second while it does: those wake-ups count with the requests, a little
-    more for the slower server."""
+    under valgrind, sent the warm-up and `requests`, left idle until `idle` seconds have passed
+    since it answered ready, then SIGTERM; valgrind's report of that process, its exit status,
+    and the seconds from ready to the last answer."""
     port = devstack.free_port()
     # --trace-children: valgrind follows the exec; %p: a report per process, should one start
     # another.
@@ -162,7 +170,10 @@ def served_count(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_ready(url, server, log, 900)  # valgrind starts it tens of times slower
+        ready = time.monotonic()
         send_requests(url, requests, log)
+        seconds = time.monotonic() - ready
+        time.sleep(max(0.0, idle - seconds))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -174,7 +185,8 @@ def served_count(
                 f"the served app did not stop within 600 s of SIGTERM ({log})"
             ) from None
     # uvicorn, once it has shut down, raises the signal again, so that its status says why.
-    return scratch / f"valgrind.{server.pid}", 0 if returncode == -signal.SIGTERM else returncode
+    report = scratch / f"valgrind.{server.pid}"
+    return report, 0 if returncode == -signal.SIGTERM else returncode, seconds
 
 
 def send_requests(url: str, requests: int, log: Path) -> None:
@@ -190,8 +202,13 @@ def send_requests(url: str, requests: int, log: Path) -> None:
 def per_request(
     valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool
 ) -> float:
-    more = count(valgrind, env, requests, log.with_suffix(f".{requests}.log"), served)
-    return (more - count(valgrind, env, 0, log.with_suffix(".0.log"), served)) / requests
+    """One request's instructions: a run with `requests` more than another's, over that
+    number. Served, the run without them stays up, idle, as long after it is ready as the
+    other took to answer its warm-up and them: uvicorn's loop wakes ten times a second (and
+    the app's in-flight publisher once), and those wake-ups then count alike in both."""
+    more, seconds = count(valgrind, env, requests, log.with_suffix(f".{requests}.log"), served)
+    fewer, _ = count(valgrind, env, 0, log.with_suffix(".0.log"), served, idle=seconds)
+    return (more - fewer) / requests
 
 
 def chosen(specs: list[str]) -> list[Variant]:
