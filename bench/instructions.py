@@ -1,15 +1,17 @@
-"""`python -m bench.instructions [--served] [--requests N] [--rounds N] [--variant NAME:...]`:
-what `GET /products/{id}` costs the app in machine instructions per request, the API as shipped
-against variants of its settings (by default: observability off, and each of its parts off
-alone; `--variant` as make bench's, `NAME:KEY=VALUE` or `NAME:-KEY`, its environment only).
+"""`python -m bench.instructions [--served] [--requests N] [--rounds N] [--concurrency N]
+[--variant NAME:...]`: what `GET /products/{id}` costs the app in machine instructions per
+request, the API as shipped against variants of its settings (by default: observability off,
+and each of its parts off alone; `--variant` as make bench's, `NAME:KEY=VALUE` or
+`NAME:-KEY`, its environment only).
 Needs valgrind (`apt-get install valgrind`).
 
 The app runs as its servers launch it (`api.launch`, uvloop, NullPool through PgBouncer, the
 metrics in a multiprocess directory, the log to a file) on make bench's stack and dataset, and
-is called in-process as an ASGI app, one request at a time, under valgrind's cachegrind, which
-counts the instructions the process executes. With `--served` the image's command serves it
-(`python -m api serve`, one uvicorn worker) and the requests come over HTTP, one at a time on
-one connection: uvicorn's HTTP protocol is counted too.
+is called in-process as an ASGI app, one request at a time (`--concurrency N`: N at once),
+under valgrind's cachegrind, which counts the instructions the process executes. With
+`--served` the image's command serves it (`python -m api serve`, one uvicorn worker) and the
+requests come over HTTP, on one connection per client: uvicorn's HTTP protocol is counted
+too.
 
 Each variant runs twice, with the same start and warm-up, the second time with `--requests`
 more requests: the difference divided by that number is the cost of one. Each round runs in
@@ -66,8 +68,8 @@ VARIANTS = (
 COUNTED = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-async def serve_requests(requests: int) -> None:
-    """The child: the app as launched, sent `product_paths`, one at a time."""
+async def serve_requests(requests: int, concurrency: int) -> None:
+    """The child: the app as launched, sent `product_paths` by `concurrency` clients at once."""
     from asgi_lifespan import LifespanManager
 
     from api.launch import create_app
@@ -76,8 +78,13 @@ async def serve_requests(requests: int) -> None:
     app = create_app()
     # Valgrind runs the app tens of times slower: no limit on its start and stop.
     async with LifespanManager(app, startup_timeout=None, shutdown_timeout=None) as manager:
-        for path in product_paths(requests):
-            await get(manager.app, path)  # type: ignore[arg-type]
+        paths = product_paths(requests)  # shared: each path goes to one client
+
+        async def client() -> None:
+            for path in paths:
+                await get(manager.app, path)  # type: ignore[arg-type]
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 def product_paths(requests: int) -> Iterator[str]:
@@ -99,7 +106,14 @@ def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
 
 
 def count(
-    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool, idle: float = 0.0
+    valgrind: str,
+    env: dict[str, str],
+    requests: int,
+    log: Path,
+    *,
+    served: bool,
+    concurrency: int,
+    idle: float = 0.0,
 ) -> tuple[int, float]:
     """The instructions of one child run (valgrind's `I refs`), its output in `log`, and (served
     only) the seconds from its readiness to its last answer; the metrics in a directory of the
@@ -107,7 +121,7 @@ def count(
     `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command under
     valgrind, its requests sent over HTTP from here, then left idle until `idle` seconds have
     passed since it was ready (`served_count`); otherwise the app called in-process
-    (`serve_requests`)."""
+    (`serve_requests`). Either way by `concurrency` clients at once."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
@@ -116,13 +130,14 @@ def count(
         seconds = 0.0
         if served:
             report, returncode, seconds = served_count(
-                valgrind_args, env, requests, idle, Path(scratch), out, log
+                valgrind_args, env, requests, concurrency, idle, Path(scratch), out, log
             )
         else:
             report = Path(scratch) / "valgrind.txt"
             child = subprocess.run(
                 [*valgrind_args, f"--log-file={report}", sys.executable, "-m",
-                 "bench.instructions", "--child", str(requests)],
+                 "bench.instructions", "--child", str(requests), "--concurrency",
+                 str(concurrency)],
                 cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
                 preexec_fn=devstack.child_setup(None, signal.SIGKILL),
             )  # fmt: skip
@@ -147,6 +162,7 @@ def served_count(
     valgrind_args: list[str],
     env: dict[str, str],
     requests: int,
+    concurrency: int,
     idle: float,
     scratch: Path,
     out: IO[bytes],
@@ -171,7 +187,7 @@ def served_count(
     try:
         wait_for_ready(url, server, log, 900)  # valgrind starts it tens of times slower
         ready = time.monotonic()
-        send_requests(url, requests, log)
+        asyncio.run(send_requests(url, requests, concurrency, log))
         seconds = time.monotonic() - ready
         time.sleep(max(0.0, idle - seconds))
     finally:
@@ -189,25 +205,37 @@ def served_count(
     return report, 0 if returncode == -signal.SIGTERM else returncode, seconds
 
 
-def send_requests(url: str, requests: int, log: Path) -> None:
-    """`product_paths` to the served app, one at a time on one connection, as serve_requests
-    sends them in-process."""
-    with httpx.Client(base_url=url, timeout=600) as client:
-        for path in product_paths(requests):
-            answer = client.get(path)
-            if answer.status_code != 200:
-                raise BenchError(f"GET {path} answered {answer.status_code} ({log})")
+async def send_requests(url: str, requests: int, concurrency: int, log: Path) -> None:
+    """`product_paths` to the served app by `concurrency` clients at once, each on its own
+    connection, as serve_requests sends them in-process."""
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
+        paths = product_paths(requests)  # shared: each path goes to one client
+
+        async def client() -> None:
+            for path in paths:
+                answer = await http.get(path)
+                if answer.status_code != 200:
+                    raise BenchError(f"GET {path} answered {answer.status_code} ({log})")
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 def per_request(
-    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool
+    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool, concurrency: int
 ) -> float:
     """One request's instructions: a run with `requests` more than another's, over that
     number. Served, the run without them stays up, idle, as long after it is ready as the
     other took to answer its warm-up and them: uvicorn's loop wakes ten times a second (and
     the app's in-flight publisher once), and those wake-ups then count alike in both."""
-    more, seconds = count(valgrind, env, requests, log.with_suffix(f".{requests}.log"), served)
-    fewer, _ = count(valgrind, env, 0, log.with_suffix(".0.log"), served, idle=seconds)
+    more, seconds = count(
+        valgrind, env, requests, log.with_suffix(f".{requests}.log"),
+        served=served, concurrency=concurrency,
+    )  # fmt: skip
+    fewer, _ = count(
+        valgrind, env, 0, log.with_suffix(".0.log"),
+        served=served, concurrency=concurrency, idle=seconds,
+    )  # fmt: skip
     return (more - fewer) / requests
 
 
@@ -248,6 +276,14 @@ def run() -> None:
         help="serve the app as the image does (one uvicorn worker) and send it HTTP requests:"
         " uvicorn's HTTP protocol counted too",
     )
+    parser.add_argument(
+        "--concurrency",
+        type=at_least_one,
+        default=1,
+        help="clients sending the requests at once (default 1): with more, a request's cost"
+        " includes what the others in flight add (the collector's passes over their objects,"
+        " the caches they share)",
+    )
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -255,7 +291,7 @@ def run() -> None:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve_requests(args.child))
+            runner.run(serve_requests(args.child, args.concurrency))
         return
     raise SystemExit(
         entry(
@@ -294,7 +330,9 @@ def measure(args: argparse.Namespace) -> int:
         with ThreadPoolExecutor(max_workers=2) as pool:
             figures = list(
                 pool.map(
-                    lambda job: per_request(valgrind, job[1], args.requests, job[2], args.served),
+                    lambda job: per_request(
+                        valgrind, job[1], args.requests, job[2], args.served, args.concurrency
+                    ),
                     jobs,
                 )
             )
@@ -304,7 +342,8 @@ def measure(args: argparse.Namespace) -> int:
     shipped = round(statistics.median(by_name[SHIPPED.name]))
     how = "over HTTP to the image's command, one worker" if args.served else "in-process"
     print(
-        f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run, {how}"
+        f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run by"
+        f" {args.concurrency} client{'s' if args.concurrency > 1 else ''} at once, {how}"
     )
     print(f"{'server':<24} {'instructions/req':>16} {'x as shipped':>12} {'less':>10}")
     for name, runs in by_name.items():
