@@ -159,6 +159,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " a ratio then compares medians taken over the same stretch of time",
     )
     parser.add_argument(
+        "--fresh-servers",
+        action="store_true",
+        help="start every server afresh before each round after the first: a server process"
+        " keeps a speed of its own for as long as it runs (up to 7 %% either way between twins),"
+        " which the rounds then average over",
+    )
+    parser.add_argument(
         "--connections", type=int, default=50, help="wrk connections, pgbench clients"
     )
     parser.add_argument(
@@ -493,29 +500,44 @@ def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
     everything = all_shapes(stage)
     with contextlib.ExitStack() as servers:
         by_server: dict[tuple[str, str], Server] = {}
+        # Each server in a stack of its own, so that --fresh-servers can start it again.
+        stacks: dict[tuple[str, str], contextlib.ExitStack] = {}
+
+        @servers.callback
+        def stop_all() -> None:
+            for stack in reversed(stacks.values()):
+                stack.close()
+
         lineup: list[tuple[Shape, list[Variant]]] = []
-        for variant in active:
+
+        def start(variant: Variant, app: str, *, signs_up: bool, round_: int = 0) -> None:
             slug = re.sub(r"\W+", "-", variant.name).strip("-")
             log = stage.data_dir / f"uvicorn-{workers}{'-' if slug else ''}{slug}.log"
+            if app != API:
+                log = log.with_name(f"{log.stem}-{app.split(':')[0].rsplit('.', 1)[-1]}.log")
+            if round_:
+                log = log.with_name(f"{log.stem}-round-{round_ + 1}.log")
+            key = (variant.name, app)
+            if key in stacks:
+                stacks.pop(key).close()
+            stack = stacks[key] = contextlib.ExitStack()
+            by_server[key] = stack.enter_context(
+                serving(stage.env, workers, log, stage.password, first=signs_up,
+                        factory=variant.factory if app == API else app, cpus=args.app_cpus,
+                        variant=variant)
+            )  # fmt: skip
+
+        for variant in active:
             apps = {s.app for s in everything if serves(variant, s, stage.only)}
             # The default server always runs: it signs the user up and gives the deep cursor.
             if API in apps or not variant.name:
-                by_server[variant.name, API] = servers.enter_context(
-                    serving(stage.env, workers, log, stage.password,
-                            first=first and not variant.name, factory=variant.factory,
-                            cpus=args.app_cpus, variant=variant)
-                )  # fmt: skip
+                start(variant, API, signs_up=first and not variant.name)
             if not stage.cursor:
                 stage.cursor, _ = deep_cursor(by_server["", API].url, args.deep_page)
                 everything = all_shapes(stage)
             for app in YARDSTICKS:
                 if app in apps:
-                    name = app.split(":")[0].rsplit(".", 1)[-1]
-                    by_server[variant.name, app] = servers.enter_context(
-                        serving(stage.env, workers, log.with_name(f"{log.stem}-{name}.log"),
-                                stage.password, first=False, factory=app, cpus=args.app_cpus,
-                                variant=variant)
-                    )  # fmt: skip
+                    start(variant, app, signs_up=False)
         for shape in everything:
             served_by = [v for v in active if serves(v, shape, stage.only)]
             if served_by:
@@ -542,6 +564,11 @@ def measure_workers(stage: Stage, workers: int, *, first: bool) -> list[Row]:
             track_statements(stage.postgres, on=False)
         runs: dict[tuple[str, str], list[Row]] = {}
         for round_ in range(args.rounds):
+            if round_ and args.fresh_servers:
+                say(f"starting every server afresh for round {round_ + 1}")
+                for variant_name, app in list(stacks):
+                    variant = next(v for v in active if v.name == variant_name)
+                    start(variant, app, signs_up=False, round_=round_)
             of = f", round {round_ + 1} of {args.rounds}" if args.rounds > 1 else ""
             for i, (shape, served_by) in enumerate(lineup):
                 turn = (round_ + i) % len(served_by)
