@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
@@ -78,13 +78,25 @@ async def serve_requests(requests: int, concurrency: int) -> None:
     app = create_app()
     # Valgrind runs the app tens of times slower: no limit on its start and stop.
     async with LifespanManager(app, startup_timeout=None, shutdown_timeout=None) as manager:
-        paths = product_paths(requests)  # shared: each path goes to one client
+        await by_clients(
+            requests,
+            concurrency,
+            lambda path: get(manager.app, path),  # type: ignore[arg-type]
+        )
 
-        async def client() -> None:
-            for path in paths:
-                await get(manager.app, path)  # type: ignore[arg-type]
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+async def by_clients(
+    requests: int, concurrency: int, send: Callable[[str], Awaitable[None]]
+) -> None:
+    """`product_paths` through `send`, by `concurrency` clients at once: each path goes to
+    one of them, as it finishes its previous one."""
+    paths = product_paths(requests)
+
+    async def client() -> None:
+        for path in paths:
+            await send(path)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
 
 
 def product_paths(requests: int) -> Iterator[str]:
@@ -210,15 +222,13 @@ async def send_requests(url: str, requests: int, concurrency: int, log: Path) ->
     connection, as serve_requests sends them in-process."""
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
-        paths = product_paths(requests)  # shared: each path goes to one client
 
-        async def client() -> None:
-            for path in paths:
-                answer = await http.get(path)
-                if answer.status_code != 200:
-                    raise BenchError(f"GET {path} answered {answer.status_code} ({log})")
+        async def send(path: str) -> None:
+            answer = await http.get(path)
+            if answer.status_code != 200:
+                raise BenchError(f"GET {path} answered {answer.status_code} ({log})")
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await by_clients(requests, concurrency, send)
 
 
 def per_request(
