@@ -173,6 +173,13 @@ def aligned(lines: list[list[str]], right: set[int]) -> str:
     return "\n".join(out)
 
 
+def ratios_by_round(mine: list[float] | None, theirs: list[float] | None) -> list[float]:
+    """Each round's figure over the reference's in the same round; none without both."""
+    if not mine or not theirs:
+        return []
+    return [round(a / b, 3) for a, b in zip(mine, theirs, strict=True) if b]
+
+
 def comparisons(rows: list[Row], references: dict[str, str]) -> list[dict[str, Any]]:
     """Each variant's row beside its reference's (same request shape): rates and their ratio
     by round, the app's CPU per request and its ratio by round, the workers' RSS."""
@@ -182,12 +189,10 @@ def comparisons(rows: list[Row], references: dict[str, str]) -> list[dict[str, A
         reference = by_server.get((references.get(row.server, ""), row.key))
         if reference is None:
             continue
-        mine, theirs = row.round_rps or [row.rps], reference.round_rps or [reference.rps]
-        by_round = [round(a / b, 3) for a, b in zip(mine, theirs, strict=True) if b]
-        cpu_mine, cpu_theirs = row.round_app_cpu_ms or [], reference.round_app_cpu_ms or []
-        cpu_by_round = []
-        if cpu_mine and cpu_theirs:
-            cpu_by_round = [round(a / b, 3) for a, b in zip(cpu_mine, cpu_theirs, strict=True) if b]
+        by_round = ratios_by_round(
+            row.round_rps or [row.rps], reference.round_rps or [reference.rps]
+        )
+        cpu_by_round = ratios_by_round(row.round_app_cpu_ms, reference.round_app_cpu_ms)
         rss, reference_rss = sum(row.rss_mb or []), sum(reference.rss_mb or [])
         found.append(
             {
