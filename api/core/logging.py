@@ -4,8 +4,8 @@ Two paths into one stream (stderr): the standard library's loggers (the app's, u
 SQLAlchemy's) through a handler whose formatter is structlog's, and the access line, one per
 request, through structlog's own logger. That one skips the standard library's record, its
 caller lookup and the formatter's copy of the record: a third of the cost of a line on the
-request path (docs/benchmarks.md). Its lines are written once per turn of the event loop, all
-the lines of the turn at once (`TurnLines`).
+request path (docs/benchmarks.md). Its lines wait up to a tenth of a second and go out together
+(`BatchedLines`).
 """
 
 import asyncio
@@ -25,22 +25,24 @@ from api.core.config import Settings
 # The access lines' logger: set by configure_logging, which the running server's lifespan calls;
 # None before (an app built by a test and never started writes none).
 ACCESS: FilteringBoundLogger | None = None
-_ACCESS_LINES: "TurnLines | None" = None
+_ACCESS_LINES: "BatchedLines | None" = None
 
 
-class TurnLines:
-    """structlog's logger for the access lines: the lines written during one turn of the event
-    loop go out together, in writes of whole lines of at most `select.PIPE_BUF` bytes, when the
-    turn ends. A container's output is a pipe whose reader (the container runtime) each write
-    wakes, and a busy server finishes several requests per turn: a write per line cost more
-    than the rest of the line (docs/benchmarks.md). No line waits longer than the turn, and no
-    write splits a line: a pipe takes up to PIPE_BUF bytes in one piece, so the lines of
-    several workers sharing it never interleave (a single line longer than that, which an
-    access line is not, is written alone, and may be). Outside a running loop a line is
-    written at once."""
+class BatchedLines:
+    """structlog's logger for the access lines: a line waits up to `wait` seconds (a tenth by
+    default), and the lines waiting go out together, in writes of whole lines of at most
+    `select.PIPE_BUF` bytes. A container's output is a pipe whose reader (the container
+    runtime) each write wakes, and the reader, woken, takes the CPU from the worker that wrote:
+    a write per request, or per turn of the event loop, cost a busy worker more than the rest
+    of its access line (docs/benchmarks.md). A pipe takes up to PIPE_BUF bytes in one piece, so
+    the lines of several workers sharing it never interleave (a single line longer than that,
+    which an access line is not, is written alone, and may be). Outside a running loop a line
+    is written at once; a stopping server writes the lines still waiting
+    (`flush_access_lines`)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, wait: float = 0.1) -> None:
         self._stream = stream
+        self._wait = wait
         self._lines: list[str] = []
         self._flushing_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
 
@@ -52,13 +54,13 @@ class TurnLines:
             self.flush()
             return
         if self._flushing_on is not loop:
-            loop.call_soon(self.flush)
+            loop.call_later(self._wait, self.flush)
             self._flushing_on = loop
 
     def flush(self) -> None:
-        """Write the lines waiting for the end of the turn."""
+        """Write the lines waiting."""
         lines, self._lines, self._flushing_on = self._lines, [], None
-        if len(lines) == 1:  # one line waiting (one request's turn, or a line outside a loop)
+        if len(lines) == 1:  # one line waiting (a quiet server's, or a line outside a loop)
             self._write(lines[0] + "\n")
             return
         chunk: list[str] = []
@@ -75,7 +77,7 @@ class TurnLines:
 
     def _write(self, text: str) -> None:
         """One write; a stream that refuses it (closed, a broken pipe) loses its lines, not
-        the turn's others, as the standard library's handlers do."""
+        the others waiting, as the standard library's handlers do."""
         try:
             self._stream.write(text)
             self._stream.flush()
@@ -84,8 +86,7 @@ class TurnLines:
 
 
 def flush_access_lines() -> None:
-    """Write the access lines still waiting for their turn to end (at shutdown, or before a
-    test reads the log)."""
+    """Write the access lines still waiting (at shutdown, or before a test reads the log)."""
     if _ACCESS_LINES is not None:
         _ACCESS_LINES.flush()
 
@@ -165,7 +166,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     uvicorn_access.handlers[:] = []
     uvicorn_access.propagate = False
     flush_access_lines()  # a previous configuration's, into its own stream
-    _ACCESS_LINES = TurnLines(stream)
+    _ACCESS_LINES = BatchedLines(stream)
     # It writes info lines only: their level is bound once, not added to each.
     access: FilteringBoundLogger = structlog.wrap_logger(
         _ACCESS_LINES,

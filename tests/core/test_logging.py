@@ -1,4 +1,4 @@
-"""The access lines go out once per turn of the event loop, in whole lines, in writes a pipe
+"""The access lines wait up to a moment and go out together, in whole lines, in writes a pipe
 takes in one piece."""
 
 import asyncio
@@ -6,7 +6,19 @@ import io
 import math
 import select
 
-from api.core.logging import TurnLines
+from api.core.logging import BatchedLines
+
+WAIT = 0.01  # the lines' wait in these tests: a tenth of a second in a server
+
+
+def batched(stream: io.StringIO, wait: float = WAIT) -> BatchedLines:
+    return BatchedLines(stream, wait=wait)
+
+
+async def past_the_wait() -> None:
+    """Until the lines waiting have been written: the loop runs its timers in the order they
+    are due, so the flush, due first, has run when this sleep ends."""
+    await asyncio.sleep(WAIT * 2)
 
 
 class Writes(io.StringIO):
@@ -21,29 +33,45 @@ class Writes(io.StringIO):
         return super().write(text)
 
 
-async def test_the_lines_of_one_turn_go_out_in_one_write_when_it_ends() -> None:
+async def test_lines_wait_and_go_out_together_in_one_write() -> None:
     stream = Writes()
-    lines = TurnLines(stream)
+    lines = batched(stream, wait=60)
 
     for number in range(3):
         lines.info(f"line {number}")
-    assert stream.writes == []  # the turn is not over
-    await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)  # turns of the loop end, and the lines still wait
+    assert stream.writes == []
 
+    lines.flush()
     assert stream.writes == ["line 0\nline 1\nline 2\n"]
-    lines.info("the next turn's")
-    await asyncio.sleep(0)
-    assert stream.writes[1:] == ["the next turn's\n"]
+
+
+async def test_no_line_waits_longer_than_the_first_waiting() -> None:
+    """A line joins the lines already waiting and goes out with them when the first one's wait
+    ends: lines that keep coming do not keep the batch waiting."""
+    stream = Writes()
+    lines = batched(stream, wait=4 * WAIT)
+    sent = [f"line {number}" for number in range(10)]
+
+    for line in sent:
+        lines.info(line)
+        await asyncio.sleep(WAIT)
+    assert stream.writes, "a steady stream of lines held them all back"
+    assert stream.writes[0].startswith("line 0\nline 1\n")
+
+    lines.flush()
+    assert stream.getvalue().splitlines() == sent
 
 
 async def test_no_write_splits_a_line_or_is_larger_than_a_pipe_takes_in_one_piece() -> None:
     stream = Writes()
-    lines = TurnLines(stream)
+    lines = batched(stream)
     sent = [f"{number:04d}" + "x" * 295 for number in range(40)]  # 300 bytes with its newline
 
     for line in sent:
         lines.info(line)
-    await asyncio.sleep(0)
+    await past_the_wait()
 
     per_write = select.PIPE_BUF // 300  # 13 on Linux
     assert len(stream.writes) == math.ceil(40 / per_write)
@@ -51,33 +79,33 @@ async def test_no_write_splits_a_line_or_is_larger_than_a_pipe_takes_in_one_piec
     assert stream.getvalue().splitlines() == sent
 
 
-async def test_a_flush_writes_the_turns_lines_at_once_and_the_turns_end_nothing_more() -> None:
+async def test_a_flush_writes_the_lines_at_once_and_the_waits_end_nothing_more() -> None:
     stream = Writes()
-    lines = TurnLines(stream)
+    lines = batched(stream)
     lines.info("at shutdown")
 
     lines.flush()
     assert stream.writes == ["at shutdown\n"]
-    await asyncio.sleep(0)
+    await past_the_wait()
     assert stream.writes == ["at shutdown\n"]
 
 
 def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
     stream = Writes()
 
-    TurnLines(stream).info("alone")
+    batched(stream, wait=60).info("alone")
 
     assert stream.writes == ["alone\n"]
 
 
 async def test_a_write_is_measured_in_bytes_not_characters() -> None:
     stream = Writes()
-    lines = TurnLines(stream)
+    lines = batched(stream)
     sent = ["é" * 1500, "é" * 1500]  # 1,501 characters, 3,001 bytes each with the newline
 
     for line in sent:
         lines.info(line)
-    await asyncio.sleep(0)
+    await past_the_wait()
 
     assert [len(write.encode()) for write in stream.writes] == [3001, 3001]
     assert stream.getvalue().splitlines() == sent
@@ -93,14 +121,14 @@ class RefusesFirst(Writes):
         return super().write(text)
 
 
-async def test_a_refused_write_loses_its_own_lines_not_the_turns_others() -> None:
+async def test_a_refused_write_loses_its_own_lines_not_the_others_waiting() -> None:
     stream = RefusesFirst()
-    lines = TurnLines(stream)
+    lines = batched(stream)
     sent = [f"{number:04d}" + "x" * 295 for number in range(20)]  # two writes' worth
 
     for line in sent:
         lines.info(line)
-    await asyncio.sleep(0)
+    await past_the_wait()
 
     per_write = select.PIPE_BUF // 300
     assert stream.getvalue().splitlines() == sent[per_write:]
