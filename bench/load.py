@@ -114,10 +114,12 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
         run_wrk(wrk, server.url, server.tokens, shape, load, load.warmup)
     meter = Meter({"app": server.process.pid, **groups})
     waited = run_queue_ns(server)
+    preempted = preemptions(server)
     started = time.time()
     figures = run_wrk(wrk, server.url, server.tokens, shape, load, load.duration)
     ended = time.time()
     waited = {pid: ns - waited.get(pid, ns) for pid, ns in run_queue_ns(server).items()}
+    preempted = {pid: n - preempted.get(pid, n) for pid, n in preemptions(server).items()}
     others, cpu = meter.read(figures["requests"], "wrk")
     return Row(
         **wrk_figures(server.label, shape, figures),
@@ -127,6 +129,11 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
         loop_lag_ms=loop_lag(server, started, ended),
         run_queue_pct=(
             round(max(waited.values()) / ((ended - started) * 1e7), 1) if waited else None
+        ),
+        preempted=(
+            round(sum(preempted.values()) / figures["requests"], 3)
+            if preempted and figures["requests"]
+            else None
         ),
     )
 
@@ -155,6 +162,19 @@ def run_queue_ns(server: Server) -> dict[int, int]:
     for pid in server.worker_pids():
         with contextlib.suppress(OSError, IndexError, ValueError):
             found[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    return found
+
+
+def preemptions(server: Server) -> dict[int, int]:
+    """How many times so far the kernel took the CPU from each worker while it could have run
+    on (its main thread's involuntary context switches): another process woken on its CPU, a
+    pipe's reader among them."""
+    found = {}
+    for pid in server.worker_pids():
+        with contextlib.suppress(OSError, StopIteration, ValueError):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            line = next(line for line in status if line.startswith("nonvoluntary_ctxt_switches"))
+            found[pid] = int(line.split(":")[1])
     return found
 
 

@@ -58,6 +58,9 @@ class Row:
     # The share of the run the busiest-waiting worker was ready to run but not running: the
     # kernel's run-queue wait (/proc/<pid>/schedstat), in %. High: the machine was oversubscribed.
     run_queue_pct: float | None = None
+    # How many times per request the kernel took the CPU from a worker that could have run on
+    # (involuntary context switches, all workers): a process woken on its CPU.
+    preempted: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -114,6 +117,8 @@ def lag_cell(row: Row) -> str:
         cells.append(f"{row.loop_lag_ms['p99']:.0f}/{row.loop_lag_ms['max']:.0f}")
     if row.run_queue_pct is not None:
         cells.append(f"{row.run_queue_pct:.0f}%")
+    if row.preempted is not None:
+        cells.append(f"{row.preempted:.2f}")
     return ", ".join(cells)
 
 
@@ -132,7 +137,12 @@ def first_cells(row: Row) -> list[str]:
 
 def table(rows: list[Row]) -> str:
     head = ["server", "request", "rps", "p50 ms", "p99 ms", "errors", "x /health", "SQL/req"]
-    head += ["CPU ms/req app+pgb+pg", "RSS MB", "other CPU", "loop lag p99/max ms, run queue"]
+    head += [
+        "CPU ms/req app+pgb+pg",
+        "RSS MB",
+        "other CPU",
+        "loop lag p99/max ms, run queue, preempted/req",
+    ]
     rounds = any(row.round_rps for row in rows)
     if rounds:
         head.append("rps by round")
@@ -337,7 +347,7 @@ def targets(rows: list[Row], default: str, pooled: str) -> list[Target]:
             loop = row.worst_tail_loop if row.worst_tail else lag_cell(row)
             slow.append(
                 f"{row.server} {row.key} {tail:.1f}x"
-                + (f" (loop lag p99/max ms, run queue: {loop})" if loop else "")
+                + (f" (loop lag p99/max ms, run queue, preempted/req: {loop})" if loop else "")
             )
     if api_rows:
         found.append(
@@ -477,7 +487,8 @@ def report(
         "bench (and the hypervisor's steal) took during the row, in % of the machine. loop lag:",
         "how late the workers' event loops woke a task sleeping 5 ms, p99 and max over the row",
         "(a turn of a busy loop, a blocked loop, or a worker the kernel did not run), and the",
-        "share of the row a worker waited in the kernel's run queue (the machine oversubscribed).",
+        "share of the row a worker waited in the kernel's run queue (the machine oversubscribed),",
+        "and how often per request the kernel took a worker's CPU (another process woken on it).",
     ):
         print(line)
     print()
