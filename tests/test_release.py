@@ -9,8 +9,9 @@ import tomllib
 
 import httpx
 
+from devstack.dockerfile import stages
 from tests.support.app import ROOT
-from tests.support.deploy import load_yaml, stages
+from tests.support.deploy import load_yaml
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 

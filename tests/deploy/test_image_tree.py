@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from api.core.version import project_version
+from devstack.dockerfile import stages
 from tests.support.app import ROOT, SECRET_KEY
 from tests.support.database import Database, scalar
-from tests.support.deploy import db_setup_ran, stages
+from tests.support.deploy import db_setup_ran
 
 pytestmark = pytest.mark.concurrent  # databases and roles of its own, committed
 

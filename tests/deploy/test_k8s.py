@@ -26,13 +26,13 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from api import pgbouncer
+from devstack.dockerfile import instructions
 from tests.support.app import ROOT
 from tests.support.deploy import (
     APP_UID,
     SERVER_VARIABLES,
     SETTINGS,
     compose,
-    instructions,
     load_yaml,
 )
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,58 +100,3 @@ async def db_setup_ran(database: Database, out: Path) -> AsyncIterator[DbSetup]:
         yield setup
     finally:
         await drop_database(database.server_url, database.name, setup.app.role, setup.owner.role)
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def args(self, instruction: str) -> list[str]:
-        return [args for name, args in self.instructions if name == instruction]
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuations joined and comment lines dropped (comment
-    lines inside a continued instruction too, as Docker does)."""
-    found: list[tuple[str, str]] = []
-    pending = ""
-    for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        pending += line.strip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        name, _, args = pending.partition(" ")
-        found.append((name.upper(), args.strip()))
-        pending = ""
-    return found
-
-
-def global_args() -> dict[str, str]:
-    args = {}
-    for name, value in instructions():
-        if name == "FROM":
-            break
-        if name == "ARG":
-            key, _, default = value.partition("=")
-            args[key] = default
-    return args
-
-
-def stages() -> list[Stage]:
-    found: list[Stage] = []
-    for name, args in instructions():
-        if name == "FROM":
-            base, _, alias = args.partition(" AS ")
-            found.append(
-                Stage(
-                    base=re.sub(r"\$\{(\w+)\}", lambda m: global_args()[m[1]], base),
-                    name=alias.strip(),
-                )
-            )
-        elif found:
-            found[-1].instructions.append((name, args))
-    return found
