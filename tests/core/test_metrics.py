@@ -455,28 +455,56 @@ def counted_by_each_process(directory: Path, route: str) -> dict[str, float]:
     return counts
 
 
+# A connection per request: uvicorn's workers take turns accepting, so requests reach both.
+SPREAD_OVER_WORKERS = httpx.Limits(max_keepalive_connections=0)
+
+
+@pytest.fixture
+def metrics_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    return directory
+
+
+@contextmanager
+def two_workers(
+    committed: Database,
+    app_pgbouncer: devstack.PgBouncer,
+    metrics_dir: Path,
+    **env: str,
+) -> Iterator[str]:
+    """The server as the image starts it (`python -m api serve`), with two workers counting
+    into `metrics_dir`; its URL. Its log goes beside the directory."""
+    with serving(
+        committed,
+        app_pgbouncer,
+        metrics_dir.parent,
+        True,
+        WEB_CONCURRENCY="2",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        **env,
+    ) as url:
+        yield url
+
+
 @pytest.mark.concurrent
 @pytest.mark.pgbouncer
 async def test_two_workers_are_scraped_as_one(
-    committed: Database, app_pgbouncer: devstack.PgBouncer, tmp_path: Path
+    committed: Database, app_pgbouncer: devstack.PgBouncer, metrics_dir: Path
 ) -> None:
     """The image's way: `python -m api serve` empties PROMETHEUS_MULTIPROC_DIR (a previous
     run's counts are gone), uvicorn starts two workers, and every scrape, whichever worker
     answers it, sums both; the live gauge of a worker that is gone is left out."""
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    gone_process_counted(directory, "metrics.ORDERS_PLACED.inc(1000); metrics.IN_FLIGHT.inc(7)")
-    env = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    gone_process_counted(metrics_dir, "metrics.ORDERS_PLACED.inc(1000); metrics.IN_FLIGHT.inc(7)")
     route = "/health/ready"
     sent = 0
-    fresh_connections = httpx.Limits(max_keepalive_connections=0)  # spread over both workers
-    with serving(committed, app_pgbouncer, tmp_path, True, GIT_SHA="live-sha", **env) as url:
-        async with httpx.AsyncClient(base_url=url, limits=fresh_connections) as http:
+    with two_workers(committed, app_pgbouncer, metrics_dir, GIT_SHA="live-sha") as url:
+        async with httpx.AsyncClient(base_url=url, limits=SPREAD_OVER_WORKERS) as http:
             for _ in range(50):  # until both workers have answered some, for at most 500
                 answers = await asyncio.gather(*(http.get(route) for _ in range(10)))
                 assert [a.status_code for a in answers] == [200] * 10
                 sent += 10
-                if sum(n > 0 for n in counted_by_each_process(directory, route).values()) == 2:
+                if sum(n > 0 for n in counted_by_each_process(metrics_dir, route).values()) == 2:
                     break
                 await asyncio.sleep(0.2)
             for i in range(3):
@@ -486,12 +514,11 @@ async def test_two_workers_are_scraped_as_one(
                     "password": "p" * 12,
                 }
                 assert (await http.post("/users/", json=body)).status_code == 201
-            gone_process_counted(
-                directory, "metrics.IN_FLIGHT.inc(5)"
-            )  # a worker killed mid-request
+            # A worker killed mid-request.
+            gone_process_counted(metrics_dir, "metrics.IN_FLIGHT.inc(5)")
             scrapes = [(await http.get("/metrics")).text for _ in range(6)]
 
-    assert sum(n > 0 for n in counted_by_each_process(directory, route).values()) == 2
+    assert sum(n > 0 for n in counted_by_each_process(metrics_dir, route).values()) == 2
     ready = frozenset({("method", "GET"), ("route", route), ("status", "2xx")})
     build = frozenset({("version", VERSION), ("git_sha", "live-sha")})
     for text in scrapes:
@@ -507,14 +534,11 @@ async def test_two_workers_are_scraped_as_one(
 @pytest.mark.concurrent
 @pytest.mark.pgbouncer
 async def test_a_busy_workers_request_in_flight_reaches_every_scrape(
-    committed: Database, app_pgbouncer: devstack.PgBouncer, tmp_path: Path
+    committed: Database, app_pgbouncer: devstack.PgBouncer, metrics_dir: Path
 ) -> None:
     """A request whose body is still arriving is in flight in one worker, which publishes it
     within about a second, unscraped; then every scrape counts it, whichever worker answers,
     and none once it is answered."""
-    directory = tmp_path / "metrics"
-    directory.mkdir()
-    env = {"WEB_CONCURRENCY": "2", "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     rest_of_body = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
@@ -522,21 +546,20 @@ async def test_a_busy_workers_request_in_flight_reaches_every_scrape(
         await rest_of_body.wait()
         yield b'"password": "pppppppppppp"}'
 
-    fresh_connections = httpx.Limits(max_keepalive_connections=0)  # spread over both workers
-    with serving(committed, app_pgbouncer, tmp_path, True, **env) as url:
+    with two_workers(committed, app_pgbouncer, metrics_dir) as url:
         async with (
             httpx.AsyncClient(base_url=url) as slow,
-            httpx.AsyncClient(base_url=url, limits=fresh_connections) as http,
+            httpx.AsyncClient(base_url=url, limits=SPREAD_OVER_WORKERS) as http,
         ):
             headers = {"Content-Type": "application/json"}
             sign_up = asyncio.create_task(
                 slow.post("/users/", content=slow_body(), headers=headers)
             )
             for _ in range(200):  # until its worker publishes it, unscraped (10 s at most)
-                if published_in_flight(directory) == 1:
+                if published_in_flight(metrics_dir) == 1:
                     break
                 await asyncio.sleep(0.05)
-            published = published_in_flight(directory)
+            published = published_in_flight(metrics_dir)
             while_busy = [(await http.get("/metrics")).text for _ in range(6)]
             rest_of_body.set()
             answer = await sign_up
