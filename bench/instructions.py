@@ -55,6 +55,7 @@ from bench.stack import (
     tool,
     wait_for_ready,
 )
+from devstack.dockerfile import stages
 
 WARM_UP = 50  # requests before the counted ones, in both runs of a variant
 LAYOUT_STEP = 397  # characters more in each round's environment (laid_out)
@@ -161,13 +162,18 @@ def count(
     return int(found.group(1).replace(",", "")), seconds
 
 
-# As deploy/Dockerfile sets them for the image's command, with one worker: its request path.
-IMAGE_ENV = {
-    "WEB_CONCURRENCY": "1",
-    "FORWARDED_ALLOW_IPS": "127.0.0.1",
-    "UVICORN_TIMEOUT_KEEP_ALIVE": "75",
-    "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "20",
-}
+# The image's settings for uvicorn, as deploy/Dockerfile sets them, with one worker: its
+# request path.
+UVICORN_ENV = (
+    "FORWARDED_ALLOW_IPS",
+    "UVICORN_TIMEOUT_KEEP_ALIVE",
+    "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
+)
+
+
+def image_env() -> dict[str, str]:
+    env = stages()[-1].env()
+    return {key: env[key] for key in UVICORN_ENV} | {"WEB_CONCURRENCY": "1"}
 
 
 def served_count(
@@ -192,7 +198,7 @@ def served_count(
          sys.executable, "-m", "api", "serve",
          "--factory", "api.launch:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--proxy-headers"],
-        cwd=devstack.ROOT, env={**env, **IMAGE_ENV}, stdout=out, stderr=subprocess.STDOUT,
+        cwd=devstack.ROOT, env={**env, **image_env()}, stdout=out, stderr=subprocess.STDOUT,
         preexec_fn=devstack.child_setup(None, signal.SIGKILL),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
