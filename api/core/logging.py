@@ -9,6 +9,7 @@ request path (docs/benchmarks.md). Its lines wait up to a tenth of a second and 
 """
 
 import asyncio
+import atexit
 import logging
 import select
 import sys
@@ -32,19 +33,22 @@ class BatchedLines:
     """structlog's logger for the access lines: a line waits up to `wait` seconds (a tenth by
     default), and the lines waiting go out together, in writes of whole lines of at most
     `select.PIPE_BUF` bytes. A container's output is a pipe whose reader (the container
-    runtime) each write wakes, and the reader, woken, takes the CPU from the worker that wrote:
-    a write per request, or per turn of the event loop, cost a busy worker more than the rest
-    of its access line (docs/benchmarks.md). A pipe takes up to PIPE_BUF bytes in one piece, so
-    the lines of several workers sharing it never interleave (a single line longer than that,
-    which an access line is not, is written alone, and may be). Outside a running loop a line
-    is written at once; a stopping server writes the lines still waiting
-    (`flush_access_lines`)."""
+    runtime) each write wakes, and the kernel runs the woken reader on the writer's core: a
+    write per turn of the event loop would preempt a busy worker about 0.3 times more per request
+    than no access lines, batched a few hundredths (docs/benchmarks.md). A pipe takes up to
+    PIPE_BUF bytes in one piece, so the lines of several workers sharing it never interleave (a
+    single line longer than that, which an access line is not, is written alone, and may be).
+    Outside a running loop a line is written at once. A stopping server writes the lines
+    waiting (the lifespan's `flush_access_lines`), and so does the process's exit, for lines
+    written after that (a request cancelled at the end of the graceful shutdown) or without it
+    (a forced exit)."""
 
     def __init__(self, stream: TextIO, wait: float = 0.1) -> None:
         self._stream = stream
         self._wait = wait
         self._lines: list[str] = []
         self._flushing_on: asyncio.AbstractEventLoop | None = None  # the loop that will flush
+        self._flush: asyncio.TimerHandle | None = None  # its timer
 
     def info(self, message: str) -> None:
         self._lines.append(message)
@@ -54,12 +58,15 @@ class BatchedLines:
             self.flush()
             return
         if self._flushing_on is not loop:
-            loop.call_later(self._wait, self.flush)
+            self._flush = loop.call_later(self._wait, self.flush)
             self._flushing_on = loop
 
     def flush(self) -> None:
         """Write the lines waiting."""
-        lines, self._lines, self._flushing_on = self._lines, [], None
+        if self._flush is not None:
+            self._flush.cancel()  # written early (at shutdown, for a test): no timer left behind
+        lines, self._lines = self._lines, []
+        self._flushing_on = self._flush = None
         if len(lines) == 1:  # one line waiting (a quiet server's, or a line outside a loop)
             self._write(lines[0] + "\n")
             return
@@ -89,6 +96,11 @@ def flush_access_lines() -> None:
     """Write the access lines still waiting (at shutdown, or before a test reads the log)."""
     if _ACCESS_LINES is not None:
         _ACCESS_LINES.flush()
+
+
+# Lines written after the lifespan's flush, or with no lifespan shutdown at all (a forced exit),
+# go out when the process exits; a uvicorn worker exits through sys.exit, which runs this.
+atexit.register(flush_access_lines)
 
 
 def json_text(event: Any, **options: Any) -> str:

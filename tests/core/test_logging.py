@@ -5,8 +5,11 @@ import asyncio
 import io
 import math
 import select
+import subprocess
+import sys
 
 from api.core.logging import BatchedLines
+from tests.support.app import ROOT
 
 WAIT = 0.01  # the lines' wait in these tests: a tenth of a second in a server
 
@@ -47,9 +50,21 @@ async def test_lines_wait_and_go_out_together_in_one_write() -> None:
     assert stream.writes == ["line 0\nline 1\nline 2\n"]
 
 
-async def test_no_line_waits_longer_than_the_first_waiting() -> None:
+async def test_each_batch_goes_out_when_its_wait_ends() -> None:
+    stream = Writes()
+    lines = batched(stream)
+
+    lines.info("first")
+    await past_the_wait()
+    lines.info("second")
+    await past_the_wait()
+
+    assert stream.writes == ["first\n", "second\n"]
+
+
+async def test_a_steady_stream_of_lines_does_not_hold_them_back() -> None:
     """A line joins the lines already waiting and goes out with them when the first one's wait
-    ends: lines that keep coming do not keep the batch waiting."""
+    ends, not a wait after itself."""
     stream = Writes()
     lines = batched(stream, wait=4 * WAIT)
     sent = [f"line {number}" for number in range(10)]
@@ -58,7 +73,7 @@ async def test_no_line_waits_longer_than_the_first_waiting() -> None:
         lines.info(line)
         await asyncio.sleep(WAIT)
     assert stream.writes, "a steady stream of lines held them all back"
-    assert stream.writes[0].startswith("line 0\nline 1\n")
+    assert stream.writes[0].startswith("line 0\n")
 
     lines.flush()
     assert stream.getvalue().splitlines() == sent
@@ -132,3 +147,22 @@ async def test_a_refused_write_loses_its_own_lines_not_the_others_waiting() -> N
 
     per_write = select.PIPE_BUF // 300
     assert stream.getvalue().splitlines() == sent[per_write:]
+
+
+def test_lines_still_waiting_when_the_process_exits_are_written() -> None:
+    """A line written after the lifespan's flush (a request cancelled at the end of a graceful
+    shutdown), whose loop is gone before its wait ends: the process's exit writes it."""
+    code = (
+        "import asyncio, sys\n"
+        "from api.core import logging\n"
+        "logging._ACCESS_LINES = logging.BatchedLines(sys.stdout, wait=60)\n"
+        "async def request_cancelled_late():\n"
+        "    logging._ACCESS_LINES.info('the last line')\n"
+        "asyncio.run(request_cancelled_late())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "the last line\n"

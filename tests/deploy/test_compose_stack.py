@@ -231,7 +231,7 @@ async def test_each_request_leaves_one_whole_json_access_line_in_the_containers_
     stack: Stack,
 ) -> None:
     """The API's two workers write their access lines into the container's output, a pipe, a
-    turn of their event loops at a time: every request of a burst has exactly one line, and
+    tenth of a second's at a time: every request of a burst has exactly one line, and
     every line of the log, uvicorn's supervisor's too, is whole JSON (no worker's write split
     another's)."""
     ids = [f"compose-log-{secrets.token_hex(8)}" for _ in range(ACCESS_BURST)]

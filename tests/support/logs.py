@@ -29,7 +29,7 @@ def captured_log(settings: Settings) -> Iterator[Callable[[], str]]:
     configure_logging(settings, stream=buffer)
 
     def written() -> str:
-        app_logging.flush_access_lines()  # the lines of the loop's current turn too
+        app_logging.flush_access_lines()  # the access lines still waiting too
         return buffer.getvalue()
 
     try:
