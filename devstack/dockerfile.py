@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "deploy" / "Dockerfile"
+from devstack import ROOT
+
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 
 @dataclass
