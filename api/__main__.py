@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
 
+from pydantic_settings import BaseSettings
+
 from api import dbroles, pgbouncer
 from api.core.config import Settings
 
@@ -103,6 +105,15 @@ def db_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+class LaunchSettings(BaseSettings):
+    """What the launcher reads before uvicorn starts, from where the app's Settings read it
+    (the environment, then .env), without validating the app's other settings: a value they
+    refuse stops uvicorn at the app's start, with the reason."""
+
+    model_config = Settings.model_config.copy()
+    log_level: str = ""
+
+
 def serve(arguments: Sequence[str]) -> int:
     """Empty the metrics directory, then become uvicorn (the same process: PID 1 in the image
     stays uvicorn, and gets its signals). The workers count in that directory, and a worker
@@ -119,7 +130,7 @@ def serve(arguments: Sequence[str]) -> int:
         # uvicorn's own lines (before the app starts, and all of the supervisor's when there
         # are several workers) in the app's format: JSON in production.
         arguments = [*arguments, "--log-config", str(UVICORN_LOG_CONFIG)]
-    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    level = LaunchSettings().log_level.strip().upper()
     if level in get_args(Settings.model_fields["log_level"].annotation) and (
         "--log-level" not in given
     ):

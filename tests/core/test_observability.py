@@ -27,7 +27,7 @@ import devstack
 from api.core import logging as app_logging
 from api.main import create_app
 from api.users.models import User
-from tests.support.app import SECRET_KEY, settings_for_tests
+from tests.support.app import ROOT, SECRET_KEY, settings_for_tests
 from tests.support.client import SECRET_PATTERNS, assert_problem, client_for
 from tests.support.database import Database, scalar
 from tests.support.factories import DEFAULT_PASSWORD, make_product, make_user
@@ -330,7 +330,9 @@ def serve_as_the_image(
     /health (which needs no database) until it answers, then once with `headers`, and stopped."""
     port = devstack.free_port()
     env = {
-        **os.environ,
+        # LOG_LEVEL from `extra`, or from a .env in tmp_path, where the server runs.
+        **{key: value for key, value in os.environ.items() if key != "LOG_LEVEL"},
+        "PYTHONPATH": str(ROOT),
         "ENVIRONMENT": "test",
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": "postgresql+asyncpg://nobody:x@127.0.0.1:1/none",
@@ -343,7 +345,9 @@ def serve_as_the_image(
     command += ["--host", "127.0.0.1", "--port", str(port)]
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -378,3 +382,15 @@ def test_the_images_launcher_holds_uvicorns_own_lines_to_log_level(tmp_path: Pat
 
     assert [line["level"] for line in lines] == ["warning"], lines
     assert "failed validation" in lines[0]["event"]
+
+
+def test_the_images_launcher_reads_log_level_from_dot_env_as_the_app_does(
+    tmp_path: Path,
+) -> None:
+    """LOG_LEVEL in .env, as make run's copy of .env.example has it, and not in the
+    environment: uvicorn's own INFO lines are held to it as the app's are."""
+    (tmp_path / ".env").write_text("LOG_LEVEL=warning\n")
+
+    lines = serve_as_the_image(tmp_path, {}, {"X-Request-ID": "bad id!"})
+
+    assert [line["level"] for line in lines] == ["warning"], lines
