@@ -8,6 +8,8 @@ import select
 import subprocess
 import sys
 
+import pytest
+
 from api.core.logging import BatchedLines
 from tests.support.app import ROOT
 
@@ -149,16 +151,17 @@ async def test_a_refused_write_loses_its_own_lines_not_the_others_waiting() -> N
     assert stream.getvalue().splitlines() == sent[per_write:]
 
 
-def test_lines_still_waiting_when_the_process_exits_are_written() -> None:
+@pytest.mark.parametrize("run", ["asyncio.run", "uvloop.run"])  # uvloop: uvicorn's
+def test_lines_still_waiting_when_the_process_exits_are_written(run: str) -> None:
     """A line written after the lifespan's flush (a request cancelled at the end of a graceful
     shutdown), whose loop is gone before its wait ends: the process's exit writes it."""
     code = (
-        "import asyncio, sys\n"
+        "import asyncio, sys, uvloop\n"
         "from api.core import logging\n"
         "logging._ACCESS_LINES = logging.BatchedLines(sys.stdout, wait=60)\n"
         "async def request_cancelled_late():\n"
         "    logging._ACCESS_LINES.info('the last line')\n"
-        "asyncio.run(request_cancelled_late())\n"
+        f"{run}(request_cancelled_late())\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
