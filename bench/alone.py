@@ -1,12 +1,12 @@
 """`python -m bench.alone [--calls N] [--rounds N]`: what request ids, the access line and the
 metrics cost a request when nothing else runs, in microseconds.
 
-Each is the app's own layer (asgi-correlation-id's middleware as api/main.py configures it,
-`ObserveRequests` with the access line or the metrics alone, then all three) around an ASGI
-app that answers at once, called in-process on uvloop, N calls a round after a warm-up, the
-rounds interleaved; the median of the rounds, less the bare app's. The access line is
-rendered as in production (JSON) into /dev/null; the metrics count in a multiprocess
-directory of their own, as the image's workers do.
+Each part is on alone, then all three, with the middleware create_app adds for those settings
+(its own configuration, the body limit and the optional slash included) around an ASGI app
+that answers at once, called in-process on uvloop, N calls a round after a warm-up, the rounds
+interleaved; the median of the rounds, less all three off's. The access line is rendered as in
+production (JSON) into /dev/null; the metrics count in a multiprocess directory of their own,
+as the image's workers do.
 
 Alone, their code and data stay in the caches and their branches are learnt: these figures
 are a floor. In a server the same code runs among a whole request's, and costs more than
@@ -22,11 +22,13 @@ import secrets
 import statistics
 import tempfile
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import uvloop
-from asgi_correlation_id import CorrelationIdMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from api.core.config import Settings
 
 WARM_UP = 1_000  # calls before each round's timed ones
 
@@ -73,30 +75,30 @@ async def microseconds(app: ASGIApp, calls: int) -> float:
     return (time.perf_counter() - started) / calls * 1e6
 
 
+# Each part's setting; all three off is the app's other middleware alone (make bench's all off).
+PARTS = {"request ids": "request_ids", "access line": "access_log", "metrics": "metrics_enabled"}
+
+
+def around(app: ASGIApp, settings: "Settings") -> ASGIApp:
+    """`app` inside the middleware create_app adds for `settings`, stacked as Starlette stacks
+    it (the first added innermost)."""
+    from api.main import create_app
+
+    for cls, args, kwargs in reversed(create_app(settings).user_middleware):
+        app = cls(app, *args, **kwargs)
+    return app
+
+
 def layers() -> dict[str, ASGIApp]:
-    """The bare app, then each part around it as api/main.py adds it."""
-    from api.core.observability import ObserveRequests
-    from api.core.request_id import HEADER, new, well_formed
+    """All three off, each part on alone, then all three, around the app that answers."""
+    from api.core.config import Settings
 
-    def with_request_ids(app: ASGIApp) -> ASGIApp:
-        return CorrelationIdMiddleware(
-            app,
-            header_name=HEADER,
-            validator=well_formed,
-            generator=new,
-            update_request_header=False,
-            transformer=None,
-        )
-
-    return {
-        "bare": answer,
-        "request ids": with_request_ids(answer),
-        "access line": ObserveRequests(answer, access_log=True, log_probes=False, metrics=False),
-        "metrics": ObserveRequests(answer, access_log=False, log_probes=False, metrics=True),
-        "all three": with_request_ids(
-            ObserveRequests(answer, access_log=True, log_probes=False, metrics=True)
-        ),
-    }
+    off: dict[str, Any] = dict.fromkeys(PARTS.values(), False)
+    found = {"all off": around(answer, Settings(**off))}
+    for name, setting in PARTS.items():
+        found[name] = around(answer, Settings(**{**off, setting: True}))
+    found["all three"] = around(answer, Settings())
+    return found
 
 
 async def main(calls: int, rounds: int, log: TextIO) -> None:
@@ -110,14 +112,12 @@ async def main(calls: int, rounds: int, log: TextIO) -> None:
         for name, app in apps.items():
             figures[name].append(await microseconds(app, calls))
     app_logging.flush_access_lines()
-    bare = statistics.median(figures["bare"])
-    print(f"\n{calls:,} calls x {rounds} rounds; the bare app: {bare:.2f} us a call")
-    print(f"{'part':<12} {'us/request':>10}  (each round's, less the bare app's median)")
+    base = statistics.median(figures.pop("all off"))
+    print(f"\n{calls:,} calls x {rounds} rounds; all three off: {base:.2f} us a call")
+    print(f"{'part':<12} {'us/request':>10}  (each round's, less all off's median)")
     for name, found in figures.items():
-        if name == "bare":
-            continue
-        rounds_cell = " ".join(f"{f - bare:.2f}" for f in found)
-        print(f"{name:<12} {statistics.median(found) - bare:>10.2f}  ({rounds_cell})")
+        rounds_cell = " ".join(f"{f - base:.2f}" for f in found)
+        print(f"{name:<12} {statistics.median(found) - base:>10.2f}  ({rounds_cell})")
 
 
 def run() -> None:
