@@ -12,7 +12,7 @@ import re
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,8 +118,8 @@ def measure(wrk: str, server: Server, shape: Shape, load: Load, groups: dict[str
     started = time.time()
     figures = run_wrk(wrk, server.url, server.tokens, shape, load, load.duration)
     ended = time.time()
-    waited = {pid: ns - waited.get(pid, ns) for pid, ns in run_queue_ns(server).items()}
-    preempted = {pid: n - preempted.get(pid, n) for pid, n in preemptions(server).items()}
+    waited = since(waited, run_queue_ns(server))
+    preempted = since(preempted, preemptions(server))
     others, cpu = meter.read(figures["requests"], "wrk")
     return Row(
         **wrk_figures(server.label, shape, figures),
@@ -155,27 +155,39 @@ def wrk_figures(server: str, shape: Shape, figures: dict[str, int]) -> dict[str,
     }
 
 
+def per_worker(server: Server, figure: Callable[[int], int]) -> dict[int, int]:
+    """`figure(pid)` of each worker; a worker whose figure cannot be read (gone) is left out."""
+    found = {}
+    for pid in server.worker_pids():
+        with contextlib.suppress(OSError, IndexError, StopIteration, ValueError):
+            found[pid] = figure(pid)
+    return found
+
+
+def since(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
+    """Each worker's growth of a figure between two readings (0 for a worker new since)."""
+    return {pid: n - before.get(pid, n) for pid, n in after.items()}
+
+
 def run_queue_ns(server: Server) -> dict[int, int]:
     """Each worker's time so far ready to run but waiting for a CPU, in ns (its main thread's,
     the one running the event loop)."""
-    found = {}
-    for pid in server.worker_pids():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            found[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
-    return found
+    return per_worker(
+        server, lambda pid: int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
+    )
 
 
 def preemptions(server: Server) -> dict[int, int]:
     """How many times so far the kernel took the CPU from each worker while it could have run
     on (its main thread's involuntary context switches): another process woken on its CPU, a
     pipe's reader among them."""
-    found = {}
-    for pid in server.worker_pids():
-        with contextlib.suppress(OSError, StopIteration, ValueError):
-            status = Path(f"/proc/{pid}/status").read_text().splitlines()
-            line = next(line for line in status if line.startswith("nonvoluntary_ctxt_switches"))
-            found[pid] = int(line.split(":")[1])
-    return found
+
+    def switches(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        line = next(line for line in status if line.startswith("nonvoluntary_ctxt_switches"))
+        return int(line.split(":")[1])
+
+    return per_worker(server, switches)
 
 
 def loop_lag(server: Server, started: float, ended: float) -> dict[str, float] | None:
