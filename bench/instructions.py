@@ -1,8 +1,8 @@
-"""`python -m bench.instructions [--served] [--requests N] [--rounds N] [--concurrency N]
-[--variant NAME:...]`: what `GET /products/{id}` costs the app in machine instructions per
-request, the API as shipped against variants of its settings (by default: observability off,
-and each of its parts off alone; `--variant` as make bench's, `NAME:KEY=VALUE` or
-`NAME:-KEY`, its environment only).
+"""`python -m bench.instructions [--served] [--caches] [--requests N] [--rounds N]
+[--concurrency N] [--variant NAME:...]`: what `GET /products/{id}` costs the app in machine
+instructions per request, the API as shipped against variants of its settings (by default:
+observability off, and each of its parts off alone; `--variant` as make bench's,
+`NAME:KEY=VALUE` or `NAME:-KEY`, its environment only).
 Needs valgrind (`apt-get install valgrind`).
 
 The app runs as its servers launch it (`api.launch`, uvloop, NullPool through PgBouncer, the
@@ -20,7 +20,10 @@ count hardly moves with the machine's other load, which make bench's rates do
 (docs/benchmarks.md, "What observability costs a request"), so a change's effect of a few
 percent shows in one run on a busy machine. It is not the time a request takes: the kernel's
 work (system calls, the network) is not counted, and an instruction that misses the caches
-counts as one. Not to be run beside make bench: both use `.data/bench`.
+counts as one. `--caches` adds what cachegrind's simulation of a core's caches and branch
+predictor counts per request (`core_caches`): the misses that make some instructions cost more than
+others, which this machine's processor does not let perf count. Not to be run beside make
+bench: both use `.data/bench`.
 """
 
 import argparse
@@ -66,7 +69,17 @@ VARIANTS = (
     Variant("no access log", {"ACCESS_LOG": "false"}),
     Variant("no metrics", {"METRICS_ENABLED": "false"}),
 )
-COUNTED = re.compile(r"I\s+refs:\s+([\d,]+)")
+# cachegrind's summary: `==PID== I1  misses:  1,234`, and the like.
+SUMMARY = re.compile(r"^==\d+== (\w+(?: +\w+)?):\s+([\d,]+)", re.MULTILINE)
+INSTRUCTIONS = "I refs"
+CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+# What --caches reports beside the instructions: cachegrind's names, and this report's.
+MISSES = {
+    "I1 misses": "L1i misses",
+    "D1 misses": "L1d misses",
+    "LL misses": "L2 misses",
+    "Mispredicts": "mispredicted",
+}
 
 
 async def serve_requests(requests: int, concurrency: int) -> None:
@@ -109,6 +122,27 @@ def product_paths(requests: int) -> Iterator[str]:
         yield f"/products/{n % ROWS + 1}"
 
 
+def core_caches() -> list[str]:
+    """cachegrind's options for one core of this machine (`--caches`): its L1 instruction and
+    data caches, and as the last level its own L2, as the kernel describes them. The L3 is
+    shared with the machine's other work; cachegrind's own guess, from CPUID, is wrong in a
+    VM (here a direct-mapped 256 MiB last level)."""
+    options = {}
+    for index in CPU_CACHES.glob("index*"):
+        level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
+        option = {("1", "Instruction"): "I1", ("1", "Data"): "D1", ("2", "Unified"): "LL"}.get(
+            (level, kind)
+        )
+        if option is not None:
+            size = int((index / "size").read_text().strip().removesuffix("K")) * 1024
+            ways = (index / "ways_of_associativity").read_text().strip()
+            line = (index / "coherency_line_size").read_text().strip()
+            options[option] = f"--{option}={size},{ways},{line}"
+    if len(options) != 3:
+        raise BenchError(f"{CPU_CACHES} does not describe a core's L1 and L2 caches")
+    return list(options.values())
+
+
 def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
     """`env` for one round: the same for every variant, and longer by LAYOUT_STEP characters
     each round. The size of a process's environment moves where its memory lies, and with it
@@ -126,9 +160,11 @@ def count(
     *,
     served: bool,
     concurrency: int,
+    caches: bool,
     idle: float = 0.0,
-) -> tuple[int, float]:
-    """The instructions of one child run (valgrind's `I refs`), its output in `log`, and (served
+) -> tuple[dict[str, int], float]:
+    """What cachegrind counted in one child run (its summary's figures by name: `I refs`, the
+    instructions, and with `caches` the misses), its output in `log`, and (served
     only) the seconds from its readiness to its last answer; the metrics in a directory of the
     run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a variant's
     `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command under
@@ -138,8 +174,11 @@ def count(
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
-        valgrind_args = [valgrind, "--tool=cachegrind", "--cache-sim=no",
-                         "--cachegrind-out-file=/dev/null"]  # fmt: skip
+        valgrind_args = [valgrind, "--tool=cachegrind", "--cachegrind-out-file=/dev/null"]
+        if caches:
+            valgrind_args += ["--cache-sim=yes", "--branch-sim=yes", *core_caches()]
+        else:
+            valgrind_args += ["--cache-sim=no"]
         seconds = 0.0
         if served:
             report, returncode, seconds = served_count(
@@ -155,11 +194,14 @@ def count(
                 preexec_fn=devstack.child_setup(None, signal.SIGKILL),
             )  # fmt: skip
             returncode = child.returncode
-        found = COUNTED.search(report.read_text() if report.exists() else "")
-    if returncode != 0 or found is None:
+        found = {
+            " ".join(name.split()): int(figure.replace(",", ""))
+            for name, figure in SUMMARY.findall(report.read_text() if report.exists() else "")
+        }
+    if returncode != 0 or INSTRUCTIONS not in found:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"the app under valgrind exited with {returncode} ({log}):\n{tail}")
-    return int(found.group(1).replace(",", "")), seconds
+    return found, seconds
 
 
 # The image's settings for uvicorn, as deploy/Dockerfile sets them, with one worker: its
@@ -238,21 +280,28 @@ async def send_requests(url: str, requests: int, concurrency: int, log: Path) ->
 
 
 def per_request(
-    valgrind: str, env: dict[str, str], requests: int, log: Path, served: bool, concurrency: int
-) -> float:
-    """One request's instructions: a run with `requests` more than another's, over that
-    number. Served, the run without them stays up, idle, as long after it is ready as the
-    other took to answer its warm-up and them: uvicorn's loop wakes ten times a second (and
-    the app's in-flight publisher once), and those wake-ups then count alike in both."""
+    valgrind: str,
+    env: dict[str, str],
+    requests: int,
+    log: Path,
+    served: bool,
+    concurrency: int,
+    caches: bool,
+) -> dict[str, float]:
+    """One request's instructions (and misses, with `caches`): a run with `requests` more
+    than another's, over that number. Served, the run without them stays up, idle, as long
+    after it is ready as the other took to answer its warm-up and them: uvicorn's loop wakes
+    ten times a second (and the app's in-flight publisher once), and those wake-ups then count
+    alike in both."""
     more, seconds = count(
         valgrind, env, requests, log.with_suffix(f".{requests}.log"),
-        served=served, concurrency=concurrency,
+        served=served, concurrency=concurrency, caches=caches,
     )  # fmt: skip
     fewer, _ = count(
         valgrind, env, 0, log.with_suffix(".0.log"),
-        served=served, concurrency=concurrency, idle=seconds,
+        served=served, concurrency=concurrency, caches=caches, idle=seconds,
     )  # fmt: skip
-    return (more - fewer) / requests
+    return {name: (more[name] - fewer[name]) / requests for name in more.keys() & fewer.keys()}
 
 
 def chosen(specs: list[str]) -> list[Variant]:
@@ -299,6 +348,12 @@ def run() -> None:
         help="clients sending the requests at once (default 1): with more, a request's cost"
         " includes what the others in flight add (the collector's passes over their objects,"
         " the caches they share)",
+    )
+    parser.add_argument(
+        "--caches",
+        action="store_true",
+        help="simulate a core's caches and branch predictor too (slower), and report their"
+        " misses per request",
     )
     parser.add_argument("--data-dir", default=".data/bench")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -347,14 +402,20 @@ def measure(args: argparse.Namespace) -> int:
             figures = list(
                 pool.map(
                     lambda job: per_request(
-                        valgrind, job[1], args.requests, job[2], args.served, args.concurrency
+                        valgrind,
+                        job[1],
+                        args.requests,
+                        job[2],
+                        args.served,
+                        args.concurrency,
+                        args.caches,
                     ),
                     jobs,
                 )
             )
     by_name: dict[str, list[float]] = {}
     for (name, _, _), figure in zip(jobs, figures, strict=True):
-        by_name.setdefault(name, []).append(figure)
+        by_name.setdefault(name, []).append(figure[INSTRUCTIONS])
     shipped = round(statistics.median(by_name[SHIPPED.name]))
     how = "over HTTP to the image's command, one worker" if args.served else "in-process"
     print(
@@ -366,7 +427,22 @@ def measure(args: argparse.Namespace) -> int:
         median = round(statistics.median(runs))
         spread = f"  ({' '.join(f'{run:,.0f}' for run in runs)})" if len(runs) > 1 else ""
         print(f"{name:<24} {median:>16,} {median / shipped:>12.3f} {shipped - median:>10,}{spread}")
+    if args.caches:
+        print_misses(jobs, figures)
     return 0
+
+
+def print_misses(
+    jobs: list[tuple[str, dict[str, str], Path]], figures: list[dict[str, float]]
+) -> None:
+    """Each variant's misses per request (`MISSES`), the median of its rounds."""
+    medians: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(name for name, _, _ in jobs):
+        runs = [figure for job, figure in zip(jobs, figures, strict=True) if job[0] == name]
+        medians[name] = {miss: statistics.median(run[miss] for run in runs) for miss in MISSES}
+    print(f"\n{'misses per request':<24}" + "".join(f" {label:>13}" for label in MISSES.values()))
+    for name, misses in medians.items():
+        print(f"{name:<24}" + "".join(f" {misses[miss]:>13,.0f}" for miss in MISSES))
 
 
 if __name__ == "__main__":
