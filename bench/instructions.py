@@ -21,9 +21,9 @@ count hardly moves with the machine's other load, which make bench's rates do
 percent shows in one run on a busy machine. It is not the time a request takes: the kernel's
 work (system calls, the network) is not counted, and an instruction that misses the caches
 counts as one. `--caches` adds what cachegrind's simulation of a core's caches and branch
-predictor counts per request (`core_caches`): the misses that make some instructions cost more than
-others, which this machine's processor does not let perf count. Not to be run beside make
-bench: both use `.data/bench`.
+predictor counts per request (`core_caches`): the misses that make some instructions cost
+more than others, which this machine's processor does not let perf count. Not to be run
+beside make bench: both use `.data/bench`.
 """
 
 import argparse
@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -152,44 +153,51 @@ def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
     return {**env, "BENCH_LAYOUT": "-" * (LAYOUT_STEP * round_)}
 
 
+@dataclass(frozen=True)
+class Counting:
+    """What every run of one measurement shares: valgrind with its options, and how the
+    requests are sent (`served`, by `concurrency` clients at once)."""
+
+    valgrind: list[str]
+    served: bool
+    concurrency: int
+
+    @classmethod
+    def of(cls, valgrind: str, args: argparse.Namespace) -> "Counting":
+        """cachegrind's instruction count, and with `--caches` its simulation of a core."""
+        options = ["--tool=cachegrind", "--cachegrind-out-file=/dev/null"]
+        if args.caches:
+            options += ["--cache-sim=yes", "--branch-sim=yes", *core_caches()]
+        else:
+            options += ["--cache-sim=no"]
+        return cls([valgrind, *options], args.served, args.concurrency)
+
+
 def count(
-    valgrind: str,
-    env: dict[str, str],
-    requests: int,
-    log: Path,
-    *,
-    served: bool,
-    concurrency: int,
-    caches: bool,
-    idle: float = 0.0,
+    counting: Counting, env: dict[str, str], requests: int, log: Path, idle: float = 0.0
 ) -> tuple[dict[str, int], float]:
     """What cachegrind counted in one child run (its summary's figures by name: `I refs`, the
-    instructions, and with `caches` the misses), its output in `log`, and (served
+    instructions, and with `--caches` the misses), its output in `log`, and (served
     only) the seconds from its readiness to its last answer; the metrics in a directory of the
     run's own, unless `env` has no PROMETHEUS_MULTIPROC_DIR (a variant's
-    `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). `served`: the image's command under
+    `-PROMETHEUS_MULTIPROC_DIR`: in-memory values). Served: the image's command under
     valgrind, its requests sent over HTTP from here, then left idle until `idle` seconds have
     passed since it was ready (`served_count`); otherwise the app called in-process
-    (`serve_requests`). Either way by `concurrency` clients at once."""
+    (`serve_requests`)."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch, log.open("wb") as out:
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": scratch}
-        valgrind_args = [valgrind, "--tool=cachegrind", "--cachegrind-out-file=/dev/null"]
-        if caches:
-            valgrind_args += ["--cache-sim=yes", "--branch-sim=yes", *core_caches()]
-        else:
-            valgrind_args += ["--cache-sim=no"]
         seconds = 0.0
-        if served:
+        if counting.served:
             report, returncode, seconds = served_count(
-                valgrind_args, env, requests, concurrency, idle, Path(scratch), out, log
+                counting, env, requests, idle, Path(scratch), out, log
             )
         else:
             report = Path(scratch) / "valgrind.txt"
             child = subprocess.run(
-                [*valgrind_args, f"--log-file={report}", sys.executable, "-m",
+                [*counting.valgrind, f"--log-file={report}", sys.executable, "-m",
                  "bench.instructions", "--child", str(requests), "--concurrency",
-                 str(concurrency)],
+                 str(counting.concurrency)],
                 cwd=devstack.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
                 preexec_fn=devstack.child_setup(None, signal.SIGKILL),
             )  # fmt: skip
@@ -219,10 +227,9 @@ def image_env() -> dict[str, str]:
 
 
 def served_count(
-    valgrind_args: list[str],
+    counting: Counting,
     env: dict[str, str],
     requests: int,
-    concurrency: int,
     idle: float,
     scratch: Path,
     out: IO[bytes],
@@ -236,7 +243,7 @@ def served_count(
     # --trace-children: valgrind follows the exec; %p: a report per process, should one start
     # another.
     server = subprocess.Popen(
-        [*valgrind_args, "--trace-children=yes", f"--log-file={scratch}/valgrind.%p",
+        [*counting.valgrind, "--trace-children=yes", f"--log-file={scratch}/valgrind.%p",
          sys.executable, "-m", "api", "serve",
          "--factory", "api.launch:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--proxy-headers"],
@@ -247,7 +254,7 @@ def served_count(
     try:
         wait_for_ready(url, server, log, 900)  # valgrind starts it tens of times slower
         ready = time.monotonic()
-        asyncio.run(send_requests(url, requests, concurrency, log))
+        asyncio.run(send_requests(url, requests, counting.concurrency, log))
         seconds = time.monotonic() - ready
         time.sleep(max(0.0, idle - seconds))
     finally:
@@ -280,27 +287,15 @@ async def send_requests(url: str, requests: int, concurrency: int, log: Path) ->
 
 
 def per_request(
-    valgrind: str,
-    env: dict[str, str],
-    requests: int,
-    log: Path,
-    served: bool,
-    concurrency: int,
-    caches: bool,
+    counting: Counting, env: dict[str, str], requests: int, log: Path
 ) -> dict[str, float]:
-    """One request's instructions (and misses, with `caches`): a run with `requests` more
+    """One request's instructions (and misses, with `--caches`): a run with `requests` more
     than another's, over that number. Served, the run without them stays up, idle, as long
     after it is ready as the other took to answer its warm-up and them: uvicorn's loop wakes
     ten times a second (and the app's in-flight publisher once), and those wake-ups then count
     alike in both."""
-    more, seconds = count(
-        valgrind, env, requests, log.with_suffix(f".{requests}.log"),
-        served=served, concurrency=concurrency, caches=caches,
-    )  # fmt: skip
-    fewer, _ = count(
-        valgrind, env, 0, log.with_suffix(".0.log"),
-        served=served, concurrency=concurrency, caches=caches, idle=seconds,
-    )  # fmt: skip
+    more, seconds = count(counting, env, requests, log.with_suffix(f".{requests}.log"))
+    fewer, _ = count(counting, env, 0, log.with_suffix(".0.log"), idle=seconds)
     return {name: (more[name] - fewer[name]) / requests for name in more.keys() & fewer.keys()}
 
 
@@ -375,7 +370,7 @@ def run() -> None:
 
 
 def measure(args: argparse.Namespace) -> int:
-    valgrind = tool("valgrind", "apt-get install valgrind")
+    counting = Counting.of(tool("valgrind", "apt-get install valgrind"), args)
     variants = chosen(args.variant)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -401,15 +396,7 @@ def measure(args: argparse.Namespace) -> int:
         with ThreadPoolExecutor(max_workers=2) as pool:
             figures = list(
                 pool.map(
-                    lambda job: per_request(
-                        valgrind,
-                        job[1],
-                        args.requests,
-                        job[2],
-                        args.served,
-                        args.concurrency,
-                        args.caches,
-                    ),
+                    lambda job: per_request(counting, job[1], args.requests, job[2]),
                     jobs,
                 )
             )
