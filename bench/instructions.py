@@ -70,8 +70,12 @@ VARIANTS = (
     Variant("no access log", {"ACCESS_LOG": "false"}),
     Variant("no metrics", {"METRICS_ENABLED": "false"}),
 )
-# cachegrind's summary: `==PID== I1  misses:  1,234`, and the like.
-SUMMARY = re.compile(r"^==\d+== (\w+(?: +\w+)?):\s+([\d,]+)", re.MULTILINE)
+# cachegrind's summary's counts: `==PID== I1  misses:  1,234`, and the like (not its rates).
+SUMMARY = re.compile(
+    r"^==\d+== ((?:I|D|LL) +refs|(?:I1|D1|LLi|LLd|LL) +misses|Branches|Mispredicts):"
+    r"\s+([\d,]+)",
+    re.MULTILINE,
+)
 INSTRUCTIONS = "I refs"
 CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
 # What --caches reports beside the instructions: cachegrind's names, and this report's.
@@ -127,18 +131,21 @@ def core_caches() -> list[str]:
     """cachegrind's options for one core of this machine (`--caches`): its L1 instruction and
     data caches, and as the last level its own L2, as the kernel describes them. The L3 is
     shared with the machine's other work; cachegrind's own guess, from CPUID, is wrong in a
-    VM (here a direct-mapped 256 MiB last level)."""
+    VM (here a direct-mapped 256 MiB last level). cachegrind still logs that guess as a
+    warning, and simulates these options."""
     options = {}
-    for index in CPU_CACHES.glob("index*"):
-        level, kind = (index / "level").read_text().strip(), (index / "type").read_text().strip()
-        option = {("1", "Instruction"): "I1", ("1", "Data"): "D1", ("2", "Unified"): "LL"}.get(
-            (level, kind)
-        )
-        if option is not None:
-            size = int((index / "size").read_text().strip().removesuffix("K")) * 1024
-            ways = (index / "ways_of_associativity").read_text().strip()
-            line = (index / "coherency_line_size").read_text().strip()
-            options[option] = f"--{option}={size},{ways},{line}"
+    try:
+        for index in CPU_CACHES.glob("index*"):
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            option = {("1", "Instruction"): "I1", ("1", "Data"): "D1", ("2", "Unified"): "LL"}
+            if (name := option.get((level, kind))) is not None:
+                size = int((index / "size").read_text().strip().removesuffix("K")) * 1024
+                ways = int((index / "ways_of_associativity").read_text())
+                line = int((index / "coherency_line_size").read_text())
+                options[name] = f"--{name}={size},{ways},{line}"
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{CPU_CACHES} could not be read: {error}") from None
     if len(options) != 3:
         raise BenchError(f"{CPU_CACHES} does not describe a core's L1 and L2 caches")
     return list(options.values())
@@ -155,10 +162,12 @@ def laid_out(env: dict[str, str], round_: int) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Counting:
-    """What every run of one measurement shares: valgrind with its options, and how the
-    requests are sent (`served`, by `concurrency` clients at once)."""
+    """What every run of one measurement shares: valgrind with its options, the figures of
+    cachegrind's summary it reads, and how the requests are sent (`served`, by `concurrency`
+    clients at once)."""
 
-    valgrind: list[str]
+    valgrind: tuple[str, ...]
+    figures: frozenset[str]
     served: bool
     concurrency: int
 
@@ -166,11 +175,13 @@ class Counting:
     def of(cls, valgrind: str, args: argparse.Namespace) -> "Counting":
         """cachegrind's instruction count, and with `--caches` its simulation of a core."""
         options = ["--tool=cachegrind", "--cachegrind-out-file=/dev/null"]
+        figures = {INSTRUCTIONS}
         if args.caches:
             options += ["--cache-sim=yes", "--branch-sim=yes", *core_caches()]
+            figures |= MISSES.keys()
         else:
             options += ["--cache-sim=no"]
-        return cls([valgrind, *options], args.served, args.concurrency)
+        return cls((valgrind, *options), frozenset(figures), args.served, args.concurrency)
 
 
 def count(
@@ -206,9 +217,15 @@ def count(
             " ".join(name.split()): int(figure.replace(",", ""))
             for name, figure in SUMMARY.findall(report.read_text() if report.exists() else "")
         }
-    if returncode != 0 or INSTRUCTIONS not in found:
+    missing = counting.figures - found.keys()
+    if returncode != 0 or missing:
+        what = (
+            f"the app under valgrind exited with {returncode}"
+            if returncode
+            else f"valgrind's report has no {', '.join(sorted(missing))}"
+        )
         tail = log.read_text(errors="replace")[-2000:]
-        raise BenchError(f"the app under valgrind exited with {returncode} ({log}):\n{tail}")
+        raise BenchError(f"{what} ({log}):\n{tail}")
     return found, seconds
 
 
@@ -296,7 +313,7 @@ def per_request(
     alike in both."""
     more, seconds = count(counting, env, requests, log.with_suffix(f".{requests}.log"))
     fewer, _ = count(counting, env, 0, log.with_suffix(".0.log"), idle=seconds)
-    return {name: (more[name] - fewer[name]) / requests for name in more.keys() & fewer.keys()}
+    return {name: (more[name] - fewer[name]) / requests for name in counting.figures}
 
 
 def chosen(specs: list[str]) -> list[Variant]:
@@ -415,17 +432,16 @@ def measure(args: argparse.Namespace) -> int:
         spread = f"  ({' '.join(f'{run:,.0f}' for run in runs)})" if len(runs) > 1 else ""
         print(f"{name:<24} {median:>16,} {median / shipped:>12.3f} {shipped - median:>10,}{spread}")
     if args.caches:
-        print_misses(jobs, figures)
+        print_misses([name for name, _, _ in jobs], figures)
     return 0
 
 
-def print_misses(
-    jobs: list[tuple[str, dict[str, str], Path]], figures: list[dict[str, float]]
-) -> None:
-    """Each variant's misses per request (`MISSES`), the median of its rounds."""
+def print_misses(names: list[str], figures: list[dict[str, float]]) -> None:
+    """Each variant's misses per request (`MISSES`), the median of its rounds (`names[i]` is
+    the variant of `figures[i]`)."""
     medians: dict[str, dict[str, float]] = {}
-    for name in dict.fromkeys(name for name, _, _ in jobs):
-        runs = [figure for job, figure in zip(jobs, figures, strict=True) if job[0] == name]
+    for name in dict.fromkeys(names):
+        runs = [figure for of, figure in zip(names, figures, strict=True) if of == name]
         medians[name] = {miss: statistics.median(run[miss] for run in runs) for miss in MISSES}
     print(f"\n{'misses per request':<24}" + "".join(f" {label:>13}" for label in MISSES.values()))
     for name, misses in medians.items():
