@@ -46,10 +46,10 @@ def instructions() -> list[tuple[str, str]]:
     return found
 
 
-def global_args() -> dict[str, str]:
-    """The ARGs before the first FROM, with their defaults."""
+def global_args(found: list[tuple[str, str]]) -> dict[str, str]:
+    """The ARGs before the first FROM among `found` instructions, with their defaults."""
     args = {}
-    for name, value in instructions():
+    for name, value in found:
         if name == "FROM":
             break
         if name == "ARG":
@@ -60,13 +60,15 @@ def global_args() -> dict[str, str]:
 
 def stages() -> list[Stage]:
     """The build's stages in order; the last one is the image."""
+    steps = instructions()
+    defaults = global_args(steps)
     found: list[Stage] = []
-    for name, args in instructions():
+    for name, args in steps:
         if name == "FROM":
             base, _, alias = args.partition(" AS ")
             found.append(
                 Stage(
-                    base=re.sub(r"\$\{(\w+)\}", lambda m: global_args()[m[1]], base),
+                    base=re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], base),
                     name=alias.strip(),
                 )
             )
