@@ -78,6 +78,8 @@ SUMMARY = re.compile(
 )
 INSTRUCTIONS = "I refs"
 CPU_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+# cachegrind's option for each cache the kernel describes by (level, type).
+CACHE_OPTIONS = {("1", "Instruction"): "I1", ("1", "Data"): "D1", ("2", "Unified"): "LL"}
 # What --caches reports beside the instructions: cachegrind's names, and this report's.
 MISSES = {
     "I1 misses": "L1i misses",
@@ -138,8 +140,7 @@ def core_caches() -> list[str]:
         for index in CPU_CACHES.glob("index*"):
             level = (index / "level").read_text().strip()
             kind = (index / "type").read_text().strip()
-            option = {("1", "Instruction"): "I1", ("1", "Data"): "D1", ("2", "Unified"): "LL"}
-            if (name := option.get((level, kind))) is not None:
+            if (name := CACHE_OPTIONS.get((level, kind))) is not None:
                 size = int((index / "size").read_text().strip().removesuffix("K")) * 1024
                 ways = int((index / "ways_of_associativity").read_text())
                 line = int((index / "coherency_line_size").read_text())
@@ -417,10 +418,10 @@ def measure(args: argparse.Namespace) -> int:
                     jobs,
                 )
             )
-    by_name: dict[str, list[float]] = {}
+    by_name: dict[str, list[dict[str, float]]] = {}
     for (name, _, _), figure in zip(jobs, figures, strict=True):
-        by_name.setdefault(name, []).append(figure[INSTRUCTIONS])
-    shipped = round(statistics.median(by_name[SHIPPED.name]))
+        by_name.setdefault(name, []).append(figure)
+    shipped = round(statistics.median(run[INSTRUCTIONS] for run in by_name[SHIPPED.name]))
     how = "over HTTP to the image's command, one worker" if args.served else "in-process"
     print(
         f"\nGET /products/{{id}}, NullPool through PgBouncer, {args.requests} requests a run by"
@@ -428,24 +429,21 @@ def measure(args: argparse.Namespace) -> int:
     )
     print(f"{'server':<24} {'instructions/req':>16} {'x as shipped':>12} {'less':>10}")
     for name, runs in by_name.items():
-        median = round(statistics.median(runs))
-        spread = f"  ({' '.join(f'{run:,.0f}' for run in runs)})" if len(runs) > 1 else ""
+        counts = [run[INSTRUCTIONS] for run in runs]
+        median = round(statistics.median(counts))
+        spread = f"  ({' '.join(f'{n:,.0f}' for n in counts)})" if len(counts) > 1 else ""
         print(f"{name:<24} {median:>16,} {median / shipped:>12.3f} {shipped - median:>10,}{spread}")
     if args.caches:
-        print_misses([name for name, _, _ in jobs], figures)
+        print_misses(by_name)
     return 0
 
 
-def print_misses(names: list[str], figures: list[dict[str, float]]) -> None:
-    """Each variant's misses per request (`MISSES`), the median of its rounds (`names[i]` is
-    the variant of `figures[i]`)."""
-    medians: dict[str, dict[str, float]] = {}
-    for name in dict.fromkeys(names):
-        runs = [figure for of, figure in zip(names, figures, strict=True) if of == name]
-        medians[name] = {miss: statistics.median(run[miss] for run in runs) for miss in MISSES}
+def print_misses(by_name: dict[str, list[dict[str, float]]]) -> None:
+    """Each variant's misses per request (`MISSES`), the median of its rounds."""
     print(f"\n{'misses per request':<24}" + "".join(f" {label:>13}" for label in MISSES.values()))
-    for name, misses in medians.items():
-        print(f"{name:<24}" + "".join(f" {misses[miss]:>13,.0f}" for miss in MISSES))
+    for name, runs in by_name.items():
+        medians = (statistics.median(run[miss] for run in runs) for miss in MISSES)
+        print(f"{name:<24}" + "".join(f" {median:>13,.0f}" for median in medians))
 
 
 if __name__ == "__main__":
